@@ -1,0 +1,323 @@
+using Microsoft.Extensions.Logging;
+using MlArtifactFs.Fuse.Interop;
+using MlArtifactFs.Fuse.Protocol;
+
+namespace MlArtifactFs.Fuse;
+
+// The per-opcode adapters: parse the body, call the file system, reply. Each is a few lines; the
+// table below maps opcode -> adapter (write-type opcodes all answer EROFS, unknown ones ENOSYS).
+public sealed unsafe partial class FuseSession
+{
+    private static Handler?[] BuildDispatchTable()
+    {
+        var table = new Handler?[64];
+        table[(int)FuseOpcode.Init] = static (s, r, in h, b) => s.OnInit(r, in h, b);
+        table[(int)FuseOpcode.Destroy] = static (s, r, in h, b) => ReplyEmpty(r.Fd, h.Unique);
+        table[(int)FuseOpcode.Lookup] = static (s, r, in h, b) => s.OnLookup(r, in h, b);
+        table[(int)FuseOpcode.Forget] = static (s, r, in h, b) => s.OnForget(in h, b);
+        table[(int)FuseOpcode.BatchForget] = static (s, r, in h, b) => s.OnBatchForget(b);
+        table[(int)FuseOpcode.GetAttr] = static (s, r, in h, b) => s.OnGetAttr(r, in h);
+        table[(int)FuseOpcode.Open] = static (s, r, in h, b) => s.OnOpen(r, in h, b);
+        table[(int)FuseOpcode.Read] = static (s, r, in h, b) => s.OnRead(r, in h, b);
+        table[(int)FuseOpcode.Release] = static (s, r, in h, b) => s.OnRelease(r, in h, b, dir: false);
+        table[(int)FuseOpcode.OpenDir] = static (s, r, in h, b) => s.OnOpenDir(r, in h);
+        table[(int)FuseOpcode.ReadDir] = static (s, r, in h, b) => s.OnReadDir(r, in h, b, plus: false);
+        table[(int)FuseOpcode.ReadDirPlus] = static (s, r, in h, b) => s.OnReadDir(r, in h, b, plus: true);
+        table[(int)FuseOpcode.ReleaseDir] = static (s, r, in h, b) => s.OnRelease(r, in h, b, dir: true);
+        table[(int)FuseOpcode.StatFs] = static (s, r, in h, b) => s.OnStatFs(r, in h);
+        table[(int)FuseOpcode.Flush] = static (s, r, in h, b) => ReplyEmpty(r.Fd, h.Unique);
+        table[(int)FuseOpcode.FSync] = static (s, r, in h, b) => ReplyEmpty(r.Fd, h.Unique);
+        table[(int)FuseOpcode.FSyncDir] = static (s, r, in h, b) => ReplyEmpty(r.Fd, h.Unique);
+        table[(int)FuseOpcode.Access] = static (s, r, in h, b) => OnAccess(r, in h, b);
+        table[(int)FuseOpcode.Interrupt] = static (s, r, in h, b) => s.OnInterrupt(b);
+        // No extended attributes: ENOSYS makes the kernel stop asking (it caches the answer).
+        table[(int)FuseOpcode.GetXattr] = static (s, r, in h, b) => ReplyError(r.Fd, h.Unique, Libc.ENOSYS);
+        table[(int)FuseOpcode.ListXattr] = static (s, r, in h, b) => ReplyError(r.Fd, h.Unique, Libc.ENOSYS);
+        table[(int)FuseOpcode.Statx] = static (s, r, in h, b) => ReplyError(r.Fd, h.Unique, Libc.ENOSYS);
+        foreach (var op in (ReadOnlySpan<FuseOpcode>)[
+                     FuseOpcode.SetAttr, FuseOpcode.Symlink, FuseOpcode.MkNod, FuseOpcode.MkDir, FuseOpcode.Unlink,
+                     FuseOpcode.RmDir, FuseOpcode.Rename, FuseOpcode.Rename2, FuseOpcode.Link, FuseOpcode.Write,
+                     FuseOpcode.SetXattr, FuseOpcode.RemoveXattr, FuseOpcode.Create, FuseOpcode.FAllocate,
+                     FuseOpcode.CopyFileRange, FuseOpcode.CopyFileRange64, FuseOpcode.TmpFile])
+            table[(int)op] = static (s, r, in h, b) => ReplyError(r.Fd, h.Unique, Libc.EROFS);
+        return table;
+    }
+
+    private void OnInit(ReaderContext r, in FuseInHeader h, ReadOnlySpan<byte> body)
+    {
+        var reader = new RequestReader(body);
+        if (!reader.TryRead(out FuseInitIn init))
+        {
+            ReplyError(r.Fd, h.Unique, Libc.EINVAL);
+            return;
+        }
+        if (init.Major != FuseConstants.KernelMajor || init.Minor < FuseConstants.MinSupportedMinor)
+        {
+            // A newer major: answer with ours and the kernel re-sends INIT in our dialect.
+            if (init.Major > FuseConstants.KernelMajor)
+            {
+                Reply(r.Fd, h.Unique, new FuseInitOut { Major = FuseConstants.KernelMajor, Minor = FuseConstants.KernelMinor });
+                return;
+            }
+            _logger.LogError("kernel FUSE protocol {Major}.{Minor} is too old (need 7.{Min}+)", init.Major, init.Minor, FuseConstants.MinSupportedMinor);
+            ReplyError(r.Fd, h.Unique, Libc.EPROTO);
+            _initialized.TrySetException(new FuseMountException($"kernel FUSE protocol {init.Major}.{init.Minor} is too old"));
+            return;
+        }
+
+        ulong offered = init.Flags | ((init.Flags & (uint)FuseInitFlags.InitExt) != 0 ? (ulong)init.Flags2 << 32 : 0);
+        var wanted = FuseInitFlags.AsyncRead | FuseInitFlags.BigWrites | FuseInitFlags.MaxPages
+                     | FuseInitFlags.ParallelDirops | FuseInitFlags.DoReaddirplus | FuseInitFlags.ReaddirplusAuto
+                     | FuseInitFlags.AsyncDio | FuseInitFlags.InitExt | FuseInitFlags.CacheSymlinks;
+        // Passthrough lets the kernel read complete cache files directly; it needs CAP_SYS_ADMIN to register files.
+        if (_options.EnablePassthrough && FuseMounter.IsRoot) wanted |= FuseInitFlags.Passthrough;
+        ulong agreed = offered & (ulong)wanted;
+        _passthrough = (agreed & (ulong)FuseInitFlags.Passthrough) != 0;
+        _protocolMinor = Math.Min(init.Minor, FuseConstants.KernelMinor);
+
+        var reply = new FuseInitOut
+        {
+            Major = FuseConstants.KernelMajor,
+            Minor = FuseConstants.KernelMinor,
+            MaxReadahead = init.MaxReadahead,
+            Flags = (uint)agreed,
+            Flags2 = (uint)(agreed >> 32),
+            MaxBackground = 64,          // READs the kernel may have in flight for async read-ahead
+            CongestionThreshold = 48,
+            MaxWrite = (uint)_options.MaxRead,
+            TimeGran = 1,
+            MaxPages = (ushort)(_options.MaxRead / 4096),
+            MaxStackDepth = _passthrough ? 1u : 0u, // passthrough stacks on the cache's file system
+        };
+        Reply(r.Fd, h.Unique, in reply);
+        var info = new FuseConnectionInfo(_protocolMinor, (uint)_options.MaxRead, _passthrough);
+        _logger.LogDebug("FUSE INIT: protocol 7.{Minor}, flags {Flags:x}, passthrough {Passthrough}", _protocolMinor, agreed, _passthrough);
+        _fs.Initialized(this, info);
+        _initialized.TrySetResult();
+    }
+
+    private void FillTimeouts(ref FuseEntryOut entry)
+    {
+        entry.EntryValid = _entryValidSec;
+        entry.AttrValid = _entryValidSec;
+    }
+
+    private void OnLookup(ReaderContext r, in FuseInHeader h, ReadOnlySpan<byte> body)
+    {
+        var reader = new RequestReader(body);
+        if (!reader.TryReadName(out var name))
+        {
+            ReplyError(r.Fd, h.Unique, Libc.EINVAL);
+            return;
+        }
+        int errno = _fs.Lookup(h.NodeId, name, out var entry);
+        if (errno == Libc.ENOENT)
+        {
+            // A negative entry: the kernel remembers the miss (the tree is immutable; a switch invalidates it).
+            var negative = new FuseEntryOut { NodeId = 0, EntryValid = _entryValidSec };
+            Reply(r.Fd, h.Unique, in negative);
+            return;
+        }
+        if (errno != 0)
+        {
+            ReplyError(r.Fd, h.Unique, errno);
+            return;
+        }
+        FillTimeouts(ref entry);
+        Reply(r.Fd, h.Unique, in entry);
+    }
+
+    private void OnForget(in FuseInHeader h, ReadOnlySpan<byte> body)
+    {
+        // Never reply to FORGET.
+        var reader = new RequestReader(body);
+        if (reader.TryRead(out FuseForgetIn forget)) _fs.Forget(h.NodeId, forget.NLookup);
+    }
+
+    private void OnBatchForget(ReadOnlySpan<byte> body)
+    {
+        var reader = new RequestReader(body);
+        if (!reader.TryRead(out FuseBatchForgetIn batch)) return;
+        for (uint i = 0; i < batch.Count && reader.TryRead(out FuseForgetOne one); i++)
+            _fs.Forget(one.NodeId, one.NLookup);
+    }
+
+    private void OnGetAttr(ReaderContext r, in FuseInHeader h)
+    {
+        int errno = _fs.GetAttr(h.NodeId, out var attr);
+        if (errno != 0)
+        {
+            ReplyError(r.Fd, h.Unique, errno);
+            return;
+        }
+        var reply = new FuseAttrOut { AttrValid = _entryValidSec, Attr = attr };
+        Reply(r.Fd, h.Unique, in reply);
+    }
+
+    private const int O_ACCMODE = 3, O_TRUNC = 0x200;
+
+    private void OnOpen(ReaderContext r, in FuseInHeader h, ReadOnlySpan<byte> body)
+    {
+        var reader = new RequestReader(body);
+        if (!reader.TryRead(out FuseOpenIn open))
+        {
+            ReplyError(r.Fd, h.Unique, Libc.EINVAL);
+            return;
+        }
+        if ((open.Flags & O_ACCMODE) != Libc.O_RDONLY || (open.Flags & O_TRUNC) != 0)
+        {
+            ReplyError(r.Fd, h.Unique, Libc.EROFS);
+            return;
+        }
+        int errno = _fs.Open(h.NodeId, (int)open.Flags, out var result);
+        if (errno != 0)
+        {
+            ReplyError(r.Fd, h.Unique, errno);
+            return;
+        }
+        var flags = result.KeepCache ? FuseOpenFlags.KeepCache : FuseOpenFlags.None;
+        if (result.BackingId > 0) flags |= FuseOpenFlags.Passthrough;
+        var reply = new FuseOpenOut { Fh = result.Handle, OpenFlags = (uint)flags, BackingId = result.BackingId };
+        Reply(r.Fd, h.Unique, in reply);
+    }
+
+    private void OnRead(ReaderContext r, in FuseInHeader h, ReadOnlySpan<byte> body)
+    {
+        var reader = new RequestReader(body);
+        if (!reader.TryRead(out FuseReadIn read))
+        {
+            ReplyError(r.Fd, h.Unique, Libc.EINVAL);
+            return;
+        }
+        int size = (int)Math.Min(read.Size, (uint)_options.MaxRead);
+        byte[] buffer = _readBuffers.Rent();
+        if (!_tokenPool.TryTake(out var cts)) cts = new CancellationTokenSource();
+        ValueTask<int> pending;
+        try
+        {
+            pending = _fs.ReadAsync(h.NodeId, read.Fh, (long)read.Offset,
+                buffer.AsMemory(sizeof(FuseOutHeader), size), cts.Token);
+        }
+        catch
+        {
+            _readBuffers.Return(buffer);
+            _tokenPool.Add(cts);
+            throw;
+        }
+        if (pending.IsCompleted)
+        {
+            // Cache hit: answered on this thread, nothing allocated.
+            int bytes;
+            try { bytes = pending.Result; }
+            catch (Exception e) { bytes = ErrnoOf(e); }
+            CompleteRead(r.Fd, h.Unique, buffer, bytes, cts);
+            return;
+        }
+        ulong unique = h.Unique;
+        _pendingReads[unique] = cts;
+        if (Volatile.Read(ref _disposed) != 0) cts.Cancel();
+        _ = PendingRead.CompleteAsync(this, r.Fd, unique, buffer, pending, cts);
+    }
+
+    internal int ErrnoOf(Exception e)
+    {
+        if (e is OperationCanceledException) return -Libc.EINTR;
+        RecordFailure(FuseOpcode.Read, e);
+        return -Libc.EIO;
+    }
+
+    /// <summary>Answers a READ with <paramref name="result"/> bytes from <paramref name="buffer"/>, or -errno.</summary>
+    internal void CompleteRead(int fd, ulong unique, byte[] buffer, int result, CancellationTokenSource cts)
+    {
+        if (result < 0) ReplyError(fd, unique, -result);
+        else
+        {
+            var header = new FuseOutHeader { Len = (uint)(sizeof(FuseOutHeader) + result), Unique = unique };
+            fixed (byte* p = buffer) WriteReply(fd, &header, p + sizeof(FuseOutHeader), result);
+        }
+        _readBuffers.Return(buffer);
+        if (cts.TryReset()) _tokenPool.Add(cts);
+        else cts.Dispose();
+    }
+
+    internal void ForgetPendingRead(ulong unique) => _pendingReads.TryRemove(unique, out _);
+
+    private void OnRelease(ReaderContext r, in FuseInHeader h, ReadOnlySpan<byte> body, bool dir)
+    {
+        var reader = new RequestReader(body);
+        if (reader.TryRead(out FuseReleaseIn release))
+        {
+            if (dir) _fs.ReleaseDir(h.NodeId, release.Fh);
+            else _fs.Release(h.NodeId, release.Fh);
+        }
+        ReplyEmpty(r.Fd, h.Unique);
+    }
+
+    private void OnOpenDir(ReaderContext r, in FuseInHeader h)
+    {
+        int errno = _fs.OpenDir(h.NodeId, out ulong handle);
+        if (errno != 0)
+        {
+            ReplyError(r.Fd, h.Unique, errno);
+            return;
+        }
+        // Immutable directories: let the kernel cache their listing too.
+        var reply = new FuseOpenOut { Fh = handle, OpenFlags = (uint)(FuseOpenFlags.KeepCache | FuseOpenFlags.CacheDir) };
+        Reply(r.Fd, h.Unique, in reply);
+    }
+
+    private void OnReadDir(ReaderContext r, in FuseInHeader h, ReadOnlySpan<byte> body, bool plus)
+    {
+        var reader = new RequestReader(body);
+        if (!reader.TryRead(out FuseReadIn read))
+        {
+            ReplyError(r.Fd, h.Unique, Libc.EINVAL);
+            return;
+        }
+        int size = (int)Math.Min(read.Size, (uint)(r.ReplyBuffer.Length - sizeof(FuseOutHeader)));
+        var listing = new DirectoryListing(r.ReplyBuffer.AsSpan(0, size), plus);
+        int errno = _fs.ReadDir(h.NodeId, read.Fh, (long)read.Offset, ref listing);
+        if (errno != 0) ReplyError(r.Fd, h.Unique, errno);
+        else ReplyBytes(r.Fd, h.Unique, r.ReplyBuffer.AsSpan(0, listing.Length));
+    }
+
+    private void OnStatFs(ReaderContext r, in FuseInHeader h)
+    {
+        int errno = _fs.StatFs(h.NodeId, out var stat);
+        if (errno != 0) ReplyError(r.Fd, h.Unique, errno);
+        else Reply(r.Fd, h.Unique, in stat);
+    }
+
+    private const int W_OK = 2;
+
+    private static void OnAccess(ReaderContext r, in FuseInHeader h, ReadOnlySpan<byte> body)
+    {
+        var reader = new RequestReader(body);
+        reader.TryRead(out FuseAccessIn access);
+        ReplyError(r.Fd, h.Unique, (access.Mask & W_OK) != 0 ? Libc.EROFS : 0);
+    }
+
+    private void OnInterrupt(ReadOnlySpan<byte> body)
+    {
+        // Never reply to INTERRUPT; cancel the READ it names if it is still pending.
+        var reader = new RequestReader(body);
+        if (reader.TryRead(out FuseInterruptIn interrupt) && _pendingReads.TryGetValue(interrupt.Unique, out var cts))
+        {
+            try { cts.Cancel(); } catch (ObjectDisposedException) { }
+        }
+    }
+}
+
+/// <summary>The slow path of READ, outside the unsafe class (no await in unsafe code).</summary>
+internal static class PendingRead
+{
+    public static async Task CompleteAsync(FuseSession session, int fd, ulong unique, byte[] buffer,
+        ValueTask<int> pending, CancellationTokenSource cts)
+    {
+        int result;
+        try { result = await pending.ConfigureAwait(false); }
+        catch (Exception e) { result = session.ErrnoOf(e); }
+        session.ForgetPendingRead(unique);
+        session.CompleteRead(fd, unique, buffer, result, cts);
+    }
+}

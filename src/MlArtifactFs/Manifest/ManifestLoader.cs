@@ -1,0 +1,275 @@
+using System.Text;
+using System.Text.Json;
+
+namespace MlArtifactFs.Manifest;
+
+/// <summary>
+/// Reads and validates manifests. Three passes, so every message can name its entry:
+/// (1) JSON syntax, reported with line and position; (2) the shape, field by field, before
+/// binding, so a wrong type names the file entry rather than a JSON path; (3) the rules that
+/// need the whole manifest (paths, chunk lists, prefetch, duplicates). All problems found are
+/// reported together, one line each.
+/// </summary>
+public static class ManifestLoader
+{
+    /// <summary>Longest path segment the kernel accepts (NAME_MAX).</summary>
+    private const int MaxSegmentBytes = 255;
+
+    /// <summary>Largest chunk we accept; beyond it per-chunk verification stops being useful.</summary>
+    public const long MaxChunkSize = 1L << 30;
+
+    public static ModelManifest Load(string path)
+    {
+        string text;
+        try { text = File.ReadAllText(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ManifestException(path, [$"cannot read the file: {e.Message}"]);
+        }
+        return Parse(text, path);
+    }
+
+    public static ModelManifest Parse(string json, string source = "<manifest>")
+    {
+        JsonDocument document;
+        try
+        {
+            document = JsonDocument.Parse(json, new JsonDocumentOptions { AllowTrailingCommas = false });
+        }
+        catch (JsonException e)
+        {
+            throw new ManifestException(source,
+                [$"malformed JSON at line {e.LineNumber + 1}, position {e.BytePositionInLine + 1}: {FirstSentence(e.Message)}"]);
+        }
+
+        var problems = new List<string>();
+        using (document)
+        {
+            CheckShape(document.RootElement, problems);
+            if (problems.Count > 0) throw new ManifestException(source, problems);
+        }
+
+        var manifest = JsonSerializer.Deserialize(json, ManifestJsonContext.Default.ModelManifest)
+                       ?? throw new ManifestException(source, ["the manifest is null"]);
+        CheckRules(manifest, problems);
+        if (problems.Count > 0) throw new ManifestException(source, problems);
+        Normalize(manifest);
+        return manifest;
+    }
+
+    public static string Serialize(ModelManifest manifest) =>
+        JsonSerializer.Serialize(manifest, ManifestJsonContext.Default.ModelManifest);
+
+    private static string FirstSentence(string message)
+    {
+        int cut = message.IndexOf(" Path:", StringComparison.Ordinal);
+        return cut > 0 ? message[..cut] : message;
+    }
+
+    // ---- pass 2: shape -------------------------------------------------------------------
+
+    private static void CheckShape(JsonElement root, List<string> problems)
+    {
+        if (root.ValueKind != JsonValueKind.Object)
+        {
+            problems.Add($"the top level must be a JSON object, found {Describe(root.ValueKind)}");
+            return;
+        }
+        RequireKind(root, "artifact_id", JsonValueKind.String, required: true, "the manifest", problems);
+        RequireKind(root, "version", JsonValueKind.String, required: true, "the manifest", problems);
+        RequireKind(root, "mount_path", JsonValueKind.String, required: false, "the manifest", problems);
+        RequireKind(root, "chunk_size", JsonValueKind.Number, required: false, "the manifest", problems);
+        if (root.TryGetProperty("chunk_size", out var cs) && cs.ValueKind == JsonValueKind.Number && !cs.TryGetInt64(out _))
+            problems.Add("chunk_size must be a whole number of bytes");
+
+        if (RequireKind(root, "prefetch", JsonValueKind.Array, required: false, "the manifest", problems) is { } prefetch)
+        {
+            int i = 0;
+            foreach (var item in prefetch.EnumerateArray())
+            {
+                if (item.ValueKind != JsonValueKind.String)
+                    problems.Add($"prefetch[{i}]: expected a string (a file path), found {Describe(item.ValueKind)}");
+                i++;
+            }
+        }
+
+        if (RequireKind(root, "files", JsonValueKind.Array, required: true, "the manifest", problems) is not { } files)
+            return;
+        int index = 0;
+        foreach (var file in files.EnumerateArray())
+        {
+            string entry = $"files[{index}]";
+            if (file.ValueKind != JsonValueKind.Object)
+            {
+                problems.Add($"{entry}: expected an object, found {Describe(file.ValueKind)}");
+                index++;
+                continue;
+            }
+            if (file.TryGetProperty("path", out var p) && p.ValueKind == JsonValueKind.String)
+                entry = $"{entry} (\"{Printable(p.GetString()!)}\")";
+
+            RequireKind(file, "path", JsonValueKind.String, required: true, entry, problems);
+            RequireKind(file, "url", JsonValueKind.String, required: true, entry, problems);
+            RequireKind(file, "sha256", JsonValueKind.String, required: true, entry, problems);
+            RequireKind(file, "compression", JsonValueKind.String, required: false, entry, problems);
+            if (RequireKind(file, "size", JsonValueKind.Number, required: true, entry, problems) is { } size
+                && !size.TryGetInt64(out _))
+                problems.Add($"{entry}: size must be a whole number of bytes, found {size.GetRawText()}");
+            if (RequireKind(file, "chunks", JsonValueKind.Array, required: false, entry, problems) is { } chunks)
+            {
+                int c = 0;
+                foreach (var chunk in chunks.EnumerateArray())
+                {
+                    if (chunk.ValueKind != JsonValueKind.String)
+                        problems.Add($"{entry}: chunks[{c}]: expected a hex string, found {Describe(chunk.ValueKind)}");
+                    c++;
+                }
+            }
+            index++;
+        }
+    }
+
+    private static JsonElement? RequireKind(JsonElement obj, string name, JsonValueKind kind, bool required,
+        string entry, List<string> problems)
+    {
+        if (!obj.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)
+        {
+            if (required) problems.Add($"{entry}: missing required field \"{name}\"");
+            return null;
+        }
+        if (value.ValueKind != kind)
+        {
+            problems.Add($"{entry}: \"{name}\" must be {Describe(kind)}, found {Describe(value.ValueKind)}");
+            return null;
+        }
+        return value;
+    }
+
+    private static string Describe(JsonValueKind kind) => kind switch
+    {
+        JsonValueKind.Object => "an object",
+        JsonValueKind.Array => "an array",
+        JsonValueKind.String => "a string",
+        JsonValueKind.Number => "a number",
+        JsonValueKind.True or JsonValueKind.False => "a boolean",
+        JsonValueKind.Null => "null",
+        _ => kind.ToString(),
+    };
+
+    // ---- pass 3: rules -------------------------------------------------------------------
+
+    private static void CheckRules(ModelManifest m, List<string> problems)
+    {
+        if (string.IsNullOrWhiteSpace(m.ArtifactId)) problems.Add("artifact_id must not be empty");
+        if (string.IsNullOrWhiteSpace(m.Version)) problems.Add("version must not be empty");
+        if (m.ChunkSize is { } chunkSize && (chunkSize <= 0 || chunkSize > MaxChunkSize))
+            problems.Add($"chunk_size must be between 1 and {MaxChunkSize} bytes, found {chunkSize}");
+
+        var files = m.Files ?? [];
+        var seen = new Dictionary<string, int>(StringComparer.Ordinal);
+        for (int i = 0; i < files.Count; i++)
+        {
+            var f = files[i];
+            string entry = $"files[{i}] (\"{Printable(f.Path ?? "")}\")";
+            if (CheckPath(f.Path!) is { } pathProblem) problems.Add($"{entry}: path {pathProblem}");
+            else if (!seen.TryAdd(f.Path!, i)) problems.Add($"{entry}: duplicate path, also files[{seen[f.Path!]}]");
+
+            if (f.Size < 0) problems.Add($"{entry}: size must not be negative, found {f.Size}");
+            if (!IsSha256Hex(f.Sha256!)) problems.Add($"{entry}: sha256 must be 64 hex digits, found \"{Printable(f.Sha256!)}\"");
+            if (f.Compression is { } comp && comp != "none")
+                problems.Add($"{entry}: compression \"{Printable(comp)}\" is not supported (only \"none\")");
+            if (CheckUrl(f.Url!) is { } urlProblem) problems.Add($"{entry}: url {urlProblem}");
+
+            if (f.Chunks is { } chunks)
+            {
+                if (m.ChunkSize is not { } cs || cs <= 0)
+                    problems.Add($"{entry}: has chunks but the manifest has no valid chunk_size");
+                else if (f.Size >= 0)
+                {
+                    long expected = (f.Size!.Value + cs - 1) / cs;
+                    if (chunks.Count != expected)
+                        problems.Add($"{entry}: has {chunks.Count} chunk hashes but size {f.Size} with chunk_size {cs} needs {expected}");
+                }
+                for (int c = 0; c < chunks.Count; c++)
+                    if (!IsSha256Hex(chunks[c]))
+                        problems.Add($"{entry}: chunks[{c}] must be 64 hex digits, found \"{Printable(chunks[c])}\"");
+            }
+        }
+
+        // A path that is both a file and a directory ("a" and "a/b").
+        foreach (var path in seen.Keys)
+        {
+            for (int slash = path.IndexOf('/'); slash > 0; slash = path.IndexOf('/', slash + 1))
+            {
+                string parent = path[..slash];
+                if (seen.TryGetValue(parent, out int fileIndex))
+                    problems.Add($"files[{fileIndex}] (\"{Printable(parent)}\"): is a file but files[{seen[path]}] (\"{Printable(path)}\") needs it to be a directory");
+            }
+        }
+
+        var prefetch = m.Prefetch ?? [];
+        for (int i = 0; i < prefetch.Count; i++)
+            if (!seen.ContainsKey(prefetch[i]))
+                problems.Add($"prefetch[{i}] (\"{Printable(prefetch[i])}\"): names no file in files");
+    }
+
+    /// <summary>Null when the path is acceptable, else why not (completing "path ...").</summary>
+    public static string? CheckPath(string path)
+    {
+        if (path.Length == 0) return "is empty";
+        if (path[0] == '/') return "must be relative (it starts with '/')";
+        if (path.Contains('\\')) return "must use '/' as separator (it contains a backslash)";
+        foreach (char ch in path)
+        {
+            if (ch == '\0') return "contains a NUL character";
+            if (char.IsControl(ch)) return $"contains the control character U+{(int)ch:X4}";
+        }
+        foreach (var segment in path.Split('/'))
+        {
+            if (segment.Length == 0) return "has an empty segment ('//' or a trailing '/')";
+            if (segment == "..") return "contains a '..' segment";
+            if (segment == ".") return "contains a '.' segment";
+            if (Encoding.UTF8.GetByteCount(segment) > MaxSegmentBytes)
+                return $"has a segment longer than {MaxSegmentBytes} bytes";
+        }
+        return null;
+    }
+
+    private static string? CheckUrl(string url)
+    {
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri)) return $"\"{Printable(url)}\" is not an absolute URL";
+        return uri.Scheme is "s3" or "https" or "http"
+            ? (uri.Scheme == "s3" && string.IsNullOrEmpty(uri.Host) ? "has no bucket" : null)
+            : $"scheme \"{uri.Scheme}\" is not supported (use s3, https or http)";
+    }
+
+    public static bool IsSha256Hex(string s)
+    {
+        if (s.Length != 64) return false;
+        foreach (char c in s)
+            if (!char.IsAsciiHexDigit(c)) return false;
+        return true;
+    }
+
+    private static string Printable(string s)
+    {
+        var sb = new StringBuilder(s.Length);
+        foreach (char c in s.Length > 200 ? s[..200] + "…" : s)
+        {
+            if (char.IsControl(c)) sb.Append($"\\u{(int)c:x4}");
+            else sb.Append(c);
+        }
+        return sb.ToString();
+    }
+
+    /// <summary>Hex is compared as lower case everywhere (cache keys, verification).</summary>
+    private static void Normalize(ModelManifest m)
+    {
+        foreach (var f in m.Files!)
+        {
+            f.Sha256 = f.Sha256!.ToLowerInvariant();
+            if (f.Chunks is { } chunks)
+                for (int i = 0; i < chunks.Count; i++) chunks[i] = chunks[i].ToLowerInvariant();
+        }
+    }
+}
