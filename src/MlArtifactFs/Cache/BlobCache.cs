@@ -1,0 +1,159 @@
+using Microsoft.Extensions.Logging;
+using MlArtifactFs.Fuse.Interop;
+
+namespace MlArtifactFs.Cache;
+
+/// <summary>
+/// The content-addressed disk cache: <c>ROOT/blobs/ab/&lt;sha256&gt;.data</c> (sparse) and
+/// <c>.rec</c> (its <see cref="ChunkRecord"/>). Directory 0700, files 0600. Shared by every mount
+/// and manifest using the same directory; identical files are stored once.
+/// <para>
+/// Bounded by <see cref="Capacity"/>: before a fetch writes, <see cref="EnsureRoom"/> evicts whole
+/// blobs, least recently used first, never one open in this process or locked (open) by another.
+/// Disk use counts allocated blocks, not apparent sizes.
+/// </para>
+/// </summary>
+public sealed class BlobCache : IDisposable
+{
+    private readonly ILogger _logger;
+    private readonly Dictionary<string, CachedBlob> _open = new(StringComparer.Ordinal); // guarded by _lock
+    private readonly Lock _lock = new();
+    private long _usedBytes;      // estimate, recomputed on eviction
+    private bool _warnedFull;
+
+    public BlobCache(string root, long capacity, ILogger logger)
+    {
+        Root = Path.GetFullPath(root);
+        Capacity = capacity;
+        _logger = logger;
+        Directory.CreateDirectory(Root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        File.SetUnixFileMode(Root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        Directory.CreateDirectory(BlobDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        _usedBytes = MeasureUsage();
+    }
+
+    public string Root { get; }
+    public long Capacity { get; }
+    private string BlobDirectory => Path.Combine(Root, "blobs");
+
+    /// <summary>Default: $XDG_CACHE_HOME/mlfs, ~/.cache/mlfs, or /var/cache/mlfs as root.</summary>
+    public static string DefaultRoot()
+    {
+        if (Libc.GetUid() == 0) return "/var/cache/mlfs";
+        string? xdg = Environment.GetEnvironmentVariable("XDG_CACHE_HOME");
+        return Path.Combine(string.IsNullOrEmpty(xdg) ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache") : xdg, "mlfs");
+    }
+
+    public long UsedBytes => Interlocked.Read(ref _usedBytes);
+
+    /// <summary>Opens (or shares) the blob for a file; pair with <see cref="Release"/>.</summary>
+    public CachedBlob Open(BlobDescriptor descriptor)
+    {
+        lock (_lock)
+        {
+            // A different chunking of the same content gets its own blob (records are per chunk size).
+            string name = descriptor.HasChunkHashes || descriptor.ChunkSize != Manifest.ModelManifest.DefaultChunkSize
+                ? $"{descriptor.Sha256}-{descriptor.ChunkSize}" : descriptor.Sha256;
+            if (_open.TryGetValue(name, out var blob))
+            {
+                blob.RefCount++;
+                blob.LastAccess = Environment.TickCount64;
+                return blob;
+            }
+            string dir = Path.Combine(BlobDirectory, descriptor.Sha256[..2]);
+            Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            blob = new CachedBlob(descriptor, name, Path.Combine(dir, name + ".data"), Path.Combine(dir, name + ".rec")) { RefCount = 1 };
+            _open[name] = blob;
+            return blob;
+        }
+    }
+
+    public void Release(CachedBlob blob)
+    {
+        lock (_lock)
+        {
+            if (--blob.RefCount > 0) return;
+            _open.Remove(blob.Name);
+        }
+        try { File.SetLastWriteTimeUtc(blob.RecordPath, DateTime.UtcNow); } catch (IOException) { } // LRU order across restarts
+        blob.Dispose();
+    }
+
+    /// <summary>Makes room for <paramref name="bytes"/> about to be written, evicting LRU blobs not in use.</summary>
+    public void EnsureRoom(long bytes)
+    {
+        long used = Interlocked.Add(ref _usedBytes, bytes);
+        if (used <= Capacity) return;
+        lock (_lock)
+        {
+            used = MeasureUsage() + bytes;
+            if (used <= Capacity) { Interlocked.Exchange(ref _usedBytes, used); return; }
+            var openPaths = new HashSet<string>(_open.Values.Select(b => b.DataPath), StringComparer.Ordinal);
+            var candidates = EnumerateBlobs()
+                .Where(b => !openPaths.Contains(b.DataPath))
+                .OrderBy(b => b.LastUse)
+                .ToList();
+            foreach (var candidate in candidates)
+            {
+                if (used <= Capacity) break;
+                if (TryDelete(candidate.DataPath, candidate.RecordPath)) used -= candidate.Allocated;
+            }
+            Interlocked.Exchange(ref _usedBytes, used);
+            if (used > Capacity && !_warnedFull)
+            {
+                _warnedFull = true;
+                _logger.LogWarning("cache {Root} is over its bound ({Used} > {Capacity} bytes) because every cached file is in use; reads go on",
+                    Root, used, Capacity);
+            }
+        }
+    }
+
+    private bool TryDelete(string dataPath, string recordPath)
+    {
+        // Another process holding the blob open has a shared flock on it: skip it.
+        int fd = Libc.Open(dataPath, Libc.O_RDONLY | Libc.O_CLOEXEC);
+        if (fd < 0) return false;
+        try
+        {
+            if (Libc.Flock(fd, Libc.LOCK_EX | Libc.LOCK_NB) != 0) return false;
+            File.Delete(recordPath); // record first: a data file without a record is never trusted
+            File.Delete(dataPath);
+            _logger.LogDebug("evicted {Blob}", Path.GetFileName(dataPath));
+            return true;
+        }
+        catch (IOException) { return false; }
+        finally { Libc.Close(fd); }
+    }
+
+    private sealed record BlobOnDisk(string DataPath, string RecordPath, long Allocated, DateTime LastUse);
+
+    private IEnumerable<BlobOnDisk> EnumerateBlobs()
+    {
+        if (!Directory.Exists(BlobDirectory)) yield break;
+        foreach (var data in Directory.EnumerateFiles(BlobDirectory, "*.data", SearchOption.AllDirectories))
+        {
+            string record = Path.ChangeExtension(data, ".rec");
+            if (Libc.Stat(data, out var st) != 0) continue;
+            DateTime lastUse = File.Exists(record) ? File.GetLastWriteTimeUtc(record) : DateTime.MinValue;
+            yield return new BlobOnDisk(data, record, st.Blocks * 512, lastUse);
+        }
+    }
+
+    private long MeasureUsage() => EnumerateBlobs().Sum(b => b.Allocated);
+
+    /// <summary>Cached blobs on disk and their allocated bytes (for `mlfs status` and `mlfs cache`).</summary>
+    public (int Blobs, long Bytes) Usage()
+    {
+        var all = EnumerateBlobs().ToList();
+        return (all.Count, all.Sum(b => b.Allocated));
+    }
+
+    public void Dispose()
+    {
+        lock (_lock)
+        {
+            foreach (var blob in _open.Values) blob.Dispose();
+            _open.Clear();
+        }
+    }
+}

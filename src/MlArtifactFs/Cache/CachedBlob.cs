@@ -1,0 +1,245 @@
+using System.Security.Cryptography;
+using Microsoft.Win32.SafeHandles;
+using MlArtifactFs.Fetching;
+using MlArtifactFs.Fuse.Interop;
+
+namespace MlArtifactFs.Cache;
+
+/// <summary>
+/// One blob in the cache: a sparse data file plus its <see cref="ChunkRecord"/>. Tracks which
+/// chunks may be served: verified chunks (per-chunk hashes), or — for seed manifests — chunks that
+/// landed in this process before the whole-file check (served unverified, as the seed does, and
+/// counted), until the file completes and is verified whole. Never serves a byte of a chunk that
+/// failed its check; after a restart only recorded (verified) chunks count.
+/// <para>Threading: readers test bits without locks (Volatile); <see cref="Sync"/> guards the
+/// in-flight table and record appends.</para>
+/// </summary>
+public sealed class CachedBlob : IDisposable
+{
+    private readonly FileStream _dataStream, _recordStream; // own the handles below
+    private readonly SafeFileHandle _data;
+    private readonly SafeFileHandle _record;
+    private readonly ulong[] _servable;
+    private long _recordEnd;               // guarded by Sync
+    private int _servableCount;
+    private volatile bool _complete;
+    private volatile Exception? _poison;
+
+    /// <summary>Guards <see cref="Inflight"/> and record appends.</summary>
+    internal readonly Lock Sync = new();
+
+    /// <summary>The run fetching each chunk right now, if any (single flight per chunk). Guarded by <see cref="Sync"/>.</summary>
+    internal readonly ChunkRun?[] Inflight;
+
+    internal CachedBlob(BlobDescriptor descriptor, string name, string dataPath, string recordPath)
+    {
+        Name = name;
+        Descriptor = descriptor;
+        DataPath = dataPath;
+        RecordPath = recordPath;
+        int chunks = descriptor.ChunkCount;
+        _servable = new ulong[(chunks + 63) / 64];
+        Inflight = new ChunkRun?[chunks];
+
+        _dataStream = OpenPrivate(dataPath);
+        _recordStream = OpenPrivate(recordPath);
+        _data = _dataStream.SafeFileHandle;
+        _record = _recordStream.SafeFileHandle;
+        // Shared lock while open: another process evicting the cache skips blobs someone has open.
+        Libc.Flock((int)_data.DangerousGetHandle(), Libc.LOCK_SH);
+        LoadRecord();
+    }
+
+    /// <summary>Cache files are 0600: model weights can be private.</summary>
+    private static FileStream OpenPrivate(string path) => new(path, new FileStreamOptions
+    {
+        Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.ReadWrite, BufferSize = 0,
+        UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
+    });
+
+    public BlobDescriptor Descriptor { get; }
+    /// <summary>File name stem in the cache: the sha256, plus the chunk size when chunked.</summary>
+    public string Name { get; }
+    public string DataPath { get; }
+    public string RecordPath { get; }
+
+    /// <summary>Every chunk present and verified (by chunk hashes or whole): eligible for passthrough.</summary>
+    public bool IsComplete => _complete;
+
+    /// <summary>Set when a seed-format blob failed its whole-file check: every read fails.</summary>
+    public Exception? Poison => _poison;
+
+    internal SafeFileHandle DataHandle => _data;
+    internal int RefCount;
+    internal long LastAccess = Environment.TickCount64;
+    /// <summary>Bytes of this blob fetched in this process but not yet whole-verified (seed manifests).</summary>
+    internal long UnverifiedServedBytes;
+
+    public int ServableChunks => Volatile.Read(ref _servableCount);
+
+    private void LoadRecord()
+    {
+        var d = Descriptor;
+        Span<byte> header = stackalloc byte[ChunkRecord.HeaderSize];
+        int got = RandomAccess.Read(_record, header, 0);
+        long dataLength = RandomAccess.GetLength(_data);
+        if (got < ChunkRecord.HeaderSize || !ChunkRecord.HeaderMatches(header, d.ChunkSize, d.Size) || dataLength != d.Size)
+        {
+            // New, from another chunking, or damaged (wrong size): start over. Nothing in it is trusted.
+            Reset();
+        }
+        else
+        {
+            _recordEnd = ChunkRecord.ReadEntries(_record, ChunkRecord.HeaderSize, ApplyEntry);
+        }
+        if (d.ChunkCount == 0) _complete = true;
+    }
+
+    private void Reset()
+    {
+        RandomAccess.SetLength(_record, 0);
+        RandomAccess.Write(_record, ChunkRecord.Header(Descriptor.ChunkSize, Descriptor.Size), 0);
+        RandomAccess.SetLength(_data, 0);               // drop old bytes...
+        RandomAccess.SetLength(_data, Descriptor.Size); // ...and keep a sparse file of the right size
+        _recordEnd = ChunkRecord.HeaderSize;
+    }
+
+    private void ApplyEntry(uint chunk)
+    {
+        if (chunk == ChunkRecord.CompleteMarker)
+        {
+            for (int c = 0; c < Descriptor.ChunkCount; c++) SetServable(c);
+            _complete = true;
+        }
+        else if (Descriptor.HasChunkHashes && chunk < Descriptor.ChunkCount)
+        {
+            SetServable((int)chunk);
+            if (Volatile.Read(ref _servableCount) == Descriptor.ChunkCount) _complete = true;
+        }
+        // Seed blobs record nothing per chunk: landed-but-unverified data never survives a restart.
+    }
+
+    /// <summary>Picks up chunks another process recorded since we last looked (shared cache directory).</summary>
+    internal void Refresh()
+    {
+        lock (Sync)
+            _recordEnd = ChunkRecord.ReadEntries(_record, _recordEnd, ApplyEntry);
+    }
+
+    public bool IsServable(int chunk) => (Volatile.Read(ref _servable[chunk >> 6]) & (1UL << (chunk & 63))) != 0;
+
+    /// <summary>True when every chunk overlapping [offset, offset+length) can be served now.</summary>
+    public bool IsRangeServable(long offset, long length)
+    {
+        if (_complete) return true;
+        if (length <= 0) return true;
+        int first = Descriptor.ChunkOf(offset), last = Descriptor.ChunkOf(offset + length - 1);
+        for (int c = first; c <= last; c++)
+            if (!IsServable(c)) return false;
+        return true;
+    }
+
+    private bool SetServable(int chunk)
+    {
+        ulong bit = 1UL << (chunk & 63);
+        ref ulong word = ref _servable[chunk >> 6];
+        while (true)
+        {
+            ulong old = Volatile.Read(ref word);
+            if ((old & bit) != 0) return false;
+            if (Interlocked.CompareExchange(ref word, old | bit, old) == old)
+            {
+                Interlocked.Increment(ref _servableCount);
+                return true;
+            }
+        }
+    }
+
+    /// <summary>pread from the data file. Callers check <see cref="IsRangeServable"/> first.</summary>
+    public int Read(long offset, Span<byte> destination)
+    {
+        LastAccess = Environment.TickCount64;
+        int total = 0;
+        while (total < destination.Length)
+        {
+            int n = RandomAccess.Read(_data, destination[total..], offset + total);
+            if (n == 0) break;
+            total += n;
+        }
+        return total;
+    }
+
+    internal void Write(ReadOnlySpan<byte> bytes, long offset) => RandomAccess.Write(_data, bytes, offset);
+
+    /// <summary>Records a chunk whose bytes are written and whose hash matched.</summary>
+    internal void MarkVerified(int chunk)
+    {
+        if (!SetServable(chunk)) return;
+        AppendEntry((uint)chunk);
+        if (Volatile.Read(ref _servableCount) == Descriptor.ChunkCount) _complete = true;
+    }
+
+    /// <summary>Seed manifests: the chunk's bytes landed (unverified). True when this was the last one.</summary>
+    internal bool MarkLanded(int chunk) =>
+        SetServable(chunk) && Volatile.Read(ref _servableCount) == Descriptor.ChunkCount;
+
+    private void AppendEntry(uint chunk)
+    {
+        Span<byte> entry = stackalloc byte[ChunkRecord.EntrySize];
+        ChunkRecord.WriteEntry(entry, chunk);
+        lock (Sync)
+        {
+            // Another process may have appended: always write at the current end of the file.
+            long end = Math.Max(_recordEnd, RandomAccess.GetLength(_record));
+            end -= (end - ChunkRecord.HeaderSize) % ChunkRecord.EntrySize;
+            RandomAccess.Write(_record, entry, end);
+            _recordEnd = end + ChunkRecord.EntrySize;
+        }
+    }
+
+    /// <summary>
+    /// Seed manifests: hashes the whole data file against the manifest's sha256. On success the blob
+    /// becomes complete (recorded); on mismatch it is poisoned and its data dropped.
+    /// </summary>
+    internal bool VerifyWhole()
+    {
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[1 << 20];
+        for (long offset = 0; offset < Descriptor.Size;)
+        {
+            int n = RandomAccess.Read(_data, buffer, offset);
+            if (n <= 0) break;
+            hash.AppendData(buffer, 0, n);
+            offset += n;
+        }
+        string actual = Convert.ToHexStringLower(hash.GetHashAndReset());
+        if (actual == Descriptor.Sha256)
+        {
+            AppendEntry(ChunkRecord.CompleteMarker);
+            _complete = true;
+            return true;
+        }
+        _poison = new ChunkVerificationException(
+            $"the file's SHA-256 is {actual}, the manifest says {Descriptor.Sha256}: dropped from the cache");
+        lock (Sync) Reset();
+        Array.Clear(_servable);
+        Interlocked.Exchange(ref _servableCount, 0);
+        return false;
+    }
+
+    /// <summary>Frees the disk blocks of a chunk that failed verification (nothing unverified stays).</summary>
+    internal void PunchHole(long offset, long length) =>
+        Libc.Fallocate((int)_data.DangerousGetHandle(), Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, offset, length);
+
+    /// <summary>Bytes allocated on disk (st_blocks), which is what a sparse file really costs.</summary>
+    internal long AllocatedBytes => Libc.FStat((int)_data.DangerousGetHandle(), out var st) == 0 ? st.Blocks * 512 : 0;
+
+    public void Dispose()
+    {
+        _dataStream.Dispose();
+        _recordStream.Dispose();
+    }
+}
+
+/// <summary>Bytes that do not hash to what the manifest says. Never served.</summary>
+public sealed class ChunkVerificationException(string message) : Exception(message);

@@ -1,0 +1,286 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging;
+using MlArtifactFs.Cache;
+using MlArtifactFs.Storage;
+using MlArtifactFs.Telemetry;
+
+namespace MlArtifactFs.Fetching;
+
+/// <summary>
+/// Makes byte ranges of blobs servable: finds the chunks missing from the cache, fetches each one
+/// once however many readers (and prefetchers) want it, streams it into the cache file, verifies
+/// it, records it, and releases each waiting reader as soon as its own bytes are in.
+/// <para>
+/// Retries transient failures (5xx, SlowDown, resets, stalls, truncated bodies, bytes that fail
+/// their hash) with jittered exponential backoff, resuming at the first unverified chunk; 403 and 404
+/// fail at once. A failure reaches the reader as an exception (EIO), never as wrong bytes.
+/// </para>
+/// </summary>
+public sealed class ChunkFetcher : IDisposable
+{
+    private readonly IObjectStore _store;
+    private readonly BlobCache _cache;
+    private readonly FetcherOptions _options;
+    private readonly FetchStatistics _stats;
+    private readonly ILogger _logger;
+    private readonly FetchScheduler _scheduler;
+    private readonly CancellationTokenSource _shutdown = new();
+
+    public ChunkFetcher(IObjectStore store, BlobCache cache, FetcherOptions options, FetchStatistics stats, ILogger logger)
+    {
+        _store = store;
+        _cache = cache;
+        _options = options;
+        _stats = stats;
+        _logger = logger;
+        _scheduler = new FetchScheduler(options.MaxConcurrentFetches, run => _ = Task.Run(() => ExecuteAsync(run)));
+    }
+
+    public FetcherOptions Options => _options;
+
+    /// <summary>Completes when [offset, offset+length) of the blob can be read from the cache.</summary>
+    public ValueTask EnsureAsync(CachedBlob blob, ObjectLocation location, string fileName, long offset, long length,
+        FetchPriority priority, CancellationToken cancel)
+    {
+        if (blob.Poison is { } poison) return ValueTask.FromException(poison);
+        length = Math.Min(length, blob.Descriptor.Size - offset);
+        if (length <= 0 || blob.IsRangeServable(offset, length)) return ValueTask.CompletedTask;
+        return SlowAsync(this, blob, location, fileName, offset, length, priority, cancel);
+
+        static async ValueTask SlowAsync(ChunkFetcher self, CachedBlob blob, ObjectLocation location, string fileName,
+            long offset, long length, FetchPriority priority, CancellationToken cancel)
+        {
+            blob.Refresh(); // another process may have fetched it meanwhile
+            if (blob.IsRangeServable(offset, length)) return;
+            long end = offset + length;
+            var runs = self.Schedule(blob, location, fileName, offset, end, priority);
+            foreach (var run in runs)
+                await run.WaitAsync(Math.Min(end, run.End)).WaitAsync(cancel).ConfigureAwait(false);
+            if (blob.Poison is { } poison) throw poison;
+        }
+    }
+
+    /// <summary>Starts fetching [offset, offset+length) in the background (read-ahead, prefetch) without waiting.</summary>
+    public void Prefetch(CachedBlob blob, ObjectLocation location, string fileName, long offset, long length, FetchPriority priority)
+    {
+        length = Math.Min(length, blob.Descriptor.Size - offset);
+        if (length <= 0 || blob.Poison is not null || blob.IsRangeServable(offset, length)) return;
+        Schedule(blob, location, fileName, offset, offset + length, priority);
+    }
+
+    /// <summary>Registers runs for the missing chunks of [offset, end) and returns every run the range depends on.</summary>
+    private List<ChunkRun> Schedule(CachedBlob blob, ObjectLocation location, string fileName, long offset, long end, FetchPriority priority)
+    {
+        var d = blob.Descriptor;
+        int first = d.ChunkOf(offset), last = d.ChunkOf(end - 1);
+        int maxChunksPerRun = (int)Math.Max(1, _options.MaxRequestBytes / d.ChunkSize);
+        var runs = new List<ChunkRun>();
+        var toStart = new List<ChunkRun>();
+        lock (blob.Sync)
+        {
+            for (int c = first; c <= last; c++)
+            {
+                if (blob.IsServable(c)) continue;
+                if (blob.Inflight[c] is { } existing)
+                {
+                    if (runs.Count == 0 || !ReferenceEquals(runs[^1], existing)) runs.Add(existing);
+                    if (priority < existing.Priority) _scheduler.Promote(existing, priority);
+                    continue;
+                }
+                int stop = c;
+                while (stop + 1 <= last && stop + 1 - c < maxChunksPerRun && !blob.IsServable(stop + 1) && blob.Inflight[stop + 1] is null)
+                    stop++;
+                var run = new ChunkRun(blob, location, fileName, c, stop, priority);
+                for (int k = c; k <= stop; k++) blob.Inflight[k] = run;
+                runs.Add(run);
+                toStart.Add(run);
+                c = stop;
+            }
+        }
+        foreach (var run in toStart) _scheduler.Enqueue(run);
+        return runs;
+    }
+
+    private async Task ExecuteAsync(ChunkRun run)
+    {
+        var blob = run.Blob;
+        var d = blob.Descriptor;
+        bool verifyChunks = d.HasChunkHashes;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
+        using var chunkHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        using var activity = MlfsTelemetry.Source.StartActivity("mlfs.fetch");
+        activity?.SetTag("mlfs.file", run.FileName);
+        activity?.SetTag("mlfs.chunk.first", run.FirstChunk);
+        activity?.SetTag("mlfs.chunk.last", run.LastChunk);
+        activity?.SetTag("mlfs.range.start", run.Start);
+        activity?.SetTag("mlfs.range.end", run.End);
+        activity?.SetTag("mlfs.priority", run.Priority.ToString());
+        MlfsTelemetry.FetchesInFlight.Add(1);
+        long pos = run.Start;
+        int attempt = 0;
+        try
+        {
+            _cache.EnsureRoom(run.End - run.Start);
+            while (pos < run.End)
+            {
+                attempt++;
+                long attemptStart = pos;
+                var started = Stopwatch.GetTimestamp();
+                using var stall = CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);
+                try
+                {
+                    stall.CancelAfter(_options.StallTimeout);
+                    Interlocked.Increment(ref _stats.Requests);
+                    await using var body = await _store.OpenRangeAsync(run.Location, pos, run.End - pos, stall.Token).ConfigureAwait(false);
+                    while (pos < run.End)
+                    {
+                        int chunk = d.ChunkOf(pos);
+                        long chunkEnd = d.ChunkEnd(chunk);
+                        int want = (int)Math.Min(buffer.Length, chunkEnd - pos);
+                        stall.CancelAfter(_options.StallTimeout);
+                        int n = await body.ReadAsync(buffer.AsMemory(0, want), stall.Token).ConfigureAwait(false);
+                        if (n == 0)
+                            throw new ObjectStoreException(ObjectStoreErrorKind.Transient,
+                                $"GET {run.Location.Display} bytes {attemptStart}-{run.End - 1}: body ended after {pos - attemptStart} of {run.End - attemptStart} bytes");
+                        blob.Write(buffer.AsSpan(0, n), pos);
+                        if (verifyChunks) chunkHash.AppendData(buffer, 0, n);
+                        pos += n;
+                        Interlocked.Add(ref _stats.BytesFetched, n);
+                        MlfsTelemetry.BytesFetched.Add(n);
+
+                        if (pos == chunkEnd)
+                        {
+                            if (verifyChunks)
+                            {
+                                string actual = Convert.ToHexStringLower(chunkHash.GetHashAndReset());
+                                if (actual != d.ChunkHashes![chunk])
+                                {
+                                    blob.PunchHole(d.ChunkStart(chunk), chunkEnd - d.ChunkStart(chunk));
+                                    MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "verification"));
+                                    pos = d.ChunkStart(chunk);
+                                    throw new ChunkVerificationException(
+                                        $"{run.FileName}: chunk {chunk} (bytes {d.ChunkStart(chunk)}-{chunkEnd - 1}) does not match its SHA-256 " +
+                                        $"(expected {d.ChunkHashes[chunk][..16]}…, got {actual[..16]}…): not cached");
+                                }
+                                blob.MarkVerified(chunk);
+                                run.Advance(pos); // readers of this chunk may go on
+                            }
+                            else if (blob.MarkLanded(chunk))
+                            {
+                                _ = Task.Run(() => VerifyWholeFile(run));
+                            }
+                            Interlocked.Increment(ref _stats.ChunksFetched);
+                        }
+                        // Seed manifests have no chunk hashes: every landed byte may be served (unverified, counted).
+                        if (!verifyChunks) run.Advance(pos);
+                    }
+                    MlfsTelemetry.FetchDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+                }
+                catch (Exception e) when (IsRetryable(e, stall, out string reason) && attempt < _options.MaxAttempts)
+                {
+                    // Resume at the first byte not yet usable: the start of the unverified chunk.
+                    if (verifyChunks) pos = d.ChunkStart(d.ChunkOf(pos == run.End ? pos - 1 : pos));
+                    chunkHash.GetHashAndReset();
+                    Interlocked.Increment(ref _stats.Retries);
+                    TimeSpan delay = Backoff(attempt);
+                    _logger.LogWarning("fetch {File} bytes {Start}-{End} attempt {Attempt} failed: {Reason}; retrying in {Delay} ms",
+                        run.FileName, pos, run.End - 1, attempt, reason, (int)delay.TotalMilliseconds);
+                    await Task.Delay(delay, _shutdown.Token).ConfigureAwait(false);
+                }
+            }
+            activity?.SetTag("mlfs.attempts", attempt);
+            run.Advance(run.End);
+        }
+        catch (Exception e)
+        {
+            Interlocked.Increment(ref _stats.Failures);
+            string reason = e is OperationCanceledException && _shutdown.IsCancellationRequested ? "the mount is stopping" : Describe(e);
+            MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", ErrorKind(e)));
+            activity?.SetStatus(ActivityStatusCode.Error, reason);
+            if (!_shutdown.IsCancellationRequested)
+                _logger.LogError("fetch {File} bytes {Start}-{End} failed after {Attempts} attempt(s): {Reason}; reads of these bytes get EIO",
+                    run.FileName, pos, run.End - 1, attempt, reason);
+            run.Fail(new IOException($"{run.FileName}: {reason}", e));
+        }
+        finally
+        {
+            MlfsTelemetry.FetchesInFlight.Add(-1);
+            ArrayPool<byte>.Shared.Return(buffer);
+            lock (blob.Sync)
+            {
+                for (int c = run.FirstChunk; c <= run.LastChunk; c++)
+                    if (ReferenceEquals(blob.Inflight[c], run)) blob.Inflight[c] = null;
+            }
+            _scheduler.Finished();
+        }
+    }
+
+    private void VerifyWholeFile(ChunkRun run)
+    {
+        try
+        {
+            if (!run.Blob.VerifyWhole())
+            {
+                MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "verification"));
+                _logger.LogError("{File}: {Reason}; further reads get EIO", run.FileName, run.Blob.Poison!.Message);
+            }
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        {
+            _logger.LogWarning("{File}: whole-file verification could not run: {Error}", run.FileName, e.Message);
+        }
+    }
+
+    private bool IsRetryable(Exception e, CancellationTokenSource stall, out string reason)
+    {
+        reason = Describe(e);
+        if (_shutdown.IsCancellationRequested) return false;
+        return e switch
+        {
+            ObjectStoreException s => s.IsTransient,
+            ChunkVerificationException => true,
+            OperationCanceledException when stall.IsCancellationRequested => SetReason(out reason, $"no data for {_options.StallTimeout.TotalSeconds:0.#} s (stalled)"),
+            IOException or HttpRequestException => true,
+            _ => false,
+        };
+
+        static bool SetReason(out string r, string text)
+        {
+            r = text;
+            return true;
+        }
+    }
+
+    private static string Describe(Exception e) => e switch
+    {
+        ObjectStoreException or ChunkVerificationException => e.Message,
+        IOException io => $"connection error ({io.Message})",
+        HttpRequestException http => $"connection error ({http.HttpRequestError})",
+        OperationCanceledException => "cancelled",
+        _ => e.GetType().Name + ": " + e.Message,
+    };
+
+    private static string ErrorKind(Exception e) => e switch
+    {
+        ObjectStoreException { Kind: ObjectStoreErrorKind.NotFound } => "not_found",
+        ObjectStoreException { Kind: ObjectStoreErrorKind.AccessDenied } => "access_denied",
+        ObjectStoreException { Kind: ObjectStoreErrorKind.BadResponse } => "bad_response",
+        ObjectStoreException => "transient",
+        ChunkVerificationException => "verification",
+        _ => "io",
+    };
+
+    private TimeSpan Backoff(int attempt)
+    {
+        double cap = Math.Min(_options.RetryMaxDelay.TotalMilliseconds, _options.RetryBaseDelay.TotalMilliseconds * Math.Pow(2, attempt - 1));
+        return TimeSpan.FromMilliseconds(Random.Shared.NextDouble() * cap);
+    }
+
+    public void Dispose()
+    {
+        _shutdown.Cancel();
+        _shutdown.Dispose();
+    }
+}

@@ -1,0 +1,30 @@
+namespace MlArtifactFs.Fetching;
+
+public sealed record FetcherOptions
+{
+    /// <summary>
+    /// Ranged GETs in flight at once, all files together. One S3 connection streams ~100 MB/s
+    /// (AWS guidance); 8 parallel ranges saturate a 10 Gb/s NIC within reason and keep buffer
+    /// memory at 8 × <see cref="BufferSize"/>.
+    /// </summary>
+    public int MaxConcurrentFetches { get; init; } = 8;
+
+    /// <summary>Largest single GET: the seed's 16 MiB. Big enough to amortise request latency, small enough to spread across connections.</summary>
+    public long MaxRequestBytes { get; init; } = 16L << 20;
+
+    /// <summary>Copy buffer per GET (socket -> cache file).</summary>
+    public int BufferSize { get; init; } = 256 << 10;
+
+    /// <summary>Attempts per GET before the waiting reads get EIO (500, 503, resets, truncation, bad bytes).</summary>
+    public int MaxAttempts { get; init; } = 6;
+
+    /// <summary>No byte for this long = a stalled connection: abort and retry.</summary>
+    public TimeSpan StallTimeout { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>Backoff: full jitter over base × 2^attempt, capped.</summary>
+    public TimeSpan RetryBaseDelay { get; init; } = TimeSpan.FromMilliseconds(100);
+    public TimeSpan RetryMaxDelay { get; init; } = TimeSpan.FromSeconds(5);
+
+    /// <summary>Sequential read-ahead grows from <see cref="MaxRequestBytes"/> by doubling up to this.</summary>
+    public long MaxReadAheadBytes { get; init; } = 128L << 20;
+}

@@ -1,0 +1,372 @@
+using System.Collections.Concurrent;
+using Microsoft.Extensions.Logging;
+using MlArtifactFs.Cache;
+using MlArtifactFs.Fetching;
+using MlArtifactFs.Fuse;
+using MlArtifactFs.Fuse.Interop;
+using MlArtifactFs.Fuse.Protocol;
+using MlArtifactFs.Telemetry;
+
+namespace MlArtifactFs.Mounting;
+
+/// <summary>
+/// The read-only file system of a model: the FUSE interface over a <see cref="FileTree"/>, the
+/// <see cref="BlobCache"/> and the <see cref="ChunkFetcher"/>. A READ of cached bytes is answered
+/// synchronously with one pread; a miss awaits exactly the chunks it touches. Complete, verified
+/// files open in passthrough when the kernel allows, so warm reads never enter this process.
+/// </summary>
+public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
+{
+    private const uint FileMode = Libc.S_IFREG | 0x124; // r--r--r--
+    private const uint DirMode = Libc.S_IFDIR | 0x16D;  // r-xr-xr-x
+
+    private readonly BlobCache _cache;
+    private readonly ChunkFetcher _fetcher;
+    private readonly FetchStatistics _stats;
+    private readonly ILogger _logger;
+    private readonly ConcurrentDictionary<ulong, OpenFile> _handles = new();
+    private readonly Lock _treesLock = new();
+    private readonly Dictionary<ulong, NodeOpens> _nodeOpens = [];              // guarded by _treesLock
+    private readonly Dictionary<CachedBlob, Backing> _backings = [];            // guarded by _treesLock
+    private List<FileTree> _trees;                                              // copy-on-write, guarded by _treesLock
+    private volatile FileTree _current;
+    private FuseSession? _session;
+    private long _nextHandle;
+    private readonly uint _uid = Libc.GetUid(), _gid = Libc.GetGid();
+    private readonly ulong _mountTime = (ulong)DateTimeOffset.UtcNow.ToUnixTimeSeconds();
+
+    public ModelFileSystem(FileTree tree, BlobCache cache, ChunkFetcher fetcher, FetchStatistics stats, ILogger logger)
+    {
+        _current = tree;
+        _trees = [tree];
+        _cache = cache;
+        _fetcher = fetcher;
+        _stats = stats;
+        _logger = logger;
+    }
+
+    public FileTree Current => _current;
+
+    /// <summary>How long the kernel may keep entries and attributes (set from the mount options).</summary>
+    public ulong EntryTimeoutSeconds { get; init; } = 3600;
+
+    /// <summary>Open files in passthrough once complete (off: always serve reads in-process).</summary>
+    public bool UsePassthrough { get; init; } = true;
+
+    public int OpenHandles => _handles.Count;
+    public long PassthroughOpens;
+
+    private sealed class OpenFile(FileTree.Node node, CachedBlob blob, ReadAheadWindow window, bool passthrough)
+    {
+        public readonly FileTree.Node Node = node;
+        public readonly CachedBlob Blob = blob;
+        public readonly ReadAheadWindow Window = window;
+        public readonly bool Passthrough = passthrough;
+    }
+
+    private sealed class NodeOpens
+    {
+        public int Normal, Passthrough;
+    }
+
+    private sealed class Backing(int id)
+    {
+        public readonly int Id = id;
+        public int Users;
+    }
+
+    void IFuseFileSystem.Initialized(FuseSession session, FuseConnectionInfo info) => _session = session;
+
+    // ---- tree ------------------------------------------------------------------------------
+
+    private FileTree.Node? Resolve(ulong id)
+    {
+        if (id == FuseConstants.RootId) return _current.Root;
+        var current = _current;
+        if (current.Contains(id)) return current.Find(id);
+        foreach (var tree in Volatile.Read(ref _trees))
+            if (tree.Contains(id)) return tree.Find(id);
+        return null;
+    }
+
+    private ulong KernelId(FileTree.Node node) => ReferenceEquals(node, _current.Root) || node.Parent is null ? FuseConstants.RootId : node.Id;
+
+    private void FillAttr(FileTree.Node node, out FuseAttr attr)
+    {
+        attr = default;
+        attr.Ino = KernelId(node);
+        attr.ATime = attr.MTime = attr.CTime = _mountTime;
+        attr.Uid = _uid;
+        attr.Gid = _gid;
+        attr.BlkSize = 1 << 20; // tools size their buffers from st_blksize; 1 MiB matches our READ size
+        if (node.IsDirectory)
+        {
+            attr.Mode = DirMode;
+            attr.NLink = 2 + (uint)node.Children.Count(c => c.IsDirectory);
+            attr.Size = 4096;
+        }
+        else
+        {
+            attr.Mode = FileMode;
+            attr.NLink = 1;
+            attr.Size = (ulong)node.File!.Size;
+            attr.Blocks = (attr.Size + 511) / 512;
+        }
+    }
+
+    private void FillEntry(FileTree.Node node, out FuseEntryOut entry)
+    {
+        entry = default;
+        entry.NodeId = KernelId(node);
+        entry.EntryValid = entry.AttrValid = EntryTimeoutSeconds;
+        FillAttr(node, out entry.Attr);
+    }
+
+    public int Lookup(ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry)
+    {
+        entry = default;
+        var dir = Resolve(parent);
+        if (dir is null) return Libc.ENOENT;
+        if (!dir.IsDirectory) return Libc.ENOTDIR;
+        var child = FileTree.FindChild(dir, name);
+        if (child is null) return Libc.ENOENT;
+        FillEntry(child, out entry);
+        return 0;
+    }
+
+    public int GetAttr(ulong node, out FuseAttr attr)
+    {
+        var n = Resolve(node);
+        if (n is null)
+        {
+            attr = default;
+            return Libc.ENOENT;
+        }
+        FillAttr(n, out attr);
+        return 0;
+    }
+
+    public int StatFs(ulong node, out FuseKStatFs stat)
+    {
+        var tree = _current;
+        stat = default;
+        stat.BSize = stat.FrSize = 4096;
+        stat.Blocks = (ulong)((tree.TotalBytes + 4095) / 4096);
+        stat.Files = (ulong)tree.Count;
+        stat.NameLen = 255;
+        return 0;
+    }
+
+    // ---- directories -------------------------------------------------------------------------
+
+    public int OpenDir(ulong node, out ulong handle)
+    {
+        handle = 0;
+        var n = Resolve(node);
+        if (n is null) return Libc.ENOENT;
+        return n.IsDirectory ? 0 : Libc.ENOTDIR;
+    }
+
+    public int ReadDir(ulong node, ulong handle, long offset, ref DirectoryListing listing)
+    {
+        var dir = Resolve(node);
+        if (dir is null) return Libc.ENOENT;
+        // Cookies: 1 = after ".", 2 = after "..", 3+i = after child i.
+        for (long cookie = offset; cookie < dir.Children.Count + 2; cookie++)
+        {
+            FuseEntryOut entry = default;
+            bool added;
+            if (cookie == 0)
+            {
+                FillEntry(dir, out entry);
+                added = listing.TryAdd("."u8, KernelId(dir), FuseConstants.DirentTypeDir, 1, in entry);
+            }
+            else if (cookie == 1)
+            {
+                var parent = dir.Parent ?? dir;
+                FillEntry(parent, out entry);
+                added = listing.TryAdd(".."u8, KernelId(parent), FuseConstants.DirentTypeDir, 2, in entry);
+            }
+            else
+            {
+                var child = dir.Children[(int)cookie - 2];
+                if (listing.Plus) FillEntry(child, out entry);
+                added = listing.TryAdd(child.NameUtf8, KernelId(child),
+                    child.IsDirectory ? FuseConstants.DirentTypeDir : FuseConstants.DirentTypeReg, cookie + 1, in entry);
+            }
+            if (!added) break;
+        }
+        return 0;
+    }
+
+    // ---- files ---------------------------------------------------------------------------------
+
+    public int Open(ulong node, int flags, out FuseOpenResult result)
+    {
+        result = default;
+        var n = Resolve(node);
+        if (n is null) return Libc.ENOENT;
+        if (n.IsDirectory) return Libc.EISDIR;
+        CachedBlob blob;
+        try { blob = _cache.Open(n.File!.Blob); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            _logger.LogError("{File}: cannot open its cache file: {Error}", n.File!.Path, e.Message);
+            return Libc.EIO;
+        }
+        if (blob.Poison is not null)
+        {
+            _cache.Release(blob);
+            return Libc.EIO;
+        }
+
+        int backingId = 0;
+        lock (_treesLock)
+        {
+            if (!_nodeOpens.TryGetValue(n.Id, out var opens)) _nodeOpens[n.Id] = opens = new NodeOpens();
+            // Passthrough and normal opens of one inode cannot be mixed: decide per file, only when complete.
+            if (UsePassthrough && _session is { PassthroughEnabled: true } session && blob.IsComplete && opens.Normal == 0)
+                backingId = AcquireBacking(session, blob);
+            if (backingId > 0) opens.Passthrough++;
+            else if (opens.Passthrough > 0)
+            {
+                _cache.Release(blob);
+                return Libc.EIO; // cannot happen unless the backing registration failed midway
+            }
+            else opens.Normal++;
+        }
+
+        ulong handle = (ulong)Interlocked.Increment(ref _nextHandle);
+        var window = new ReadAheadWindow(_fetcher.Options.MaxRequestBytes, _fetcher.Options.MaxReadAheadBytes);
+        _handles[handle] = new OpenFile(n, blob, window, backingId > 0);
+        if (backingId > 0) Interlocked.Increment(ref PassthroughOpens);
+        result = new FuseOpenResult { Handle = handle, KeepCache = true, BackingId = backingId };
+        return 0;
+    }
+
+    private int AcquireBacking(FuseSession session, CachedBlob blob)
+    {
+        if (_backings.TryGetValue(blob, out var backing))
+        {
+            backing.Users++;
+            return backing.Id;
+        }
+        int fd = Libc.Open(blob.DataPath, Libc.O_RDONLY | Libc.O_CLOEXEC);
+        if (fd < 0) return 0;
+        int id = session.TryRegisterBackingFile(fd);
+        Libc.Close(fd); // the kernel keeps its own reference
+        if (id <= 0) return 0;
+        _backings[blob] = new Backing(id) { Users = 1 };
+        return id;
+    }
+
+    public void Release(ulong node, ulong handle)
+    {
+        if (!_handles.TryRemove(handle, out var open)) return;
+        lock (_treesLock)
+        {
+            if (_nodeOpens.TryGetValue(open.Node.Id, out var opens))
+            {
+                if (open.Passthrough) opens.Passthrough--;
+                else opens.Normal--;
+                if (opens.Normal == 0 && opens.Passthrough == 0) _nodeOpens.Remove(open.Node.Id);
+            }
+            if (open.Passthrough && _backings.TryGetValue(open.Blob, out var backing) && --backing.Users == 0)
+            {
+                _backings.Remove(open.Blob);
+                _session?.ReleaseBackingFile(backing.Id);
+            }
+        }
+        _cache.Release(open.Blob);
+    }
+
+    public ValueTask<int> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> destination, CancellationToken cancel)
+    {
+        if (!_handles.TryGetValue(handle, out var open)) return ValueTask.FromResult(-Libc.EBADF);
+        var file = open.Node.File!;
+        if (offset >= file.Size || destination.Length == 0) return ValueTask.FromResult(0);
+        int length = (int)Math.Min(destination.Length, file.Size - offset);
+        var blob = open.Blob;
+        if (blob.Poison is not null) return ValueTask.FromResult(-Libc.EIO);
+
+        var (aheadOffset, aheadLength) = open.Window.OnRead(offset, length);
+        if (aheadLength > 0 && !blob.IsComplete)
+            _fetcher.Prefetch(blob, file.Location, file.Path, aheadOffset, aheadLength, FetchPriority.ReadAhead);
+
+        if (blob.IsRangeServable(offset, length))
+        {
+            Interlocked.Increment(ref _stats.CacheHits);
+            MlfsTelemetry.CacheHits.Add(1);
+            return ValueTask.FromResult(ReadCached(blob, offset, destination.Span[..length]));
+        }
+        Interlocked.Increment(ref _stats.CacheMisses);
+        MlfsTelemetry.CacheMisses.Add(1);
+        return ReadMissAsync(this, open, offset, destination[..length], cancel);
+
+        static async ValueTask<int> ReadMissAsync(ModelFileSystem self, OpenFile open, long offset, Memory<byte> destination, CancellationToken cancel)
+        {
+            var file = open.Node.File!;
+            try
+            {
+                await self._fetcher.EnsureAsync(open.Blob, file.Location, file.Path, offset, destination.Length, FetchPriority.Demand, cancel)
+                    .ConfigureAwait(false);
+            }
+            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
+            {
+                return -Libc.EINTR;
+            }
+            catch (Exception e) when (e is IOException or ChunkVerificationException or Storage.ObjectStoreException)
+            {
+                return -Libc.EIO; // the fetcher logged file, range and cause
+            }
+            return self.ReadCached(open.Blob, offset, destination.Span);
+        }
+    }
+
+    private int ReadCached(CachedBlob blob, long offset, Span<byte> destination)
+    {
+        int n = blob.Read(offset, destination);
+        if (!blob.Descriptor.HasChunkHashes && !blob.IsComplete)
+        {
+            Interlocked.Add(ref _stats.UnverifiedBytesServed, n);
+            MlfsTelemetry.UnverifiedBytesServed.Add(n);
+        }
+        return n;
+    }
+
+    // ---- version switch --------------------------------------------------------------------------
+
+    /// <summary>
+    /// Makes <paramref name="next"/> the tree new lookups see. Old nodes stay resolvable, so open
+    /// handles keep reading the old version; the kernel's cached entries under the root and changed
+    /// directories are invalidated so the next lookup sees the new tree.
+    /// </summary>
+    public void Switch(FileTree next)
+    {
+        FileTree previous;
+        lock (_treesLock)
+        {
+            previous = _current;
+            _trees = [.. _trees, next];
+            _current = next;
+        }
+        if (_session is not { } session) return;
+        // Invalidate every name the kernel may have cached from either version (including negative entries).
+        InvalidateNames(session, previous.Root, next.Root);
+        session.NotifyInvalidateInode(FuseConstants.RootId);
+    }
+
+    private static void InvalidateNames(FuseSession session, FileTree.Node oldDir, FileTree.Node newDir)
+    {
+        ulong parent = oldDir.Parent is null ? FuseConstants.RootId : oldDir.Id;
+        var names = new HashSet<string>(oldDir.Children.Select(c => c.Name), StringComparer.Ordinal);
+        names.UnionWith(newDir.Children.Select(c => c.Name));
+        foreach (var name in names) session.NotifyInvalidateEntry(parent, System.Text.Encoding.UTF8.GetBytes(name));
+        if (newDir.Parent is not null) session.NotifyInvalidateInode(newDir.Id);
+    }
+
+    public void Dispose()
+    {
+        foreach (var handle in _handles.Keys) Release(0, handle);
+    }
+}
