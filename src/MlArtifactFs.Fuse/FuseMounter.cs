@@ -14,7 +14,7 @@ public sealed class FuseMountException(string message, int errno = 0) : Exceptio
 /// socketpair in an SCM_RIGHTS message). Also the checks that turn a confusing kernel errno into
 /// a message: missing mount point, not a directory, already mounted, a dead mount left by a crash.
 /// </summary>
-internal static unsafe class FuseMounter
+public static unsafe class FuseMounter
 {
     public static bool IsRoot => Libc.GetUid() == 0;
 

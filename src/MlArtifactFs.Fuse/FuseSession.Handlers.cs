@@ -175,8 +175,10 @@ public sealed unsafe partial class FuseSession
             ReplyError(r.Fd, h.Unique, errno);
             return;
         }
-        var flags = result.KeepCache ? FuseOpenFlags.KeepCache : FuseOpenFlags.None;
-        if (result.BackingId > 0) flags |= FuseOpenFlags.Passthrough;
+        // The kernel accepts only PASSTHROUGH|DIRECT_IO|PARALLEL_DIRECT_WRITES|NOFLUSH with passthrough
+        // (FOPEN_PASSTHROUGH_MASK); KEEP_CACHE there fails the open with EIO.
+        var flags = result.BackingId > 0 ? FuseOpenFlags.Passthrough
+            : result.KeepCache ? FuseOpenFlags.KeepCache : FuseOpenFlags.None;
         var reply = new FuseOpenOut { Fh = result.Handle, OpenFlags = (uint)flags, BackingId = result.BackingId };
         Reply(r.Fd, h.Unique, in reply);
     }

@@ -18,7 +18,9 @@ public sealed class ModelManifest
 
     [JsonPropertyName("artifact_id")] public string? ArtifactId { get; set; }
     [JsonPropertyName("version")] public string? Version { get; set; }
-    [JsonPropertyName("mount_path")] public string? MountPath { get; set; }
+    [JsonPropertyName("mount_path")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? MountPath { get; set; }
 
     [JsonPropertyName("chunk_size")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]

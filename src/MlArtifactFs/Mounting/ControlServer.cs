@@ -1,0 +1,185 @@
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Microsoft.Extensions.Logging;
+using MlArtifactFs.Fuse.Interop;
+
+namespace MlArtifactFs.Mounting;
+
+public sealed record MountStatus
+{
+    [JsonPropertyName("mount_point")] public string MountPoint { get; init; } = "";
+    [JsonPropertyName("artifact_id")] public string ArtifactId { get; init; } = "";
+    [JsonPropertyName("version")] public string Version { get; init; } = "";
+    [JsonPropertyName("files")] public int Files { get; init; }
+    [JsonPropertyName("total_bytes")] public long TotalBytes { get; init; }
+    [JsonPropertyName("cache_dir")] public string CacheDirectory { get; init; } = "";
+    [JsonPropertyName("cache_blobs")] public int CacheBlobs { get; init; }
+    [JsonPropertyName("cache_bytes")] public long CacheBytes { get; init; }
+    [JsonPropertyName("cache_capacity")] public long CacheCapacity { get; init; }
+    [JsonPropertyName("chunks_fetched")] public long ChunksFetched { get; init; }
+    [JsonPropertyName("bytes_fetched")] public long BytesFetched { get; init; }
+    [JsonPropertyName("requests")] public long Requests { get; init; }
+    [JsonPropertyName("retries")] public long Retries { get; init; }
+    [JsonPropertyName("fetch_failures")] public long FetchFailures { get; init; }
+    [JsonPropertyName("cache_hits")] public long CacheHits { get; init; }
+    [JsonPropertyName("cache_misses")] public long CacheMisses { get; init; }
+    [JsonPropertyName("hit_ratio")] public double HitRatio { get; init; }
+    [JsonPropertyName("unverified_bytes_served")] public long UnverifiedBytesServed { get; init; }
+    [JsonPropertyName("open_files")] public int OpenFiles { get; init; }
+    [JsonPropertyName("passthrough_opens")] public long PassthroughOpens { get; init; }
+    [JsonPropertyName("passthrough")] public bool Passthrough { get; init; }
+}
+
+public sealed record ControlRequest
+{
+    [JsonPropertyName("command")] public string Command { get; init; } = "";
+    [JsonPropertyName("manifest")] public string? Manifest { get; init; }
+}
+
+public sealed record ControlResponse
+{
+    [JsonPropertyName("ok")] public bool Ok { get; init; }
+    [JsonPropertyName("error")] public string? Error { get; init; }
+    [JsonPropertyName("status")] public MountStatus? Status { get; init; }
+    [JsonPropertyName("switch_ms")] public double? SwitchMilliseconds { get; init; }
+    [JsonPropertyName("bytes_fetched")] public long? BytesFetched { get; init; }
+}
+
+[JsonSourceGenerationOptions(WriteIndented = false)]
+[JsonSerializable(typeof(ControlRequest))]
+[JsonSerializable(typeof(ControlResponse))]
+[JsonSerializable(typeof(MountStatus))]
+public sealed partial class ControlJsonContext : JsonSerializerContext;
+
+/// <summary>
+/// The running mount's control socket (Unix domain, 0600 in a 0700 directory): one JSON request
+/// line, one JSON response line. Serves `mlfs status` and `mlfs switch`.
+/// </summary>
+public sealed class ControlServer : IDisposable
+{
+    private readonly Socket _listener;
+    private readonly ModelMount _mount;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stop = new();
+
+    private ControlServer(Socket listener, string path, ModelMount mount, ILogger logger)
+    {
+        _listener = listener;
+        SocketPath = path;
+        _mount = mount;
+        _logger = logger;
+        _ = AcceptLoopAsync();
+    }
+
+    public string SocketPath { get; }
+
+    /// <summary>/run/mlfs (root) or $XDG_RUNTIME_DIR/mlfs, one socket per mount point (named by a hash of its path).</summary>
+    public static string DefaultPath(string mountPoint)
+    {
+        string full = Path.GetFullPath(mountPoint).TrimEnd('/');
+        string name = Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(full)))[..16] + ".sock";
+        string dir = Libc.GetUid() == 0
+            ? "/run/mlfs"
+            : Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR") is { Length: > 0 } xdg ? Path.Combine(xdg, "mlfs") : $"/tmp/mlfs-{Libc.GetUid()}";
+        return Path.Combine(dir, name);
+    }
+
+    public static ControlServer? TryStart(string path, ModelMount mount, ILogger logger)
+    {
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            if (File.Exists(path)) File.Delete(path); // left by a crashed mount (the mount point was free, so it is stale)
+            var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+            socket.Bind(new UnixDomainSocketEndPoint(path));
+            File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite);
+            socket.Listen(8);
+            return new ControlServer(socket, path, mount, logger);
+        }
+        catch (Exception e) when (e is IOException or SocketException or UnauthorizedAccessException)
+        {
+            logger.LogWarning("control socket {Path} unavailable ({Error}); `mlfs status` and `mlfs switch` will not reach this mount", path, e.Message);
+            return null;
+        }
+    }
+
+    private async Task AcceptLoopAsync()
+    {
+        while (!_stop.IsCancellationRequested)
+        {
+            Socket client;
+            try { client = await _listener.AcceptAsync(_stop.Token).ConfigureAwait(false); }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException) { return; }
+            _ = HandleAsync(client);
+        }
+    }
+
+    private async Task HandleAsync(Socket client)
+    {
+        using (client)
+        await using (var stream = new NetworkStream(client))
+        {
+            ControlResponse response;
+            try
+            {
+                using var reader = new StreamReader(stream, leaveOpen: true);
+                string? line = await reader.ReadLineAsync(_stop.Token).ConfigureAwait(false);
+                var request = line is null ? null : JsonSerializer.Deserialize(line, ControlJsonContext.Default.ControlRequest);
+                response = request?.Command switch
+                {
+                    "status" => new ControlResponse { Ok = true, Status = _mount.GetStatus() },
+                    "switch" when request.Manifest is { } manifest => await SwitchAsync(manifest).ConfigureAwait(false),
+                    _ => new ControlResponse { Ok = false, Error = $"unknown command \"{request?.Command}\"" },
+                };
+            }
+            catch (Exception e) when (e is JsonException or IOException or OperationCanceledException)
+            {
+                response = new ControlResponse { Ok = false, Error = e.Message };
+            }
+            try
+            {
+                byte[] bytes = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(response, ControlJsonContext.Default.ControlResponse) + "\n");
+                await stream.WriteAsync(bytes, _stop.Token).ConfigureAwait(false);
+            }
+            catch (Exception e) when (e is IOException or OperationCanceledException or SocketException) { }
+        }
+    }
+
+    private async Task<ControlResponse> SwitchAsync(string manifest)
+    {
+        try
+        {
+            var result = await _mount.SwitchAsync(manifest, _stop.Token).ConfigureAwait(false);
+            return new ControlResponse { Ok = true, SwitchMilliseconds = result.Elapsed.TotalMilliseconds, BytesFetched = result.BytesFetched, Status = _mount.GetStatus() };
+        }
+        catch (Exception e) when (e is Manifest.ManifestException or MountException or IOException or InvalidOperationException)
+        {
+            _logger.LogError("switch to {Manifest} failed: {Error}", manifest, e.Message);
+            return new ControlResponse { Ok = false, Error = e.Message };
+        }
+    }
+
+    /// <summary>Sends one request to the mount at <paramref name="socketPath"/>.</summary>
+    public static async Task<ControlResponse> SendAsync(string socketPath, ControlRequest request, CancellationToken cancel = default)
+    {
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cancel).ConfigureAwait(false);
+        await using var stream = new NetworkStream(socket);
+        byte[] bytes = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(request, ControlJsonContext.Default.ControlRequest) + "\n");
+        await stream.WriteAsync(bytes, cancel).ConfigureAwait(false);
+        using var reader = new StreamReader(stream);
+        string line = await reader.ReadLineAsync(cancel).ConfigureAwait(false) ?? throw new IOException("the mount closed the control connection");
+        return JsonSerializer.Deserialize(line, ControlJsonContext.Default.ControlResponse) ?? throw new IOException("empty response");
+    }
+
+    public void Dispose()
+    {
+        _stop.Cancel();
+        _listener.Dispose();
+        try { File.Delete(SocketPath); } catch (IOException) { }
+        _stop.Dispose();
+    }
+}

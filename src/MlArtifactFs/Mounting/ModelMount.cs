@@ -1,0 +1,242 @@
+using System.Diagnostics;
+using Microsoft.Extensions.Logging;
+using MlArtifactFs.Cache;
+using MlArtifactFs.Fetching;
+using MlArtifactFs.Fuse;
+using MlArtifactFs.Manifest;
+using MlArtifactFs.Storage;
+using MlArtifactFs.Telemetry;
+
+namespace MlArtifactFs.Mounting;
+
+/// <summary>
+/// A running mount of a model: loads the manifest, opens the cache, prefetches the manifest's
+/// `prefetch` files (a failure there refuses the mount: wrong credentials and missing objects show
+/// up before anyone reads), mounts FUSE, serves the control socket, and on dispose unmounts and
+/// closes everything in the reverse order.
+/// </summary>
+public sealed class ModelMount : IAsyncDisposable
+{
+    private readonly ILogger _logger;
+    private readonly S3Settings _s3;
+    private readonly HttpObjectStore _store;
+    private readonly Lock _switchLock = new();
+    private ulong _nextNodeId;
+    private FuseSession? _session;
+    private ControlServer? _control;
+    private CancellationTokenSource? _background;
+
+    private ModelMount(MountOptions options, S3Settings s3, ILogger logger)
+    {
+        Options = options;
+        _s3 = s3;
+        _logger = logger;
+        _store = new HttpObjectStore(s3, options.Fetcher.MaxConcurrentFetches * 2);
+        Stats = new FetchStatistics();
+        Cache = new BlobCache(options.CacheDirectory ?? BlobCache.DefaultRoot(), options.CacheSize, logger);
+        Fetcher = new ChunkFetcher(_store, Cache, options.Fetcher, Stats, logger);
+    }
+
+    public MountOptions Options { get; }
+    public BlobCache Cache { get; }
+    public ChunkFetcher Fetcher { get; }
+    public FetchStatistics Stats { get; }
+    public ModelFileSystem FileSystem { get; private set; } = null!;
+    public FuseSession Session => _session!;
+    public Task Completion => _session?.Completion ?? Task.CompletedTask;
+
+    /// <summary>Loads, prefetches and mounts. Throws with a clear message when any step cannot be done.</summary>
+    public static async Task<ModelMount> StartAsync(MountOptions options, ILogger logger, CancellationToken cancel = default)
+    {
+        ModelManifest manifest;
+        using (MlfsTelemetry.Source.StartActivity("mlfs.mount.load_manifest"))
+            manifest = ManifestLoader.Load(options.ManifestPath);
+
+        var mount = new ModelMount(options, S3Settings.FromEnvironment(options.Endpoint), logger);
+        try
+        {
+            var tree = mount.BuildTree(manifest);
+            mount.FileSystem = new ModelFileSystem(tree, mount.Cache, mount.Fetcher, mount.Stats, logger)
+            {
+                UsePassthrough = options.Passthrough,
+            };
+            // Check the mount point before spending time on prefetch.
+            FuseMounter.CheckMountPoint(Path.GetFullPath(options.MountPoint));
+
+            using (var prefetch = MlfsTelemetry.Source.StartActivity("mlfs.mount.prefetch"))
+            {
+                prefetch?.SetTag("mlfs.files", manifest.Prefetch?.Count ?? 0);
+                await mount.PrefetchAsync(tree, manifest.Prefetch ?? [], cancel).ConfigureAwait(false);
+            }
+
+            using (MlfsTelemetry.Source.StartActivity("mlfs.mount.fuse"))
+            {
+                mount._session = FuseSession.Mount(mount.FileSystem, new FuseMountOptions
+                {
+                    MountPoint = options.MountPoint,
+                    FsName = $"mlfs:{manifest.ArtifactId}",
+                    AllowOther = options.AllowOther,
+                    ReadAheadKb = options.ReadAheadKb,
+                    EnablePassthrough = options.Passthrough,
+                    MaxRead = 1 << 20,
+                }, logger);
+            }
+            mount._control = ControlServer.TryStart(options.ControlSocket ?? ControlServer.DefaultPath(options.MountPoint), mount, logger);
+            if (options.PrefetchAll)
+            {
+                mount._background = new CancellationTokenSource();
+                _ = mount.PrefetchAllAsync(mount._background.Token);
+            }
+            return mount;
+        }
+        catch
+        {
+            await mount.DisposeAsync().ConfigureAwait(false);
+            throw;
+        }
+    }
+
+    private FileTree BuildTree(ModelManifest manifest)
+    {
+        lock (_switchLock)
+        {
+            // Ids: 1 is the FUSE root; each tree takes a fresh range so ids are never reused in a mount.
+            ulong first = _nextNodeId == 0 ? 2 : _nextNodeId;
+            var tree = FileTree.Build(manifest, _s3, first);
+            _nextNodeId = first + (ulong)tree.Count;
+            return tree;
+        }
+    }
+
+    private async Task PrefetchAsync(FileTree tree, IEnumerable<string> paths, CancellationToken cancel)
+    {
+        var started = Stopwatch.GetTimestamp();
+        var files = paths.Select(p => tree.FindPath(p)?.File ?? throw new InvalidOperationException($"prefetch names {p}, which is not in the tree")).ToList();
+        var failures = new List<string>();
+        await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (file, ct) =>
+        {
+            var blob = Cache.Open(file.Blob);
+            try
+            {
+                await Fetcher.EnsureAsync(blob, file.Location, file.Path, 0, file.Size, FetchPriority.Demand, ct).ConfigureAwait(false);
+                if (!blob.Descriptor.HasChunkHashes && file.Size > 0)
+                {
+                    // Seed manifests: a prefetched file is verified whole before the mount is ready.
+                    await WaitForWholeVerificationAsync(blob, ct).ConfigureAwait(false);
+                }
+            }
+            catch (Exception e) when (e is IOException or ChunkVerificationException or ObjectStoreException)
+            {
+                lock (failures) failures.Add($"{file.Path}: {e.Message}");
+            }
+            finally
+            {
+                Cache.Release(blob);
+            }
+        }).ConfigureAwait(false);
+        if (failures.Count > 0)
+            throw new MountException("prefetch failed, not mounting:\n  " + string.Join("\n  ", failures.Order(StringComparer.Ordinal)));
+        _logger.LogInformation("prefetched {Count} file(s) in {Ms} ms", files.Count, (int)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
+    }
+
+    private static async Task WaitForWholeVerificationAsync(CachedBlob blob, CancellationToken cancel)
+    {
+        while (!blob.IsComplete)
+        {
+            if (blob.Poison is { } poison) throw poison;
+            await Task.Delay(10, cancel).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>--prefetch-all: every file, smallest first, at background priority (reads go first).</summary>
+    private async Task PrefetchAllAsync(CancellationToken cancel)
+    {
+        var files = FileSystem.Current.Files.Select(n => n.File!).OrderBy(f => f.Size).ToList();
+        try
+        {
+            await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 2, CancellationToken = cancel }, async (file, ct) =>
+            {
+                var blob = Cache.Open(file.Blob);
+                try
+                {
+                    await Fetcher.EnsureAsync(blob, file.Location, file.Path, 0, file.Size, FetchPriority.Background, ct).ConfigureAwait(false);
+                }
+                catch (Exception e) when (e is IOException or ChunkVerificationException or ObjectStoreException)
+                {
+                    _logger.LogWarning("background prefetch of {File} failed: {Error}", file.Path, e.Message);
+                }
+                finally
+                {
+                    Cache.Release(blob);
+                }
+            }).ConfigureAwait(false);
+            _logger.LogInformation("prefetch-all done: {Count} file(s) cached", files.Count);
+        }
+        catch (OperationCanceledException) { }
+    }
+
+    /// <summary>Hot version switch: new opens see <paramref name="manifestPath"/>'s tree; open files keep their version.</summary>
+    public async Task<SwitchResult> SwitchAsync(string manifestPath, CancellationToken cancel = default)
+    {
+        using var activity = MlfsTelemetry.Source.StartActivity("mlfs.switch");
+        var started = Stopwatch.GetTimestamp();
+        long bytesBefore = Interlocked.Read(ref Stats.BytesFetched);
+        var manifest = ManifestLoader.Load(manifestPath);
+        var tree = BuildTree(manifest);
+        await PrefetchAsync(tree, manifest.Prefetch ?? [], cancel).ConfigureAwait(false);
+        FileSystem.Switch(tree);
+        var result = new SwitchResult(manifest.ArtifactId!, manifest.Version!, Stopwatch.GetElapsedTime(started),
+            Interlocked.Read(ref Stats.BytesFetched) - bytesBefore);
+        _logger.LogInformation("switched to {Artifact} {Version} in {Ms} ms ({Bytes} bytes fetched for prefetch)",
+            result.ArtifactId, result.Version, (int)result.Elapsed.TotalMilliseconds, result.BytesFetched);
+        return result;
+    }
+
+    public MountStatus GetStatus()
+    {
+        var tree = FileSystem.Current;
+        var (blobs, bytes) = Cache.Usage();
+        return new MountStatus
+        {
+            MountPoint = Path.GetFullPath(Options.MountPoint),
+            ArtifactId = tree.Manifest.ArtifactId!,
+            Version = tree.Manifest.Version!,
+            Files = tree.FileCount,
+            TotalBytes = tree.TotalBytes,
+            CacheDirectory = Cache.Root,
+            CacheBlobs = blobs,
+            CacheBytes = bytes,
+            CacheCapacity = Cache.Capacity,
+            ChunksFetched = Interlocked.Read(ref Stats.ChunksFetched),
+            BytesFetched = Interlocked.Read(ref Stats.BytesFetched),
+            Requests = Interlocked.Read(ref Stats.Requests),
+            Retries = Interlocked.Read(ref Stats.Retries),
+            FetchFailures = Interlocked.Read(ref Stats.Failures),
+            CacheHits = Interlocked.Read(ref Stats.CacheHits),
+            CacheMisses = Interlocked.Read(ref Stats.CacheMisses),
+            HitRatio = Stats.HitRatio,
+            UnverifiedBytesServed = Interlocked.Read(ref Stats.UnverifiedBytesServed),
+            OpenFiles = FileSystem.OpenHandles,
+            PassthroughOpens = Interlocked.Read(ref FileSystem.PassthroughOpens),
+            Passthrough = _session?.PassthroughEnabled ?? false,
+        };
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        _background?.Cancel();
+        _control?.Dispose();
+        _session?.Dispose();   // unmounts; pending reads get an error
+        Fetcher.Dispose();
+        if (FileSystem is not null) FileSystem.Dispose();
+        Cache.Dispose();
+        _store.Dispose();
+        _background?.Dispose();
+        await Task.CompletedTask.ConfigureAwait(false);
+    }
+}
+
+public sealed record SwitchResult(string ArtifactId, string Version, TimeSpan Elapsed, long BytesFetched);
+
+/// <summary>A mount that cannot start; the message is for the user.</summary>
+public sealed class MountException(string message) : Exception(message);

@@ -1,0 +1,21 @@
+using MlArtifactFs.Fetching;
+
+namespace MlArtifactFs.Mounting;
+
+/// <summary>Everything `mlfs mount` takes, independent of the command line.</summary>
+public sealed record MountOptions
+{
+    public required string ManifestPath { get; init; }
+    public required string MountPoint { get; init; }
+    public string? CacheDirectory { get; init; }
+    /// <summary>50 GiB: a few large models; eviction keeps the cache under it.</summary>
+    public long CacheSize { get; init; } = 50L << 30;
+    public string? Endpoint { get; init; }
+    public bool PrefetchAll { get; init; }
+    public bool AllowOther { get; init; }
+    public bool Passthrough { get; init; } = true;
+    public int ReadAheadKb { get; init; } = 8192;
+    public FetcherOptions Fetcher { get; init; } = new();
+    /// <summary>Control socket for `mlfs status` / `mlfs switch`; null picks the default for the mount point.</summary>
+    public string? ControlSocket { get; init; }
+}

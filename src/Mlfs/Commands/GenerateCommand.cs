@@ -1,0 +1,80 @@
+using System.CommandLine;
+using System.Text;
+using MlArtifactFs.Manifest;
+
+namespace Mlfs.Commands;
+
+/// <summary>`mlfs generate`: hash a model folder and print its manifest.</summary>
+internal static class GenerateCommand
+{
+    public static readonly Option<string> Id = new("--id") { Description = "artifact_id of the manifest", Required = true };
+    public static readonly Option<string> Version = new("--version") { Description = "version of the manifest (e.g. v1)", Required = true };
+    public static readonly Option<string> UrlPrefix = new("--url-prefix")
+    {
+        Description = "where the folder is uploaded: url = PREFIX/path (s3://bucket/prefix, https://...)",
+        Required = true,
+    };
+    public static readonly Option<string?> Prefetch = new("--prefetch") { Description = "comma-separated files fetched before the mount is ready (e.g. config.json,tokenizer.json)" };
+    public static readonly Option<string> ChunkSize = new("--chunk-size")
+    {
+        Description = "chunk size for per-chunk hashes (e.g. 4M); 0 writes a seed-format manifest without chunks",
+        DefaultValueFactory = _ => "4M",
+    };
+    public static readonly Option<string?> MountPath = new("--mount-path") { Description = "mount_path recorded in the manifest" };
+    public static readonly Option<string?> Output = new("--output", "-o") { Description = "write the manifest to this file instead of stdout" };
+    public static readonly Argument<string> Directory = new("DIR") { Description = "the model folder" };
+
+    public static Command Create()
+    {
+        var command = new Command("generate", "Walk a model folder and write its JSON manifest (sizes, URLs, SHA-256 of files and chunks).")
+        {
+            Id, Version, UrlPrefix, Prefetch, ChunkSize, MountPath, Output, Directory,
+        };
+        command.SetAction((parse, cancel) => RunAsync(parse, cancel));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(ParseResult parse, CancellationToken cancel)
+    {
+        string chunkText = parse.GetValue(ChunkSize)!;
+        if (!Sizes.TryParse(chunkText, out long chunkSize) || chunkSize > ManifestLoader.MaxChunkSize)
+        {
+            Console.Error.WriteLine($"mlfs generate: --chunk-size \"{chunkText}\" is not a size between 0 and 1G");
+            return ExitCodes.InvalidInput;
+        }
+        var prefetch = (parse.GetValue(Prefetch) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        string dir = parse.GetValue(Directory)!;
+        var options = new GenerateOptions(parse.GetValue(Id)!, parse.GetValue(Version)!, parse.GetValue(UrlPrefix)!, prefetch,
+            chunkSize == 0 ? ModelManifest.DefaultChunkSize : chunkSize, parse.GetValue(MountPath));
+        bool showProgress = !Console.IsErrorRedirected;
+        var progress = showProgress ? new Progress<(string Path, long Bytes)>(p => Console.Error.Write($"\r\x1b[Khashing {p.Path}: {Sizes.Format(p.Bytes)}")) : null;
+        try
+        {
+            var started = System.Diagnostics.Stopwatch.GetTimestamp();
+            var manifest = await ManifestGenerator.GenerateAsync(dir, options, progress, cancel).ConfigureAwait(false);
+            if (chunkSize == 0)
+            {
+                // Seed format: no chunk_size, no chunks.
+                manifest.ChunkSize = null;
+                foreach (var f in manifest.Files!) f.Chunks = null;
+            }
+            if (showProgress)
+            {
+                long total = manifest.Files!.Sum(f => f.Size!.Value);
+                double seconds = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds;
+                Console.Error.WriteLine($"\r\x1b[K{manifest.Files!.Count} files, {Sizes.Format(total)} hashed in {seconds:0.0} s ({total / Math.Max(seconds, 1e-9) / 1e6:0} MB/s)");
+            }
+            string json = ManifestLoader.Serialize(manifest) + "\n";
+            if (parse.GetValue(Output) is { } output)
+                await File.WriteAllTextAsync(output, json, new UTF8Encoding(false), cancel).ConfigureAwait(false);
+            else
+                await Console.Out.WriteAsync(json).ConfigureAwait(false);
+            return ExitCodes.Success;
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException or ManifestException)
+        {
+            Console.Error.WriteLine($"mlfs generate: {e.Message}");
+            return ExitCodes.InvalidInput;
+        }
+    }
+}

@@ -1,0 +1,153 @@
+using System.CommandLine;
+using System.Runtime.InteropServices;
+using Microsoft.Extensions.Logging;
+using MlArtifactFs.Fetching;
+using MlArtifactFs.Fuse;
+using MlArtifactFs.Manifest;
+using MlArtifactFs.Mounting;
+using MlArtifactFs.Storage;
+using MlArtifactFs.Telemetry;
+using OpenTelemetry;
+using OpenTelemetry.Metrics;
+using OpenTelemetry.Resources;
+using OpenTelemetry.Trace;
+
+namespace Mlfs.Commands;
+
+/// <summary>`mlfs mount`: serve a manifest's tree at a mount point until unmounted or signalled.</summary>
+internal static class MountCommand
+{
+    public static readonly Option<string> Manifest = new("--manifest", "-m") { Description = "the manifest to mount", Required = true };
+    public static readonly Option<string?> CacheDir = new("--cache-dir") { Description = "cache directory (default $XDG_CACHE_HOME/mlfs, /var/cache/mlfs as root)" };
+    public static readonly Option<string> CacheSize = new("--cache-size") { Description = "bound on cache disk use (e.g. 50G)", DefaultValueFactory = _ => "50G" };
+    public static readonly Option<string?> Endpoint = new("--endpoint") { Description = "S3-compatible endpoint (MinIO, ...); default AWS_ENDPOINT_URL" };
+    public static readonly Option<string> LogLevel = new("--log-level") { Description = "trace, debug, info, warning or error", DefaultValueFactory = _ => "info" };
+    public static readonly Option<bool> PrefetchAll = new("--prefetch-all") { Description = "fetch every file in the background (reads go first)" };
+    public static readonly Option<bool> AllowOther = new("--allow-other") { Description = "let other users read the mount" };
+    public static readonly Option<bool> NoPassthrough = new("--no-passthrough") { Description = "never use FUSE passthrough for cached files" };
+    public static readonly Option<int> ReadAheadKb = new("--read-ahead-kb") { Description = "kernel read-ahead of the mount in KiB", DefaultValueFactory = _ => 8192 };
+    public static readonly Option<int> MaxConnections = new("--max-connections") { Description = "ranged GETs in flight at once", DefaultValueFactory = _ => 8 };
+    public static readonly Option<int> StallTimeout = new("--stall-timeout") { Description = "seconds without data before a GET is retried", DefaultValueFactory = _ => 30 };
+    public static readonly Option<int> MaxAttempts = new("--max-attempts") { Description = "attempts per GET before reads get EIO", DefaultValueFactory = _ => 6 };
+    public static readonly Option<string?> ReadyFile = new("--ready-file") { Description = "write this file when the mount is ready" };
+    public static readonly Argument<string> MountPoint = new("MOUNTPOINT") { Description = "an empty directory" };
+
+    public static Command Create()
+    {
+        var command = new Command("mount", "Mount a manifest read-only; files are fetched lazily in verified chunks and cached on disk.")
+        {
+            Manifest, CacheDir, CacheSize, Endpoint, LogLevel, PrefetchAll, AllowOther, NoPassthrough, ReadAheadKb,
+            MaxConnections, StallTimeout, MaxAttempts, ReadyFile, MountPoint,
+        };
+        command.SetAction((parse, cancel) => RunAsync(parse, cancel));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(ParseResult parse, CancellationToken cancel)
+    {
+        ILoggerFactory loggers;
+        try { loggers = Logging.Create(parse.GetValue(LogLevel)!); }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"mlfs mount: {e.Message}");
+            return ExitCodes.InvalidInput;
+        }
+        using var _ = loggers;
+        var logger = loggers.CreateLogger("mlfs");
+        string sizeText = parse.GetValue(CacheSize)!;
+        if (!Sizes.TryParse(sizeText, out long cacheSize) || cacheSize <= 0)
+        {
+            Console.Error.WriteLine($"mlfs mount: --cache-size \"{sizeText}\" is not a size (e.g. 50G)");
+            return ExitCodes.InvalidInput;
+        }
+        using var telemetry = StartTelemetry();
+
+        var options = new MountOptions
+        {
+            ManifestPath = parse.GetValue(Manifest)!,
+            MountPoint = parse.GetValue(MountPoint)!,
+            CacheDirectory = parse.GetValue(CacheDir),
+            CacheSize = cacheSize,
+            Endpoint = parse.GetValue(Endpoint),
+            PrefetchAll = parse.GetValue(PrefetchAll),
+            AllowOther = parse.GetValue(AllowOther),
+            Passthrough = !parse.GetValue(NoPassthrough),
+            ReadAheadKb = parse.GetValue(ReadAheadKb),
+            Fetcher = new FetcherOptions
+            {
+                MaxConcurrentFetches = Math.Max(1, parse.GetValue(MaxConnections)),
+                StallTimeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(StallTimeout))),
+                MaxAttempts = Math.Max(1, parse.GetValue(MaxAttempts)),
+            },
+        };
+
+        using var stop = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+        using var sigterm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, ctx => { ctx.Cancel = true; stop.Cancel(); });
+        using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx => { ctx.Cancel = true; stop.Cancel(); });
+
+        ModelMount mount;
+        try
+        {
+            mount = await ModelMount.StartAsync(options, logger, stop.Token).ConfigureAwait(false);
+        }
+        catch (Exception e)
+        {
+            var (code, message) = Classify(e);
+            Console.Error.WriteLine($"mlfs mount: {message}");
+            return code;
+        }
+
+        await using (mount.ConfigureAwait(false))
+        {
+            var status = mount.GetStatus();
+            string ready = $"mlfs: ready: {status.ArtifactId} {status.Version} mounted at {status.MountPoint} ({status.Files} files, {Sizes.Format(status.TotalBytes)}; cache {status.CacheDirectory}; passthrough {(status.Passthrough ? "on" : "off")})";
+            Console.Out.WriteLine(ready);
+            await Console.Out.FlushAsync(CancellationToken.None).ConfigureAwait(false);
+            if (parse.GetValue(ReadyFile) is { } readyFile)
+            {
+                string tmp = readyFile + ".tmp";
+                await File.WriteAllTextAsync(tmp, ready + "\n", CancellationToken.None).ConfigureAwait(false);
+                File.Move(tmp, readyFile, overwrite: true);
+            }
+            try { await mount.Completion.WaitAsync(stop.Token).ConfigureAwait(false); }
+            catch (OperationCanceledException) { logger.LogInformation("signal received: unmounting {MountPoint}", status.MountPoint); }
+            if (mount.Completion.IsCompleted && !stop.IsCancellationRequested)
+                logger.LogInformation("{MountPoint} was unmounted", status.MountPoint);
+        }
+        return ExitCodes.Success;
+    }
+
+    /// <summary>Turns a start-up failure into an exit code and a one-line (or few-line) message.</summary>
+    internal static (int Code, string Message) Classify(Exception e) => e switch
+    {
+        ManifestException m => (ExitCodes.InvalidInput, m.Message),
+        FuseMountException f => (ExitCodes.MountError, f.Message),
+        MountException m when m.Message.Contains("HTTP 403", StringComparison.Ordinal) || m.Message.Contains("access denied", StringComparison.Ordinal)
+            => (ExitCodes.StorageError, m.Message + "\n(check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile, or the role's permissions)"),
+        MountException m => (ExitCodes.StorageError, m.Message),
+        ArgumentException a => (ExitCodes.InvalidInput, a.Message),
+        ObjectStoreException s => (ExitCodes.StorageError, s.Message),
+        UnauthorizedAccessException u => (ExitCodes.MountError, u.Message),
+        IOException io => (ExitCodes.MountError, io.Message),
+        OperationCanceledException => (ExitCodes.Failure, "interrupted before the mount was ready"),
+        _ => (ExitCodes.Failure, $"{e.GetType().Name}: {e.Message}"),
+    };
+
+    /// <summary>OTLP traces and metrics when OTEL_EXPORTER_OTLP_ENDPOINT is set (the standard variables configure the rest).</summary>
+    private static IDisposable? StartTelemetry()
+    {
+        if (string.IsNullOrEmpty(Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT"))) return null;
+        var resource = ResourceBuilder.CreateDefault().AddService(Environment.GetEnvironmentVariable("OTEL_SERVICE_NAME") ?? "mlfs");
+        var tracer = Sdk.CreateTracerProviderBuilder().SetResourceBuilder(resource).AddSource(MlfsTelemetry.Name).AddOtlpExporter().Build();
+        var meter = Sdk.CreateMeterProviderBuilder().SetResourceBuilder(resource).AddMeter(MlfsTelemetry.Name).AddOtlpExporter().Build();
+        return new Disposables(tracer, meter);
+    }
+
+    private sealed class Disposables(params IDisposable?[] items) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var item in items) item?.Dispose();
+        }
+    }
+}

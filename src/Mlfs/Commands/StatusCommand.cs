@@ -1,0 +1,64 @@
+using System.CommandLine;
+using System.Net.Sockets;
+using System.Text.Json;
+using MlArtifactFs.Mounting;
+
+namespace Mlfs.Commands;
+
+/// <summary>`mlfs status`: ask a running mount for its numbers.</summary>
+internal static class StatusCommand
+{
+    public static readonly Option<bool> Json = new("--json") { Description = "print JSON" };
+    public static readonly Argument<string> MountPoint = new("MOUNTPOINT") { Description = "where the model is mounted" };
+
+    public static Command Create()
+    {
+        var command = new Command("status", "Show a running mount: files, bytes cached, chunks fetched, hit ratio.") { Json, MountPoint };
+        command.SetAction((parse, cancel) => RunAsync(parse, cancel));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(ParseResult parse, CancellationToken cancel)
+    {
+        string mountPoint = parse.GetValue(MountPoint)!;
+        var response = await Control.SendAsync(mountPoint, new ControlRequest { Command = "status" }, cancel).ConfigureAwait(false);
+        if (response is null) return ExitCodes.NotMounted;
+        if (!response.Ok || response.Status is not { } s)
+        {
+            Console.Error.WriteLine($"mlfs status: {response.Error}");
+            return ExitCodes.Failure;
+        }
+        if (parse.GetValue(Json))
+        {
+            Console.WriteLine(JsonSerializer.Serialize(s, ControlJsonContext.Default.MountStatus));
+            return ExitCodes.Success;
+        }
+        Console.WriteLine($"mount point:     {s.MountPoint}");
+        Console.WriteLine($"model:           {s.ArtifactId} {s.Version} ({s.Files} files, {Sizes.Format(s.TotalBytes)})");
+        Console.WriteLine($"cache:           {s.CacheDirectory}: {s.CacheBlobs} blobs, {Sizes.Format(s.CacheBytes)} of {Sizes.Format(s.CacheCapacity)}");
+        Console.WriteLine($"fetched:         {s.ChunksFetched} chunks, {Sizes.Format(s.BytesFetched)} in {s.Requests} requests ({s.Retries} retries, {s.FetchFailures} failures)");
+        Console.WriteLine($"reads:           {s.CacheHits} hits, {s.CacheMisses} misses (hit ratio {s.HitRatio:P1})");
+        Console.WriteLine($"open files:      {s.OpenFiles} ({s.PassthroughOpens} passthrough opens so far; passthrough {(s.Passthrough ? "on" : "off")})");
+        if (s.UnverifiedBytesServed > 0)
+            Console.WriteLine($"unverified:      {Sizes.Format(s.UnverifiedBytesServed)} served before whole-file verification (seed-format manifest)");
+        return ExitCodes.Success;
+    }
+}
+
+internal static class Control
+{
+    /// <summary>Sends a request to the mount at <paramref name="mountPoint"/>; prints why and returns null when none answers.</summary>
+    public static async Task<ControlResponse?> SendAsync(string mountPoint, ControlRequest request, CancellationToken cancel)
+    {
+        string socket = ControlServer.DefaultPath(mountPoint);
+        try
+        {
+            return await ControlServer.SendAsync(socket, request, cancel).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is SocketException or IOException)
+        {
+            Console.Error.WriteLine($"mlfs: no running mlfs mount answers for {mountPoint} (control socket {socket}: {e.Message})");
+            return null;
+        }
+    }
+}

@@ -1,0 +1,33 @@
+using System.CommandLine;
+using MlArtifactFs.Mounting;
+
+namespace Mlfs.Commands;
+
+/// <summary>`mlfs switch`: hot-swap the mounted version.</summary>
+internal static class SwitchCommand
+{
+    public static readonly Option<string> Manifest = new("--manifest", "-m") { Description = "the manifest of the version to serve", Required = true };
+    public static readonly Argument<string> MountPoint = new("MOUNTPOINT") { Description = "where the model is mounted" };
+
+    public static Command Create()
+    {
+        var command = new Command("switch", "Switch a running mount to another manifest; open files keep reading their version.") { Manifest, MountPoint };
+        command.SetAction((parse, cancel) => RunAsync(parse, cancel));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(ParseResult parse, CancellationToken cancel)
+    {
+        string manifest = Path.GetFullPath(parse.GetValue(Manifest)!);
+        var response = await Control.SendAsync(parse.GetValue(MountPoint)!, new ControlRequest { Command = "switch", Manifest = manifest }, cancel)
+            .ConfigureAwait(false);
+        if (response is null) return ExitCodes.NotMounted;
+        if (!response.Ok)
+        {
+            Console.Error.WriteLine($"mlfs switch: {response.Error}");
+            return ExitCodes.InvalidInput;
+        }
+        Console.WriteLine($"switched to {response.Status?.ArtifactId} {response.Status?.Version} in {response.SwitchMilliseconds:0} ms ({Sizes.Format(response.BytesFetched ?? 0)} fetched)");
+        return ExitCodes.Success;
+    }
+}
