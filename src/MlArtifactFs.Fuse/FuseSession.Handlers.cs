@@ -179,6 +179,7 @@ public sealed unsafe partial class FuseSession
         // (FOPEN_PASSTHROUGH_MASK); KEEP_CACHE there fails the open with EIO.
         var flags = result.BackingId > 0 ? FuseOpenFlags.Passthrough
             : result.KeepCache ? FuseOpenFlags.KeepCache : FuseOpenFlags.None;
+        if (result.DirectIo && result.BackingId <= 0) flags = FuseOpenFlags.DirectIo;
         var reply = new FuseOpenOut { Fh = result.Handle, OpenFlags = (uint)flags, BackingId = result.BackingId };
         Reply(r.Fd, h.Unique, in reply);
     }
@@ -223,7 +224,9 @@ public sealed unsafe partial class FuseSession
 
     internal int ErrnoOf(Exception e)
     {
-        if (e is OperationCanceledException) return -Libc.EINTR;
+        // Interrupted by the reader: EINTR (the kernel's convention). Cancelled by unmount: EIO,
+        // or the reader's libc would retry the read forever against a dying mount.
+        if (e is OperationCanceledException) return Volatile.Read(ref _disposed) != 0 ? -Libc.EIO : -Libc.EINTR;
         RecordFailure(FuseOpcode.Read, e);
         return -Libc.EIO;
     }

@@ -11,6 +11,8 @@ public struct FuseOpenResult
     public ulong Handle;
     /// <summary>Keep the page cache across opens: right for immutable trees.</summary>
     public bool KeepCache;
+    /// <summary>Bypass the page cache: every read reaches the file system (and can be interrupted).</summary>
+    public bool DirectIo;
     /// <summary>A backing id from <see cref="FuseSession.TryRegisterBackingFile"/> to open in passthrough, else 0.</summary>
     public int BackingId;
 }

@@ -311,10 +311,6 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
                 await self._fetcher.EnsureAsync(open.Blob, file.Location, file.Path, offset, destination.Length, FetchPriority.Demand, cancel)
                     .ConfigureAwait(false);
             }
-            catch (OperationCanceledException) when (cancel.IsCancellationRequested)
-            {
-                return -Libc.EINTR;
-            }
             catch (Exception e) when (e is IOException or ChunkVerificationException or Storage.ObjectStoreException)
             {
                 return -Libc.EIO; // the fetcher logged file, range and cause
