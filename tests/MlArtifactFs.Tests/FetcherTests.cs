@@ -1,0 +1,290 @@
+using System.Security.Cryptography;
+using Microsoft.Extensions.Logging.Abstractions;
+using MlArtifactFs.Cache;
+using MlArtifactFs.Fetching;
+using MlArtifactFs.Storage;
+using MlArtifactFs.Telemetry;
+
+namespace MlArtifactFs.Tests;
+
+/// <summary>The fetcher and cache against an in-memory store with injected faults (no network, no kernel).</summary>
+public sealed class FetcherTests : IDisposable
+{
+    private const int Chunk = 256 * 1024;
+    private readonly DirectoryInfo _cacheDir = Directory.CreateTempSubdirectory("mlfs-cache-test-");
+    private readonly MemoryObjectStore _store = new();
+    private readonly FetchStatistics _stats = new();
+    private BlobCache _cache;
+    private ChunkFetcher _fetcher;
+
+    public FetcherTests()
+    {
+        _cache = new BlobCache(_cacheDir.FullName, 1L << 30, NullLogger.Instance);
+        _fetcher = NewFetcher();
+    }
+
+    private ChunkFetcher NewFetcher(long maxRequest = 4 * Chunk) => new(_store, _cache, new FetcherOptions
+    {
+        MaxRequestBytes = maxRequest,
+        BufferSize = 64 * 1024,
+        RetryBaseDelay = TimeSpan.FromMilliseconds(1),
+        RetryMaxDelay = TimeSpan.FromMilliseconds(5),
+        StallTimeout = TimeSpan.FromMilliseconds(300),
+        MaxAttempts = 4,
+    }, _stats, NullLogger.Instance);
+
+    public void Dispose()
+    {
+        _fetcher.Dispose();
+        _cache.Dispose();
+        _cacheDir.Delete(recursive: true);
+    }
+
+    private static byte[] Bytes(int n, int seed)
+    {
+        var b = new byte[n];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+
+    private (BlobDescriptor Descriptor, ObjectLocation Location) Put(string name, byte[] bytes, bool chunked = true, long chunkSize = Chunk)
+    {
+        var location = _store.Put(name, bytes);
+        List<string>? chunks = null;
+        if (chunked)
+        {
+            chunks = [];
+            for (long o = 0; o < bytes.Length; o += chunkSize)
+                chunks.Add(Convert.ToHexStringLower(SHA256.HashData(bytes.AsSpan((int)o, (int)Math.Min(chunkSize, bytes.Length - o)))));
+        }
+        return (new BlobDescriptor(Convert.ToHexStringLower(SHA256.HashData(bytes)), bytes.Length, chunkSize, chunks), location);
+    }
+
+    private static byte[] ReadAll(CachedBlob blob)
+    {
+        var result = new byte[blob.Descriptor.Size];
+        Assert.Equal(result.Length, blob.Read(0, result));
+        return result;
+    }
+
+    [Fact]
+    public async Task ConcurrentReadersOfOneColdChunkShareOneFetch()
+    {
+        var bytes = Bytes(Chunk, 1);
+        var (d, loc) = Put("a", bytes);
+        var blob = _cache.Open(d);
+        _store.PauseAfter = 1000; // hold the body so every reader arrives while it is in flight
+        var readers = Enumerable.Range(0, 8).Select(i => _fetcher.EnsureAsync(blob, loc, "a", i * 1000, 100, FetchPriority.Demand, default).AsTask()).ToList();
+        await _store.Paused.Task.WaitAsync(TimeSpan.FromSeconds(10));
+        _store.Release.SetResult();
+        await Task.WhenAll(readers).WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(1, _store.Calls);
+        Assert.Equal(bytes, ReadAll(blob));
+        _cache.Release(blob);
+    }
+
+    [Fact]
+    public async Task AReadIsAnsweredWhenItsChunkArrivesNotWhenTheWholeRequestDoes()
+    {
+        var bytes = Bytes(4 * Chunk, 2);
+        var (d, loc) = Put("a", bytes);
+        var blob = _cache.Open(d);
+        _store.PauseAfter = Chunk + 10; // the one GET covering 4 chunks stalls just after chunk 0
+        await _fetcher.EnsureAsync(blob, loc, "a", 0, 4096, FetchPriority.Demand, default).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(blob.IsRangeServable(0, 4096));
+        Assert.False(blob.IsRangeServable(Chunk, 1)); // the rest is still in flight
+        Assert.True(_store.BytesServed < 4 * Chunk);
+        _store.Release.SetResult();
+        await _fetcher.EnsureAsync(blob, loc, "a", 0, bytes.Length, FetchPriority.Demand, default).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.Equal(bytes, ReadAll(blob));
+        _cache.Release(blob);
+    }
+
+    [Fact]
+    public async Task SeedFormatFirstBytesArriveBeforeTheChunkCompletes()
+    {
+        // No chunk hashes: a 16 MiB-style chunk streams and the first 4 KiB is served as it lands.
+        var bytes = Bytes(4 * Chunk, 3);
+        var (d, loc) = Put("seed", bytes, chunked: false, chunkSize: 4 * Chunk);
+        var blob = _cache.Open(d);
+        _store.PauseAfter = 64 * 1024;
+        await _fetcher.EnsureAsync(blob, loc, "seed", 0, 4096, FetchPriority.Demand, default).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        Assert.True(_store.BytesServed < 4 * Chunk);
+        Assert.False(blob.IsComplete);
+        var first = new byte[4096];
+        blob.Read(0, first);
+        Assert.Equal(bytes[..4096], first);
+        _store.Release.SetResult();
+        await _fetcher.EnsureAsync(blob, loc, "seed", 0, bytes.Length, FetchPriority.Demand, default).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
+        for (int i = 0; i < 500 && !blob.IsComplete; i++) await Task.Delay(10); // whole-file verification runs in the background
+        Assert.True(blob.IsComplete);
+        _cache.Release(blob);
+    }
+
+    [Theory]
+    [InlineData(Fault.ServiceUnavailable)]
+    [InlineData(Fault.TruncatedBody)]
+    [InlineData(Fault.ConnectionReset)]
+    [InlineData(Fault.FlippedByte)]
+    [InlineData(Fault.Stall)]
+    public async Task TransientFaultsAreRetriedAndBytesAreExact(Fault fault)
+    {
+        var bytes = Bytes(3 * Chunk + 17, 4);
+        var (d, loc) = Put("a", bytes);
+        _store.Faults = call => call <= 2 ? fault : Fault.None; // the first two attempts fail
+        var blob = _cache.Open(d);
+        await _fetcher.EnsureAsync(blob, loc, "a", 0, bytes.Length, FetchPriority.Demand, default).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
+        Assert.Equal(bytes, ReadAll(blob));
+        Assert.True(_stats.Retries >= 2);
+        Assert.True(blob.IsComplete);
+        _cache.Release(blob);
+    }
+
+    [Fact]
+    public async Task BytesThatNeverVerifyFailWithNothingCached()
+    {
+        var bytes = Bytes(2 * Chunk, 5);
+        var (d, loc) = Put("a", bytes);
+        _store.Faults = _ => Fault.FlippedByte;
+        var blob = _cache.Open(d);
+        var e = await Assert.ThrowsAsync<IOException>(() => _fetcher.EnsureAsync(blob, loc, "weights.bin", 0, Chunk, FetchPriority.Demand, default).AsTask());
+        Assert.Contains("does not match its SHA-256", e.Message);
+        Assert.Equal(4, _store.Calls); // MaxAttempts
+        Assert.False(blob.IsServable(0));
+        Assert.Equal(0, blob.ServableChunks);
+        _cache.Release(blob);
+        // After a restart nothing of it is trusted either.
+        var reopened = _cache.Open(d);
+        Assert.Equal(0, reopened.ServableChunks);
+        _cache.Release(reopened);
+    }
+
+    [Theory]
+    [InlineData(Fault.NotFound, "HTTP 404")]
+    [InlineData(Fault.Forbidden, "HTTP 403")]
+    public async Task NotFoundAndForbiddenFailAtOnce(Fault fault, string status)
+    {
+        var (d, loc) = Put("a", Bytes(Chunk, 6));
+        _store.Faults = _ => fault;
+        var blob = _cache.Open(d);
+        var e = await Assert.ThrowsAsync<IOException>(() => _fetcher.EnsureAsync(blob, loc, "a", 0, 10, FetchPriority.Demand, default).AsTask());
+        Assert.Contains(status, e.Message);
+        Assert.Equal(1, _store.Calls);
+        _cache.Release(blob);
+    }
+
+    [Fact]
+    public async Task VerifiedChunksSurviveARestartAndAreNotFetchedAgain()
+    {
+        var bytes = Bytes(5 * Chunk + 3, 7);
+        var (d, loc) = Put("a", bytes);
+        var blob = _cache.Open(d);
+        await _fetcher.EnsureAsync(blob, loc, "a", Chunk, 2 * Chunk, FetchPriority.Demand, default);
+        _cache.Release(blob);
+        _fetcher.Dispose();
+        _cache.Dispose();
+
+        _cache = new BlobCache(_cacheDir.FullName, 1L << 30, NullLogger.Instance);
+        _fetcher = NewFetcher();
+        int callsBefore = _store.Calls;
+        var reopened = _cache.Open(d);
+        Assert.True(reopened.IsRangeServable(Chunk, 2 * Chunk));
+        Assert.False(reopened.IsServable(0));
+        await _fetcher.EnsureAsync(reopened, loc, "a", Chunk, 2 * Chunk, FetchPriority.Demand, default);
+        Assert.Equal(callsBefore, _store.Calls);
+        await _fetcher.EnsureAsync(reopened, loc, "a", 0, bytes.Length, FetchPriority.Demand, default);
+        Assert.Equal(bytes, ReadAll(reopened));
+        _cache.Release(reopened);
+    }
+
+    [Fact]
+    public async Task SeedFormatMismatchPoisonsTheFileAndDropsIt()
+    {
+        var bytes = Bytes(2 * Chunk, 8);
+        var location = _store.Put("bad", bytes);
+        var d = new BlobDescriptor(new string('a', 64), bytes.Length, Chunk, null); // sha256 that cannot match
+        var blob = _cache.Open(d);
+        await _fetcher.EnsureAsync(blob, location, "bad", 0, bytes.Length, FetchPriority.Demand, default);
+        for (int i = 0; i < 500 && blob.Poison is null; i++) await Task.Delay(10);
+        Assert.NotNull(blob.Poison);
+        Assert.Contains("dropped from the cache", blob.Poison!.Message);
+        await Assert.ThrowsAsync<ChunkVerificationException>(() => _fetcher.EnsureAsync(blob, location, "bad", 0, 1, FetchPriority.Demand, default).AsTask());
+        _cache.Release(blob);
+        var reopened = _cache.Open(d);
+        Assert.False(reopened.IsComplete);
+        Assert.Equal(0, reopened.ServableChunks);
+        _cache.Release(reopened);
+    }
+
+    [Fact]
+    public async Task UnverifiedSeedDataIsNotTrustedAfterARestart()
+    {
+        var bytes = Bytes(4 * Chunk, 9);
+        var (d, loc) = Put("seed", bytes, chunked: false);
+        var blob = _cache.Open(d);
+        await _fetcher.EnsureAsync(blob, loc, "seed", 0, Chunk, FetchPriority.Demand, default); // one of four chunks
+        Assert.True(blob.IsServable(0));
+        _cache.Release(blob);
+        var reopened = _cache.Open(d);
+        Assert.False(reopened.IsServable(0));
+        _cache.Release(reopened);
+    }
+
+    [Fact]
+    public async Task RecordSurvivesGarbageAndAWrongSizedDataFileResets()
+    {
+        var bytes = Bytes(3 * Chunk, 10);
+        var (d, loc) = Put("a", bytes);
+        var blob = _cache.Open(d);
+        await _fetcher.EnsureAsync(blob, loc, "a", 0, bytes.Length, FetchPriority.Demand, default);
+        string record = blob.RecordPath, data = blob.DataPath;
+        _cache.Release(blob);
+
+        await File.AppendAllTextAsync(record, "garbage!"); // a torn or foreign entry
+        var again = _cache.Open(d);
+        Assert.True(again.IsComplete);
+        _cache.Release(again);
+
+        File.WriteAllBytes(data, new byte[10]); // truncated data file: nothing can be trusted
+        var reset = _cache.Open(d);
+        Assert.Equal(0, reset.ServableChunks);
+        await _fetcher.EnsureAsync(reset, loc, "a", 0, bytes.Length, FetchPriority.Demand, default);
+        Assert.Equal(bytes, ReadAll(reset));
+        _cache.Release(reset);
+    }
+
+    [Fact]
+    public async Task CacheFilesArePrivate()
+    {
+        var (d, loc) = Put("a", Bytes(10, 11));
+        var blob = _cache.Open(d);
+        await _fetcher.EnsureAsync(blob, loc, "a", 0, 10, FetchPriority.Demand, default);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(blob.DataPath));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(blob.RecordPath));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(_cacheDir.FullName));
+        _cache.Release(blob);
+    }
+
+    [Fact]
+    public async Task EvictionKeepsTheCacheUnderItsBoundAndNeverDropsAnOpenBlob()
+    {
+        _fetcher.Dispose();
+        _cache.Dispose();
+        _cache = new BlobCache(_cacheDir.FullName, 3 * Chunk + 8192, NullLogger.Instance);
+        _fetcher = NewFetcher();
+        var open = Put("open", Bytes(Chunk, 20));
+        var openBlob = _cache.Open(open.Descriptor);
+        await _fetcher.EnsureAsync(openBlob, open.Location, "open", 0, Chunk, FetchPriority.Demand, default);
+        for (int i = 0; i < 6; i++)
+        {
+            var (d, loc) = Put($"f{i}", Bytes(Chunk, 30 + i));
+            var blob = _cache.Open(d);
+            await _fetcher.EnsureAsync(blob, loc, $"f{i}", 0, Chunk, FetchPriority.Demand, default);
+            _cache.Release(blob);
+            Assert.True(_cache.Usage().Bytes <= _cache.Capacity, $"after file {i}: {_cache.Usage().Bytes} > {_cache.Capacity}");
+        }
+        Assert.True(openBlob.IsComplete);
+        Assert.True(File.Exists(openBlob.DataPath));
+        _cache.Release(openBlob);
+    }
+}

@@ -1,0 +1,131 @@
+using System.Diagnostics;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using MlArtifactFs.Manifest;
+
+namespace MlArtifactFs.Tests;
+
+public sealed class ManifestGeneratorTests : IDisposable
+{
+    private const int Chunk = 64 * 1024;
+    private readonly DirectoryInfo _dir = Directory.CreateTempSubdirectory("mlfs-gen-");
+
+    public void Dispose() => _dir.Delete(recursive: true);
+
+    private string Write(string relative, byte[] bytes)
+    {
+        string path = Path.Combine(_dir.FullName, relative);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllBytes(path, bytes);
+        return path;
+    }
+
+    private static byte[] RandomBytes(int n, int seed)
+    {
+        var b = new byte[n];
+        new Random(seed).NextBytes(b);
+        return b;
+    }
+
+    private static string Sha256Sum(string path)
+    {
+        var psi = new ProcessStartInfo("sha256sum") { RedirectStandardOutput = true };
+        psi.ArgumentList.Add(path);
+        using var p = Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return output.Split(' ')[0];
+    }
+
+    [Fact]
+    public async Task HashesMatchSha256sumAndEveryChunkRange()
+    {
+        var files = new Dictionary<string, byte[]>
+        {
+            ["config.json"] = "{\"a\": 1}"u8.ToArray(),
+            ["empty.bin"] = [],
+            ["one-chunk.bin"] = RandomBytes(Chunk, 1),
+            ["one-chunk-plus-one.bin"] = RandomBytes(Chunk + 1, 2),
+            ["nested/deeper/three-chunks.bin"] = RandomBytes(3 * Chunk, 3),
+            ["with space/tokenizer ü 模型.json"] = RandomBytes(1000, 4),
+        };
+        foreach (var (path, bytes) in files) Write(path, bytes);
+
+        var m = await ManifestGenerator.GenerateAsync(_dir.FullName,
+            new GenerateOptions("model", "v1", "s3://bucket/models/v1/", ["config.json"], Chunk));
+
+        Assert.Equal(files.Keys.Order(StringComparer.Ordinal), m.Files!.Select(f => f.Path));
+        Assert.Equal(Chunk, m.ChunkSize);
+        Assert.Equal(["config.json"], m.Prefetch);
+        foreach (var f in m.Files!)
+        {
+            var bytes = files[f.Path!];
+            Assert.Equal(bytes.Length, f.Size);
+            Assert.Equal(Sha256Sum(Path.Combine(_dir.FullName, f.Path!)), f.Sha256);
+            Assert.Equal("none", f.Compression);
+            int expectedChunks = (bytes.Length + Chunk - 1) / Chunk;
+            Assert.Equal(expectedChunks, f.Chunks!.Count);
+            for (int c = 0; c < expectedChunks; c++)
+            {
+                var range = bytes.AsSpan(c * Chunk, Math.Min(Chunk, bytes.Length - c * Chunk));
+                Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(range)), f.Chunks[c]);
+            }
+        }
+        Assert.Equal("s3://bucket/models/v1/with%20space/tokenizer%20%C3%BC%20%E6%A8%A1%E5%9E%8B.json",
+            m.Files.Single(f => f.Path!.StartsWith("with", StringComparison.Ordinal)).Url);
+        Assert.Empty(m.Files.Single(f => f.Path == "empty.bin").Chunks!);
+    }
+
+    [Fact]
+    public async Task OutputLoadsBackThroughTheValidator()
+    {
+        Write("a/b.bin", RandomBytes(10, 5));
+        var m = await ManifestGenerator.GenerateAsync(_dir.FullName, new GenerateOptions("m", "v2", "https://host/p", [], Chunk));
+        var again = ManifestLoader.Parse(ManifestLoader.Serialize(m));
+        Assert.Equal("https://host/p/a/b.bin", again.Files![0].Url);
+    }
+
+    [Fact]
+    public async Task SymlinkToAFileInsideIsFollowed()
+    {
+        Write("real.bin", RandomBytes(100, 6));
+        File.CreateSymbolicLink(Path.Combine(_dir.FullName, "alias.bin"), "real.bin");
+        var m = await ManifestGenerator.GenerateAsync(_dir.FullName, new GenerateOptions("m", "v1", "s3://b/p", [], Chunk));
+        var alias = m.Files!.Single(f => f.Path == "alias.bin");
+        Assert.Equal(100, alias.Size);
+        Assert.Equal(m.Files!.Single(f => f.Path == "real.bin").Sha256, alias.Sha256);
+    }
+
+    [Fact]
+    public async Task SymlinkLeavingTheFolderIsAnErrorNamingIt()
+    {
+        var outside = Path.GetTempFileName();
+        try
+        {
+            File.CreateSymbolicLink(Path.Combine(_dir.FullName, "escape.bin"), outside);
+            var e = await Assert.ThrowsAsync<IOException>(() => ManifestGenerator.GenerateAsync(_dir.FullName, new GenerateOptions("m", "v1", "s3://b/p", [], Chunk)));
+            Assert.Contains("escape.bin: symbolic link points outside the model folder", e.Message);
+        }
+        finally { File.Delete(outside); }
+    }
+
+    [Fact]
+    public async Task SocketIsAnErrorNamingIt()
+    {
+        string path = Path.Combine(_dir.FullName, "sub", "control.sock");
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
+        socket.Bind(new UnixDomainSocketEndPoint(path));
+        var e = await Assert.ThrowsAsync<IOException>(() => ManifestGenerator.GenerateAsync(_dir.FullName, new GenerateOptions("m", "v1", "s3://b/p", [], Chunk)));
+        Assert.Equal("sub/control.sock: is a socket, which a model folder cannot contain", e.Message);
+    }
+
+    [Fact]
+    public async Task PrefetchOfAMissingFileIsAnError()
+    {
+        Write("config.json", [1]);
+        var e = await Assert.ThrowsAsync<ArgumentException>(() => ManifestGenerator.GenerateAsync(_dir.FullName,
+            new GenerateOptions("m", "v1", "s3://b/p", ["tokenizer.json"], Chunk)));
+        Assert.Contains("tokenizer.json", e.Message);
+    }
+}
