@@ -40,6 +40,11 @@ public static unsafe class FuseMounter
         }
         if (!st.IsDirectory)
             throw new FuseMountException($"mount point {mountPoint} is not a directory", Libc.ENOTDIR);
+        if (IsMountPoint(mountPoint) && Libc.StatFs(mountPoint) != 0 && Libc.LastErrno == Libc.ENOTCONN)
+        {
+            // A dead FUSE mount whose root attributes the kernel still had cached (stat succeeded): clear it too.
+            TryUnmount(mountPoint, lazy: true);
+        }
         if (IsMountPoint(mountPoint))
             throw new FuseMountException(
                 $"mount point {mountPoint} is busy: something is already mounted there; unmount it first (fusermount3 -u {mountPoint} or umount {mountPoint})", Libc.EBUSY);

@@ -78,6 +78,16 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "flock", SetLastError = true)]
     public static partial int Flock(int fd, int operation);
 
+    [LibraryImport(Lib, EntryPoint = "statfs", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    private static partial int StatFsRaw(string path, byte* buf);
+
+    /// <summary>statfs(2), for its errno only: on a FUSE mount it always reaches the daemon (ENOTCONN when dead).</summary>
+    public static int StatFs(string path)
+    {
+        byte* buf = stackalloc byte[256]; // struct statfs is 120 bytes on x86_64
+        return StatFsRaw(path, buf);
+    }
+
     public static int LastErrno => Marshal.GetLastPInvokeError();
 
     public static int Stat(string path, out Stat st) { fixed (Stat* p = &st) return StatRaw(path, p); }

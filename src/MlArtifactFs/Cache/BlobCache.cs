@@ -18,7 +18,8 @@ public sealed class BlobCache : IDisposable
     private readonly ILogger _logger;
     private readonly Dictionary<string, CachedBlob> _open = new(StringComparer.Ordinal); // guarded by _lock
     private readonly Lock _lock = new();
-    private long _usedBytes;      // estimate, recomputed on eviction
+    private long _usedBytes;      // on disk: an estimate between evictions, measured (st_blocks) at each
+    private long _reservedBytes;  // promised to fetches in flight
     private bool _warnedFull;
 
     public BlobCache(string root, long capacity, ILogger logger)
@@ -79,26 +80,39 @@ public sealed class BlobCache : IDisposable
         blob.Dispose();
     }
 
-    /// <summary>Makes room for <paramref name="bytes"/> about to be written, evicting LRU blobs not in use.</summary>
+    /// <summary>
+    /// Makes room for <paramref name="bytes"/> about to be written, evicting LRU blobs not in use.
+    /// The bytes stay reserved until <see cref="ReleaseReservation"/>, so concurrent fetches cannot
+    /// together overshoot the bound (counting a run's written bytes twice until it ends is the
+    /// conservative side).
+    /// </summary>
     public void EnsureRoom(long bytes)
     {
-        long used = Interlocked.Add(ref _usedBytes, bytes);
+        long reserved = Interlocked.Add(ref _reservedBytes, bytes);
+        long used = Interlocked.Read(ref _usedBytes) + reserved;
         if (used <= Capacity) return;
         lock (_lock)
         {
-            used = MeasureUsage() + bytes;
-            if (used <= Capacity) { Interlocked.Exchange(ref _usedBytes, used); return; }
-            var openPaths = new HashSet<string>(_open.Values.Select(b => b.DataPath), StringComparer.Ordinal);
-            var candidates = EnumerateBlobs()
-                .Where(b => !openPaths.Contains(b.DataPath))
-                .OrderBy(b => b.LastUse)
-                .ToList();
-            foreach (var candidate in candidates)
+            long onDisk = MeasureUsage();
+            used = onDisk + Interlocked.Read(ref _reservedBytes);
+            if (used > Capacity)
             {
-                if (used <= Capacity) break;
-                if (TryDelete(candidate.DataPath, candidate.RecordPath)) used -= candidate.Allocated;
+                var openPaths = new HashSet<string>(_open.Values.Select(b => b.DataPath), StringComparer.Ordinal);
+                var candidates = EnumerateBlobs()
+                    .Where(b => !openPaths.Contains(b.DataPath))
+                    .OrderBy(b => b.LastUse)
+                    .ToList();
+                foreach (var candidate in candidates)
+                {
+                    if (used <= Capacity) break;
+                    if (TryDelete(candidate.DataPath, candidate.RecordPath))
+                    {
+                        used -= candidate.Allocated;
+                        onDisk -= candidate.Allocated;
+                    }
+                }
             }
-            Interlocked.Exchange(ref _usedBytes, used);
+            Interlocked.Exchange(ref _usedBytes, onDisk);
             if (used > Capacity && !_warnedFull)
             {
                 _warnedFull = true;
@@ -106,6 +120,13 @@ public sealed class BlobCache : IDisposable
                     Root, used, Capacity);
             }
         }
+    }
+
+    /// <summary>A fetch that reserved room finished: its bytes are now on disk (or were never written).</summary>
+    public void ReleaseReservation(long bytes)
+    {
+        Interlocked.Add(ref _reservedBytes, -bytes);
+        Interlocked.Add(ref _usedBytes, bytes);
     }
 
     private bool TryDelete(string dataPath, string recordPath)

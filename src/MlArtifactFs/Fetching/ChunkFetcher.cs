@@ -120,9 +120,11 @@ public sealed class ChunkFetcher : IDisposable
         MlfsTelemetry.FetchesInFlight.Add(1);
         long pos = run.Start;
         int attempt = 0;
+        bool reserved = false;
         try
         {
             _cache.EnsureRoom(run.End - run.Start);
+            reserved = true;
             while (pos < run.End)
             {
                 attempt++;
@@ -207,6 +209,7 @@ public sealed class ChunkFetcher : IDisposable
         finally
         {
             MlfsTelemetry.FetchesInFlight.Add(-1);
+            if (reserved) _cache.ReleaseReservation(run.End - run.Start);
             ArrayPool<byte>.Shared.Return(buffer);
             lock (blob.Sync)
             {

@@ -52,7 +52,7 @@ public sealed class ModelMount : IAsyncDisposable
         using (MlfsTelemetry.Source.StartActivity("mlfs.mount.load_manifest"))
             manifest = ManifestLoader.Load(options.ManifestPath);
 
-        var mount = new ModelMount(options, S3Settings.FromEnvironment(options.Endpoint), logger);
+        var mount = new ModelMount(options, options.S3 ?? S3Settings.FromEnvironment(options.Endpoint), logger);
         try
         {
             var tree = mount.BuildTree(manifest);

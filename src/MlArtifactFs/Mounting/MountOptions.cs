@@ -1,4 +1,5 @@
 using MlArtifactFs.Fetching;
+using MlArtifactFs.Storage;
 
 namespace MlArtifactFs.Mounting;
 
@@ -11,6 +12,8 @@ public sealed record MountOptions
     /// <summary>50 GiB: a few large models; eviction keeps the cache under it.</summary>
     public long CacheSize { get; init; } = 50L << 30;
     public string? Endpoint { get; init; }
+    /// <summary>Explicit endpoint and credentials; null resolves them from the environment (AWS chain).</summary>
+    public S3Settings? S3 { get; init; }
     public bool PrefetchAll { get; init; }
     public bool AllowOther { get; init; }
     public bool Passthrough { get; init; } = true;

@@ -1,0 +1,128 @@
+using MlArtifactFs.Mounting;
+using Mlfs.Tests.Infrastructure;
+
+namespace Mlfs.Tests;
+
+/// <summary>What users meet when storage misbehaves: EIO and a clear log line, never a wrong byte.</summary>
+[Collection(S3Collection.Name)]
+public sealed class FailureTests(S3Fixture s3) : IDisposable
+{
+    private const int Chunk = 1 << 20;
+    private readonly DirectoryInfo _cache = Directory.CreateTempSubdirectory("mlfs-cache-");
+    private readonly TestModel _model = new();
+
+    public void Dispose()
+    {
+        _model.Dispose();
+        _cache.Delete(recursive: true);
+    }
+
+    private static int ReadErrno(string path, long offset = 0)
+    {
+        try
+        {
+            using var handle = File.OpenHandle(path);
+            RandomAccess.Read(handle, new byte[4096], offset);
+            return 0;
+        }
+        catch (IOException e)
+        {
+            return e.HResult & 0xFFFF;
+        }
+    }
+
+    [Fact]
+    public async Task AChunkWhoseBytesDoNotMatchGivesEioCachesNothingAndSaysWhy()
+    {
+        _model.Add("weights.bin", 2 * Chunk, 1);
+        string bucket = await s3.CreateBucketAsync("fail");
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        var tampered = (byte[])_model.Files["weights.bin"].Clone();
+        tampered[Chunk + 10] ^= 0xFF; // the object in storage differs from what the manifest says (chunk 1)
+        await s3.PutAsync(bucket, "m/weights.bin", tampered);
+
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName);
+        using var handle = File.OpenHandle(mount["weights.bin"]);
+        var good = new byte[4096];
+        Assert.Equal(4096, RandomAccess.Read(handle, good, 0)); // chunk 0 is intact and served
+        Assert.Equal(_model.Files["weights.bin"][..4096], good);
+        var error = Assert.ThrowsAny<IOException>(() => RandomAccess.Read(handle, new byte[4096], Chunk + 4096));
+        Assert.Contains("Input/output error", error.Message);
+        Assert.Contains(mount.Logger.Lines, l => l.Contains("weights.bin: chunk 1", StringComparison.Ordinal) && l.Contains("does not match its SHA-256", StringComparison.Ordinal));
+        var blobRecord = Directory.EnumerateFiles(_cache.FullName, "*.rec", SearchOption.AllDirectories).Single();
+        Assert.Equal(32 + 8, new FileInfo(blobRecord).Length); // header + chunk 0 only: the bad chunk was never recorded
+    }
+
+    [Fact]
+    public async Task AMissingObjectGivesEioAndTheLogNamesTheFile()
+    {
+        _model.Add("present.bin", 1000, 2).Add("missing.bin", 1000, 3);
+        string bucket = await s3.CreateBucketAsync("fail");
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        await s3.PutAsync(bucket, "m/present.bin", _model.Files["present.bin"]);
+
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName);
+        Assert.Equal(_model.Files["present.bin"], await File.ReadAllBytesAsync(mount["present.bin"]));
+        Assert.Equal(5, ReadErrno(mount["missing.bin"])); // EIO
+        Assert.Contains(mount.Logger.Lines, l => l.Contains("missing.bin", StringComparison.Ordinal) && l.Contains("HTTP 404", StringComparison.Ordinal));
+        Assert.True(mount.Mount.Stats.Failures >= 1);
+        Assert.Equal(0, mount.Mount.Stats.Retries); // 404 is not retried
+    }
+
+    [Fact]
+    public async Task WrongCredentialsRefuseTheMountWithAClearMessageAndNoSecret()
+    {
+        _model.Add("config.json", 100, 4);
+        string bucket = await s3.CreateBucketAsync("fail");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", prefetch: ["config.json"]);
+        const string wrongSecret = "definitely-not-the-secret-0123456789";
+        var e = await Assert.ThrowsAsync<MountException>(() => InProcessMount.StartAsync(s3, manifest, _cache.FullName, secret: wrongSecret));
+        Assert.Contains("prefetch failed", e.Message);
+        Assert.Contains("config.json", e.Message);
+        Assert.Contains("HTTP 403", e.Message);
+        Assert.DoesNotContain(wrongSecret, e.Message);
+    }
+
+    [Theory]
+    [InlineData(ProxyFault.ServiceUnavailable)]
+    [InlineData(ProxyFault.SlowDown)]
+    [InlineData(ProxyFault.ConnectionReset)]
+    [InlineData(ProxyFault.TruncatedBody)]
+    [InlineData(ProxyFault.FlippedByte)]
+    [InlineData(ProxyFault.HtmlErrorWith200)]
+    public async Task InjectedFaultsAreRetriedAndEveryByteIsCorrect(ProxyFault fault)
+    {
+        _model.Add("a.bin", 3 * Chunk + 7, 5).Add("b.bin", 2 * Chunk, 6);
+        string bucket = await s3.CreateBucketAsync("fault");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        await using var proxy = new FaultProxy(s3.Endpoint) { Faults = (n, _) => n % 2 == 1 ? fault : ProxyFault.None }; // every other GET fails
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint);
+        foreach (var (path, bytes) in _model.Files)
+            Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount[path]), path);
+        Assert.True(proxy.FaultsInjected > 0);
+        Assert.True(mount.Mount.Stats.Retries > 0);
+        Assert.Equal(0, mount.Mount.Stats.Failures);
+    }
+
+    [Fact]
+    public async Task ACacheSmallerThanTheModelStaysUnderItsBoundAndReadsStayCorrect()
+    {
+        for (int i = 0; i < 6; i++) _model.Add($"shard-{i}.bin", 2 * Chunk, 10 + i);
+        string bucket = await s3.CreateBucketAsync("bound");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        long bound = 5L * Chunk; // the model is 12 MiB
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, cacheSize: bound);
+        for (int round = 0; round < 2; round++)
+        {
+            foreach (var (path, bytes) in _model.Files.OrderBy(f => f.Key))
+            {
+                Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount[path]), path);
+                var usage = mount.Mount.Cache.Usage();
+                Assert.True(usage.Bytes <= bound, $"cache holds {usage.Bytes} bytes, bound {bound}");
+            }
+        }
+    }
+}

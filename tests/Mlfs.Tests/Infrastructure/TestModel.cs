@@ -1,0 +1,43 @@
+using MlArtifactFs.Manifest;
+
+namespace Mlfs.Tests.Infrastructure;
+
+/// <summary>A model folder on disk with deterministic random content, its manifest, and its upload.</summary>
+public sealed class TestModel : IDisposable
+{
+    private readonly DirectoryInfo _root = Directory.CreateTempSubdirectory("mlfs-model-");
+
+    public string Folder => _root.FullName;
+    public Dictionary<string, byte[]> Files { get; } = new(StringComparer.Ordinal);
+
+    public TestModel Add(string path, int size, int seed)
+    {
+        var bytes = new byte[size];
+        new Random(seed).NextBytes(bytes);
+        return Add(path, bytes);
+    }
+
+    public TestModel Add(string path, byte[] bytes)
+    {
+        string full = Path.Combine(Folder, path);
+        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        File.WriteAllBytes(full, bytes);
+        Files[path] = bytes;
+        return this;
+    }
+
+    public async Task<string> WriteManifestAsync(string urlPrefix, string version = "v1", long chunkSize = 1 << 20, string[]? prefetch = null, bool seedFormat = false)
+    {
+        var manifest = await ManifestGenerator.GenerateAsync(Folder, new GenerateOptions("test-model", version, urlPrefix, prefetch ?? [], chunkSize));
+        if (seedFormat)
+        {
+            manifest.ChunkSize = null;
+            foreach (var f in manifest.Files!) f.Chunks = null;
+        }
+        string path = Path.Combine(Path.GetTempPath(), $"mlfs-manifest-{Guid.NewGuid():N}.json");
+        await File.WriteAllTextAsync(path, ManifestLoader.Serialize(manifest));
+        return path;
+    }
+
+    public void Dispose() => _root.Delete(recursive: true);
+}

@@ -1,0 +1,174 @@
+using System.Diagnostics;
+using Mlfs.Tests.Infrastructure;
+
+namespace Mlfs.Tests;
+
+/// <summary>Byte-exact reads through a real FUSE mount from a real S3 server.</summary>
+[Collection(S3Collection.Name)]
+public sealed class ReadPathTests(S3Fixture s3) : IDisposable
+{
+    private const int Chunk = 1 << 20;
+    private readonly DirectoryInfo _cache = Directory.CreateTempSubdirectory("mlfs-cache-");
+    private readonly TestModel _model = new();
+
+    public void Dispose()
+    {
+        _model.Dispose();
+        _cache.Delete(recursive: true);
+    }
+
+    private async Task<string> UploadAsync(string prefix = "m", bool seedFormat = false, long chunkSize = Chunk, string[]? prefetch = null)
+    {
+        string bucket = await s3.CreateBucketAsync("read");
+        await s3.UploadFolderAsync(bucket, prefix, _model.Folder);
+        return await _model.WriteManifestAsync($"s3://{bucket}/{prefix}", chunkSize: chunkSize, prefetch: prefetch, seedFormat: seedFormat);
+    }
+
+    private static void AssertRandomReadsExact(InProcessMount mount, IReadOnlyDictionary<string, byte[]> files, int seed, int reads = 60)
+    {
+        var random = new Random(seed);
+        foreach (var (path, expected) in files)
+        {
+            using var handle = File.OpenHandle(mount[path]);
+            Assert.Equal(expected.Length, RandomAccess.GetLength(handle));
+            for (int i = 0; i < (expected.Length == 0 ? 1 : reads / files.Count + 1); i++)
+            {
+                long offset = expected.Length == 0 ? 0 : random.NextInt64(expected.Length);
+                if (i % 3 == 0 && expected.Length > Chunk) offset = (offset / Chunk) * Chunk - random.Next(1, 100); // straddle a chunk boundary
+                offset = Math.Max(0, offset);
+                int size = random.Next(1, 3 * Chunk);
+                var buffer = new byte[size];
+                int total = 0;
+                while (true)
+                {
+                    int n = RandomAccess.Read(handle, buffer.AsSpan(total), offset + total);
+                    if (n == 0) break;
+                    total += n;
+                }
+                int want = (int)Math.Min(size, Math.Max(0, expected.Length - offset));
+                Assert.Equal(want, total);
+                Assert.True(expected.AsSpan((int)offset, want).SequenceEqual(buffer.AsSpan(0, want)), $"{path} @ {offset}+{want}");
+            }
+        }
+    }
+
+    [Fact]
+    public async Task RandomReadsAreByteExactColdWarmAndAfterARemount()
+    {
+        _model.Add("config.json", 700, 1)
+              .Add("exact-3-chunks.bin", 3 * Chunk, 2)
+              .Add("3-chunks-plus-one.bin", 3 * Chunk + 1, 3)
+              .Add("empty.bin", 0, 4)
+              .Add("sub dir/ünï 模型.safetensors", 5 * Chunk + 12345, 5);
+        string manifest = await UploadAsync(prefetch: ["config.json"]);
+
+        await using (var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName))
+        {
+            AssertRandomReadsExact(mount, _model.Files, seed: 1);   // cold
+            AssertRandomReadsExact(mount, _model.Files, seed: 2);   // warm (partly cached)
+            foreach (var (path, bytes) in _model.Files)
+                Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount[path]), path);
+            Assert.True(mount.Mount.Stats.BytesFetched > 0);
+        }
+
+        await using (var again = await InProcessMount.StartAsync(s3, manifest, _cache.FullName))
+        {
+            foreach (var (path, bytes) in _model.Files)
+                Check.SameBytes(bytes, await File.ReadAllBytesAsync(again[path]), path);
+            AssertRandomReadsExact(again, _model.Files, seed: 3);
+            Assert.Equal(0, again.Mount.Stats.BytesFetched); // everything came from the persistent cache
+            Assert.Equal(0, again.Mount.Stats.Requests);
+        }
+    }
+
+    [Fact]
+    public async Task ASeedFormatManifestMountsAndEveryFileIsVerifiedWhole()
+    {
+        _model.Add("config.json", 300, 10).Add("weights.bin", 3 * Chunk + 77, 11);
+        string manifest = await UploadAsync(seedFormat: true, prefetch: ["config.json"]);
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName);
+        foreach (var (path, bytes) in _model.Files)
+            Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount[path]), path);
+        var sw = Stopwatch.StartNew();
+        while (mount.Mount.GetStatus().CacheBlobs < 2 && sw.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(20);
+        Assert.Equal(0, mount.Mount.Stats.Failures);
+    }
+
+    [Fact]
+    public async Task TheFirst4KiBOfAColdChunkArriveBeforeTheChunkIsComplete()
+    {
+        // Seed format: the 16 MiB chunk is both the fetch and the (whole-file) verification unit.
+        _model.Add("weights.bin", 16 << 20, 20);
+        string manifest = await UploadAsync(seedFormat: true);
+        await using var proxy = new FaultProxy(s3.Endpoint) { PauseAfter = 256 * 1024 }; // every body stops after 256 KiB
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint);
+        var first = new byte[4096];
+        var read = Task.Run(() =>
+        {
+            using var handle = File.OpenHandle(mount["weights.bin"]);
+            return RandomAccess.Read(handle, first, 0);
+        });
+        int n = await read.WaitAsync(TimeSpan.FromSeconds(60)); // completes while the body is held
+        Assert.Equal(4096, n);
+        Assert.False(proxy.Release.Task.IsCompleted);
+        Assert.True(proxy.BytesSent < 16 << 20, $"{proxy.BytesSent} bytes had been sent");
+        Assert.Equal(_model.Files["weights.bin"][..4096], first);
+        proxy.Release.SetResult();
+        Check.SameBytes(_model.Files["weights.bin"], await File.ReadAllBytesAsync(mount["weights.bin"]), "file");
+    }
+
+    [Fact]
+    public async Task AColdReadWaitsOnlyForItsOwnChunk()
+    {
+        // Chunked manifest: 1 MiB chunks in 16 MiB requests; a 4 KiB read returns once chunk 0 verified.
+        _model.Add("weights.bin", 16 << 20, 21);
+        string manifest = await UploadAsync();
+        await using var proxy = new FaultProxy(s3.Endpoint) { PauseAfter = Chunk + 64 * 1024 };
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint);
+        var first = new byte[4096];
+        int n = await Task.Run(() =>
+        {
+            using var handle = File.OpenHandle(mount["weights.bin"]);
+            return RandomAccess.Read(handle, first, 0);
+        }).WaitAsync(TimeSpan.FromSeconds(60));
+        Assert.Equal(4096, n);
+        Assert.True(proxy.BytesSent < 2 * Chunk + 128 * 1024, $"{proxy.BytesSent} bytes had been sent");
+        Assert.Equal(_model.Files["weights.bin"][..4096], first);
+        proxy.Release.SetResult();
+    }
+
+    [Fact]
+    public async Task CompleteFilesOpenInPassthroughAndReadTheSame()
+    {
+        _model.Add("weights.bin", 4 * Chunk + 5, 30);
+        string manifest = await UploadAsync();
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName);
+        var bytes = _model.Files["weights.bin"];
+        Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount["weights.bin"]), "file");
+        await Task.Delay(100); // RELEASE of the first open is asynchronous in the kernel
+        Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount["weights.bin"]), "file");
+        var status = mount.Mount.GetStatus();
+        if (status.Passthrough) Assert.True(status.PassthroughOpens >= 1);
+    }
+
+    [Fact]
+    public async Task SequentialReadAheadFetchesInParallelAndReadsAreExact()
+    {
+        _model.Add("big.bin", 40 << 20, 40);
+        string manifest = await UploadAsync(chunkSize: 4 << 20);
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName);
+        var buffer = new byte[1 << 20];
+        using (var stream = new FileStream(mount["big.bin"], FileMode.Open, FileAccess.Read, FileShare.Read, 0))
+        {
+            long offset = 0;
+            int n;
+            while ((n = await stream.ReadAsync(buffer)) > 0)
+            {
+                Assert.True(_model.Files["big.bin"].AsSpan((int)offset, n).SequenceEqual(buffer.AsSpan(0, n)), $"at {offset}");
+                offset += n;
+            }
+            Assert.Equal(40 << 20, offset);
+        }
+        Assert.Equal(40 << 20, mount.Mount.Stats.BytesFetched); // every byte fetched exactly once
+    }
+}
