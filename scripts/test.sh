@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The test command: installs everything the tests need (idempotent), builds, and runs every test.
+# Services: the S3 test fixture starts a loopback S3 server (MinIO via Testcontainers when a Docker
+# engine answers, else OpenStack Swift + s3api from scripts/local-s3.sh) and stops it at the end.
+# Needs root (or sudo) for apt-get and for FUSE mounts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+
+# System packages the tests use: fuse3 (fusermount3, /dev/fuse tools), the local S3 server
+# (swift + memcached), redis-server, curl, and a C toolchain for the NativeAOT build.
+packages=(fuse3 swift swift-proxy swift-account swift-container swift-object memcached redis-server curl coreutils procps)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "test.sh: installing ${missing[*]}" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+[[ -e /dev/fuse ]] || $SUDO modprobe fuse || { echo "test.sh: /dev/fuse is missing and the fuse module could not be loaded" >&2; exit 1; }
+
+dotnet build MlArtifactFs.sln -c Release -warnaserror 2>&1 | tail -n 3
+
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+dotnet test MlArtifactFs.sln -c Release --no-build 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+
+# One closing line for the whole run, summed over the test projects.
+awk '/(Passed|Failed)! +- +Failed:/ {
+       for (i = 1; i <= NF; i++) {
+         if ($i == "Failed:") f += $(i+1); if ($i == "Passed:") p += $(i+1); if ($i == "Skipped:") s += $(i+1)
+       }
+     }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log" | tr -d ','| sed 's/ passed/ passed,/; s/ failed/ failed,/'
+exit "$status"
