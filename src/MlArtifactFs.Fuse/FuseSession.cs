@@ -101,6 +101,19 @@ public sealed unsafe partial class FuseSession : IDisposable
         }
     }
 
+    /// <summary>A session with no mount, for benchmarks of parse and dispatch: replies go to <paramref name="replyFd"/>.</summary>
+    internal static FuseSession CreateDetached(IFuseFileSystem fs, FuseMountOptions options) =>
+        new(fs, options, NullLogger.Instance);
+
+    /// <summary>Dispatches one raw request as a reader thread would, answering on <paramref name="replyFd"/>.</summary>
+    internal void DispatchDetached(int replyFd, ReadOnlySpan<byte> request)
+    {
+        _detachedReader ??= new ReaderContext(replyFd, GC.AllocateArray<byte>(RequestBufferSize, pinned: true));
+        Dispatch(_detachedReader, request);
+    }
+
+    private ReaderContext? _detachedReader;
+
     private void StartReaders()
     {
         for (int i = 0; i < _options.ReaderThreads; i++)

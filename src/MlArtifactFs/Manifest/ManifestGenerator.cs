@@ -139,24 +139,26 @@ public static class ManifestGenerator
         using var fileHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         using var chunkHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var chunks = new List<string>();
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(ReadBlock);
+        // Double buffering: the next block is read while the current one is hashed.
+        byte[] current = ArrayPool<byte>.Shared.Rent(ReadBlock), next = ArrayPool<byte>.Shared.Rent(ReadBlock);
         try
         {
             long total = 0, inChunk = 0;
-            while (true)
+            int n = await stream.ReadAsync(current.AsMemory(0, ReadBlock), cancel).ConfigureAwait(false);
+            while (n > 0)
             {
-                int n = await stream.ReadAsync(buffer.AsMemory(0, ReadBlock), cancel).ConfigureAwait(false);
-                if (n == 0) break;
-                var block = new ArraySegment<byte>(buffer, 0, n);
+                var reading = stream.ReadAsync(next.AsMemory(0, ReadBlock), cancel);
+                var block = current;
+                int length = n;
                 Parallel.Invoke(
-                    () => fileHash.AppendData(block),
+                    () => fileHash.AppendData(block, 0, length),
                     () =>
                     {
                         int offset = 0;
-                        while (offset < n)
+                        while (offset < length)
                         {
-                            int take = (int)Math.Min(n - offset, chunkSize - inChunk);
-                            chunkHash.AppendData(buffer, offset, take);
+                            int take = (int)Math.Min(length - offset, chunkSize - inChunk);
+                            chunkHash.AppendData(block, offset, take);
                             offset += take;
                             inChunk += take;
                             if (inChunk == chunkSize)
@@ -166,15 +168,18 @@ public static class ManifestGenerator
                             }
                         }
                     });
-                total += n;
+                total += length;
                 onBytes?.Invoke(total);
+                n = await reading.ConfigureAwait(false);
+                (current, next) = (next, current);
             }
             if (inChunk > 0) chunks.Add(Convert.ToHexStringLower(chunkHash.GetHashAndReset()));
             return (total, Convert.ToHexStringLower(fileHash.GetHashAndReset()), chunks);
         }
         finally
         {
-            ArrayPool<byte>.Shared.Return(buffer);
+            ArrayPool<byte>.Shared.Return(current);
+            ArrayPool<byte>.Shared.Return(next);
         }
     }
 }

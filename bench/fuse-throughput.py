@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""FUSE layer and read-path throughput, as ratios against references measured in the same run.
+
+  python3 bench/fuse-throughput.py [--size-mib 1024] [--runs 3]
+
+Measures (median of --runs, page cache dropped before each cold run):
+  memory-fuse  dd bs=1M of a 1 GiB in-memory file through our FUSE layer (no disk, no S3): pure protocol
+               cost, vs dd of a local file already in the page cache; daemon CPU seconds per GiB.
+  passthrough  a complete, verified file of an `mlfs mount` read with FUSE passthrough, vs reading the
+               cache file directly (both cold: from disk).
+  daemon-read  the same file with --no-passthrough (every READ through the daemon, pread from the
+               cache), cold, vs the direct read; daemon CPU seconds per GiB.
+Needs root, /dev/fuse and the local S3 server (scripts/local-s3.sh). Writes bench/results/fuse-throughput.json.
+"""
+import argparse, json, os, platform, re, shutil, statistics, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=True, check=True, text=True, capture_output=True, **kw).stdout
+
+
+def drop_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3\n")
+
+
+def dd(path):
+    """Returns MB/s of dd bs=1M reading the whole file."""
+    out = subprocess.run(["dd", f"if={path}", "of=/dev/null", "bs=1M"], capture_output=True, text=True, check=True).stderr
+    m = re.search(r"(\d+) bytes .* copied, ([\d.]+) s", out)
+    return int(m.group(1)) / float(m.group(2)) / 1e6
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK
+
+
+def measure(path, runs, cold, pid=None, size=None):
+    rates, cpu = [], []
+    for _ in range(runs):
+        if cold:
+            drop_caches()
+        before = cpu_seconds(pid) if pid else 0
+        rates.append(dd(path))
+        if pid:
+            cpu.append((cpu_seconds(pid) - before) / (size / (1 << 30)))
+    return statistics.median(rates), (statistics.median(cpu) if cpu else None)
+
+
+def wait_for(path, proc, timeout=120):
+    t = time.time()
+    while not os.path.exists(path):
+        if proc.poll() is not None:
+            raise SystemExit(f"process exited with {proc.returncode}")
+        if time.time() - t > timeout:
+            raise SystemExit(f"timed out waiting for {path}")
+        time.sleep(0.05)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size-mib", type=int, default=1024)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    size = args.size_mib << 20
+    work = tempfile.mkdtemp(prefix="mlfs-bench-")
+    results = {"machine": {"cpus": os.cpu_count(), "kernel": platform.release(),
+                           "cpu": sh("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2").strip()},
+               "size_bytes": size, "runs": args.runs}
+    procs = []
+    try:
+        sh(f"dotnet build -c Release {ROOT}/bench/MlArtifactFs.Benchmarks -v q")
+        if not os.path.exists(f"{ROOT}/artifacts/mlfs/mlfs"):
+            sh(f"{ROOT}/scripts/build.sh")
+        bench_bin = f"{ROOT}/bench/MlArtifactFs.Benchmarks/bin/Release/net10.0/MlArtifactFs.Benchmarks"
+        mlfs = f"{ROOT}/artifacts/mlfs/mlfs"
+
+        local = os.path.join(work, "local.bin")
+        sh(f"head -c {size} /dev/urandom > {local}")
+        local_warm, _ = measure(local, args.runs + 1, cold=False)
+        local_cold, _ = measure(local, args.runs, cold=True)
+
+        # 1. pure FUSE: in-memory file
+        mnt = os.path.join(work, "mem")
+        os.mkdir(mnt)
+        p = subprocess.Popen([bench_bin, "serve-memory", mnt, str(size)], stdout=subprocess.PIPE, text=True)
+        procs.append((p, mnt))
+        p.stdout.readline()
+        mem_rate, mem_cpu = measure(os.path.join(mnt, "data.bin"), args.runs, cold=False, pid=p.pid, size=size)
+        p.terminate(); p.wait(); procs.pop()
+
+        # 2. mlfs with a complete cached file: passthrough and daemon reads
+        env = dict(os.environ)
+        for line in sh(f"{ROOT}/scripts/local-s3.sh start").splitlines():
+            k, v = line.replace("export ", "").split("=", 1)
+            env[k] = v
+        auth = subprocess.run(["curl", "-fsS", "-D", "-", "-o", "/dev/null", "-H", f"X-Auth-User: {env['AWS_ACCESS_KEY_ID']}",
+                               "-H", f"X-Auth-Key: {env['AWS_SECRET_ACCESS_KEY']}", env["AWS_ENDPOINT_URL"] + "/auth/v1.0"],
+                              capture_output=True, text=True, check=True).stdout
+        headers = {l.split(":", 1)[0].lower(): l.split(":", 1)[1].strip() for l in auth.splitlines() if ":" in l}
+        token, storage = headers["x-auth-token"], headers["x-storage-url"]
+        sh(f"curl -fsS -X PUT -H 'X-Auth-Token: {token}' {storage}/bench -o /dev/null")
+        model = os.path.join(work, "model")
+        os.mkdir(model)
+        os.link(local, os.path.join(model, "weights.bin"))
+        sh(f"curl -fsS -X PUT -H 'X-Auth-Token: {token}' -T {local} {storage}/bench/m/weights.bin -o /dev/null")
+        manifest = os.path.join(work, "m.json")
+        sh(f"{mlfs} generate --id bench --version v1 --url-prefix s3://bench/m {model} > {manifest}", env=env)
+        cache = os.path.join(work, "cache")
+
+        def mount(extra):
+            mp = tempfile.mkdtemp(prefix="mnt-", dir=work)
+            ready = os.path.join(work, f"ready-{time.time_ns()}")
+            proc = subprocess.Popen([mlfs, "mount", "--manifest", manifest, "--cache-dir", cache, "--ready-file", ready, *extra, mp],
+                                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append((proc, mp))
+            wait_for(ready, proc)
+            return proc, mp
+
+        proc, mp = mount([])
+        t = time.time(); dd(os.path.join(mp, "weights.bin")); fetch_seconds = time.time() - t
+        time.sleep(0.5)
+        data_file = next(os.path.join(dp, f) for dp, _, fs in os.walk(cache) for f in fs if f.endswith(".data"))
+        direct_cold, _ = measure(data_file, args.runs, cold=True)
+        pt_cold, pt_cpu = measure(os.path.join(mp, "weights.bin"), args.runs, cold=True, pid=proc.pid, size=size)
+        status = json.loads(sh(f"{mlfs} status --json {mp}"))
+        proc.terminate(); proc.wait(); procs.pop()
+
+        proc, mp = mount(["--no-passthrough"])
+        daemon_cold, daemon_cpu = measure(os.path.join(mp, "weights.bin"), args.runs, cold=True, pid=proc.pid, size=size)
+        daemon_warm, _ = measure(os.path.join(mp, "weights.bin"), args.runs, cold=False)
+        proc.terminate(); proc.wait(); procs.pop()
+
+        results["measures"] = {
+            "local_file_page_cache_MBps": round(local_warm),
+            "local_file_cold_MBps": round(local_cold),
+            "memory_fuse_MBps": round(mem_rate),
+            "memory_fuse_vs_page_cache_read": round(mem_rate / local_warm, 3),
+            "memory_fuse_daemon_cpu_s_per_GiB": round(mem_cpu, 3),
+            "cold_fetch_from_local_s3_MBps": round(size / fetch_seconds / 1e6),
+            "cache_file_direct_cold_MBps": round(direct_cold),
+            "passthrough_cold_MBps": round(pt_cold),
+            "passthrough_vs_direct": round(pt_cold / direct_cold, 3),
+            "passthrough_daemon_cpu_s_per_GiB": round(pt_cpu, 3),
+            "passthrough_opens": status["passthrough_opens"],
+            "daemon_read_cold_MBps": round(daemon_cold),
+            "daemon_read_vs_direct": round(daemon_cold / direct_cold, 3),
+            "daemon_read_cpu_s_per_GiB": round(daemon_cpu, 3),
+            "daemon_read_warm_MBps": round(daemon_warm),
+        }
+    finally:
+        for proc, mp in procs:
+            proc.kill()
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
+
+    os.makedirs(f"{ROOT}/bench/results", exist_ok=True)
+    with open(f"{ROOT}/bench/results/fuse-throughput.json", "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"machine: {results['machine']}")
+    for k, v in results["measures"].items():
+        print(f"{k:40} {v}")
+
+
+if __name__ == "__main__":
+    main()

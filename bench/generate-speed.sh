@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# `mlfs generate` hashing speed vs sha256sum and vs reading the data (cat), same files, same run.
+#   bench/generate-speed.sh [SIZE_MIB]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=${1:-1024}
+[[ -x artifacts/mlfs/mlfs ]] || scripts/build.sh >/dev/null
+dir=$(mktemp -d /tmp/mlfs-genbench-XXXX)
+trap 'rm -rf "$dir"' EXIT
+mkdir -p "$dir/model"
+head -c $((size << 20)) /dev/urandom > "$dir/model/weights.bin"
+secs() { local t0 t1; t0=$(date +%s.%N); "$@" >/dev/null; t1=$(date +%s.%N); echo "$t1 - $t0" | bc -l; }
+cat "$dir/model/weights.bin" > /dev/null   # warm: measure hashing, not the disk
+read_s=$(secs cat "$dir/model/weights.bin")
+sum_s=$(secs sha256sum "$dir/model/weights.bin")
+gen_s=$(secs artifacts/mlfs/mlfs generate --id b --version v1 --url-prefix s3://b/m --chunk-size 4M "$dir/model")
+mbps() { echo "$size * 1.048576 / $1" | bc -l | xargs printf '%.0f'; }
+printf 'size %d MiB (page cache)\n' "$size"
+printf 'cat        %6s MB/s\n' "$(mbps "$read_s")"
+printf 'sha256sum  %6s MB/s\n' "$(mbps "$sum_s")"
+printf 'generate   %6s MB/s (file + 4 MiB chunk hashes)  ratio vs sha256sum %.2f\n' "$(mbps "$gen_s")" "$(echo "$sum_s / $gen_s" | bc -l)"
