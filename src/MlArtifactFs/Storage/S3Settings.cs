@@ -46,6 +46,9 @@ public sealed class S3Settings
         return new S3Settings(endpointUri, region, credentials);
     }
 
+    /// <summary>The resolved credentials object (for SDK clients); null when none were found.</summary>
+    public AWSCredentials? Credentials => _credentials;
+
     public async ValueTask<ImmutableCredentials?> GetCredentialsAsync()
     {
         if (_credentials is null) return null;

@@ -1,0 +1,84 @@
+using System.CommandLine;
+using System.Text;
+using Amazon.S3;
+using Microsoft.Extensions.Logging;
+using MlArtifactFs.Manifest;
+using MlArtifactFs.Publishing;
+using MlArtifactFs.Storage;
+
+namespace Mlfs.Commands;
+
+/// <summary>`mlfs push`: upload a model folder and write its manifest in one step.</summary>
+internal static class PushCommand
+{
+    public static readonly Argument<string> Directory = new("DIR") { Description = "the model folder" };
+    public static readonly Argument<string> Destination = new("DEST") { Description = "s3://bucket/prefix" };
+    public static readonly Option<string> Id = new("--id") { Description = "artifact_id of the manifest", Required = true };
+    public static readonly Option<string> Version = new("--version") { Description = "version of the manifest", Required = true };
+    public static readonly Option<string?> Prefetch = new("--prefetch") { Description = "comma-separated files fetched before a mount is ready" };
+    public static readonly Option<string> ChunkSize = new("--chunk-size") { Description = "chunk size for per-chunk hashes", DefaultValueFactory = _ => "4M" };
+    public static readonly Option<bool> ContentAddressed = new("--content-addressed") { Description = "store files as PREFIX/blobs/<sha256> so versions share storage" };
+    public static readonly Option<string?> Endpoint = new("--endpoint") { Description = "S3-compatible endpoint; default AWS_ENDPOINT_URL" };
+    public static readonly Option<string?> Output = new("--output", "-o") { Description = "write the manifest here instead of stdout" };
+    public static readonly Option<int> Parallelism = new("--parallel") { Description = "uploads in flight", DefaultValueFactory = _ => 4 };
+
+    public static Command Create()
+    {
+        var command = new Command("push", "Upload a model folder to S3 (skipping what is already there) and write its manifest.")
+        {
+            Directory, Destination, Id, Version, Prefetch, ChunkSize, ContentAddressed, Endpoint, Output, Parallelism,
+        };
+        command.SetAction((parse, cancel) => RunAsync(parse, cancel));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(ParseResult parse, CancellationToken cancel)
+    {
+        if (!Sizes.TryParse(parse.GetValue(ChunkSize)!, out long chunkSize) || chunkSize <= 0 || chunkSize > ManifestLoader.MaxChunkSize)
+        {
+            Console.Error.WriteLine($"mlfs push: --chunk-size \"{parse.GetValue(ChunkSize)}\" is not a size between 1 and 1G");
+            return ExitCodes.InvalidInput;
+        }
+        using var loggers = Logging.Create("warning");
+        var settings = S3Settings.FromEnvironment(parse.GetValue(Endpoint));
+        using var client = ModelPublisher.CreateClient(settings);
+        var publisher = new ModelPublisher(client, loggers.CreateLogger("mlfs"));
+        bool terminal = !Console.IsErrorRedirected;
+        var progress = terminal ? new Progress<(string Path, long Bytes)>(p => Console.Error.Write($"\r\x1b[Kuploading {p.Path}: {Sizes.Format(p.Bytes)}")) : null;
+        try
+        {
+            var (manifest, report) = await publisher.PushAsync(new PushOptions
+            {
+                Folder = parse.GetValue(Directory)!,
+                Destination = parse.GetValue(Destination)!,
+                ArtifactId = parse.GetValue(Id)!,
+                Version = parse.GetValue(Version)!,
+                Prefetch = (parse.GetValue(Prefetch) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
+                ChunkSize = chunkSize,
+                ContentAddressed = parse.GetValue(ContentAddressed),
+                Parallelism = Math.Max(1, parse.GetValue(Parallelism)),
+            }, progress, cancel).ConfigureAwait(false);
+            if (terminal) Console.Error.Write("\r\x1b[K");
+            Console.Error.WriteLine($"pushed: {report.FilesUploaded} uploaded ({Sizes.Format(report.BytesUploaded)}), {report.FilesSkipped} already present ({Sizes.Format(report.BytesSkipped)})");
+            string json = ManifestLoader.Serialize(manifest) + "\n";
+            if (parse.GetValue(Output) is { } output) await File.WriteAllTextAsync(output, json, new UTF8Encoding(false), cancel).ConfigureAwait(false);
+            else await Console.Out.WriteAsync(json).ConfigureAwait(false);
+            return ExitCodes.Success;
+        }
+        catch (AmazonS3Exception e)
+        {
+            Console.Error.WriteLine($"mlfs push: S3 refused: HTTP {(int)e.StatusCode} {e.ErrorCode}: {e.Message}");
+            return ExitCodes.StorageError;
+        }
+        catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException or ManifestException)
+        {
+            Console.Error.WriteLine($"mlfs push: {e.Message}");
+            return ExitCodes.InvalidInput;
+        }
+        catch (Exception e) when (e is HttpRequestException or Amazon.Runtime.AmazonServiceException or Amazon.Runtime.AmazonClientException)
+        {
+            Console.Error.WriteLine($"mlfs push: cannot reach S3: {e.Message}");
+            return ExitCodes.StorageError;
+        }
+    }
+}
