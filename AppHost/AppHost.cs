@@ -1,2 +1,134 @@
+// The mlfs development stack: S3 (MinIO in a container, or OpenStack Swift + s3api as local
+// processes when no container engine answers), Redis (the shared cache's index), a seeding step
+// that pushes a sample model in two versions, and the mount service (`mlfs mount`) serving v1 at
+// MLFS_DEV_MOUNT (default /mnt/mlfs-dev). Fetch traces and metrics show in the Aspire dashboard.
+using System.Diagnostics;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Diagnostics.HealthChecks;
+
 var builder = DistributedApplication.CreateBuilder(args);
+
+string repo = Path.GetFullPath(Path.Combine(builder.AppHostDirectory, ".."));
+string work = builder.Configuration["MLFS_DEV_DIR"] ?? "/tmp/mlfs-dev";
+string mountPoint = builder.Configuration["MLFS_DEV_MOUNT"] ?? "/mnt/mlfs-dev";
+string sampleMb = builder.Configuration["MLFS_SAMPLE_MB"] ?? "256";
+string readyFile = Path.Combine(work, "mount.ready");
+int s3Port = int.Parse(builder.Configuration["MLFS_S3_PORT"] ?? "18080", System.Globalization.CultureInfo.InvariantCulture);
+int redisPort = int.Parse(builder.Configuration["MLFS_REDIS_PORT"] ?? "16379", System.Globalization.CultureInfo.InvariantCulture);
+Directory.CreateDirectory(work);
+Directory.CreateDirectory(mountPoint);
+File.Delete(readyFile);
+
+bool containers = ContainerEngine.Answers();
+Console.WriteLine(containers
+    ? "mlfs AppHost: a container engine answers: S3 = MinIO, Redis = container"
+    : "mlfs AppHost: no container engine: S3 = local Swift + s3api (scripts/local-s3.sh), Redis = redis-server");
+
+// ---- S3 --------------------------------------------------------------------------------------
+string accessKey, secretKey;
+EndpointReference s3Endpoint;
+IResourceBuilder<IResourceWithEndpoints> s3;
+if (containers)
+{
+    accessKey = "mlfs";
+    secretKey = "mlfs-dev-secret";
+    var minio = builder.AddContainer("s3", "minio/minio", "latest")
+        .WithArgs("server", "/data", "--console-address", ":9001")
+        .WithEnvironment("MINIO_ROOT_USER", accessKey)
+        .WithEnvironment("MINIO_ROOT_PASSWORD", secretKey)
+        .WithHttpEndpoint(targetPort: 9000, name: "api")
+        .WithHttpEndpoint(targetPort: 9001, name: "console")
+        .WithHttpHealthCheck("/minio/health/ready", endpointName: "api");
+    s3 = minio;
+    s3Endpoint = minio.GetEndpoint("api");
+}
+else
+{
+    accessKey = "test:tester";
+    secretKey = "testing";
+    var swift = builder.AddExecutable("s3", "bash", repo, "scripts/local-s3.sh", "run")
+        .WithEnvironment("MLFS_S3_PORT", s3Port.ToString(System.Globalization.CultureInfo.InvariantCulture))
+        .WithEnvironment("MLFS_S3_DIR", Path.Combine(work, "s3"))
+        .WithHttpEndpoint(port: s3Port, name: "api", isProxied: false)
+        .WithHttpHealthCheck("/healthcheck", endpointName: "api");
+    s3 = swift;
+    s3Endpoint = swift.GetEndpoint("api");
+}
+
+// ---- Redis -----------------------------------------------------------------------------------
+IResourceBuilder<IResource> redis = containers
+    ? builder.AddRedis("redis")
+    : builder.AddExecutable("redis", "redis-server", repo, "--bind", "127.0.0.1", "--port", redisPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
+            "--save", "", "--appendonly", "no")
+        .WithEndpoint(port: redisPort, name: "tcp", scheme: "tcp", isProxied: false);
+
+// ---- seed: a sample model, v1 and v2, pushed content-addressed ---------------------------------
+string mlfsBinary = Path.Combine(repo, "src", "Mlfs", "bin", builder.Configuration["Configuration"] ?? "Debug", "net10.0", "mlfs");
+var seed = builder.AddExecutable("seed", "bash", repo, "scripts/seed-sample.sh")
+    .WithEnvironment("MLFS_BIN", mlfsBinary)
+    .WithEnvironment("MLFS_DEV_DIR", work)
+    .WithEnvironment("MLFS_SAMPLE_MB", sampleMb)
+    .WithEnvironment("AWS_ENDPOINT_URL", s3Endpoint)
+    .WithEnvironment("AWS_ACCESS_KEY_ID", accessKey)
+    .WithEnvironment("AWS_SECRET_ACCESS_KEY", secretKey)
+    .WithEnvironment("AWS_REGION", "us-east-1")
+    .WaitFor(s3);
+
+// ---- the mount service --------------------------------------------------------------------------
+builder.Services.AddHealthChecks().AddCheck("mount-ready", () =>
+    File.Exists(readyFile) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("not mounted yet"));
+
+var mount = builder.AddProject<Projects.Mlfs>("mount")
+    .WithArgs("mount", "--manifest", Path.Combine(work, "manifests", "v1.json"), "--cache-dir", Path.Combine(work, "cache"),
+        "--ready-file", readyFile, "--log-level", "info", mountPoint)
+    .WithEnvironment("AWS_ENDPOINT_URL", s3Endpoint)
+    .WithEnvironment("AWS_ACCESS_KEY_ID", accessKey)
+    .WithEnvironment("AWS_SECRET_ACCESS_KEY", secretKey)
+    .WithEnvironment("AWS_REGION", "us-east-1")
+    .WithHealthCheck("mount-ready")
+    .WaitFor(s3)
+    .WaitFor(redis)
+    .WaitForCompletion(seed);
+
+foreach (var version in new[] { "v1", "v2" })
+{
+    mount.WithCommand($"switch-{version}", $"Switch to {version}", async context =>
+    {
+        var psi = new ProcessStartInfo(mlfsBinary) { RedirectStandardError = true, RedirectStandardOutput = true };
+        foreach (var a in new[] { "switch", "--manifest", Path.Combine(work, "manifests", $"{version}.json"), mountPoint }) psi.ArgumentList.Add(a);
+        using var process = Process.Start(psi)!;
+        string output = await process.StandardOutput.ReadToEndAsync(context.CancellationToken);
+        string error = await process.StandardError.ReadToEndAsync(context.CancellationToken);
+        await process.WaitForExitAsync(context.CancellationToken);
+        return process.ExitCode == 0
+            ? CommandResults.Success()
+            : CommandResults.Failure(error.Length > 0 ? error : output);
+    });
+}
+
 builder.Build().Run();
+
+/// <summary>Probes docker and podman: a container resource with no engine would hang forever, so choose up front.</summary>
+internal static class ContainerEngine
+{
+    public static bool Answers()
+    {
+        if (Environment.GetEnvironmentVariable("MLFS_DEV_CONTAINERS") is { } forced) return forced == "1";
+        foreach (var engine in new[] { "docker", "podman" })
+        {
+            try
+            {
+                using var p = Process.Start(new ProcessStartInfo(engine, "info") { RedirectStandardOutput = true, RedirectStandardError = true });
+                if (p is null) continue;
+                if (!p.WaitForExit(5000))
+                {
+                    p.Kill();
+                    continue;
+                }
+                if (p.ExitCode == 0) return true;
+            }
+            catch (System.ComponentModel.Win32Exception) { }
+        }
+        return false;
+    }
+}

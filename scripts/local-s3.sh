@@ -5,6 +5,7 @@
 #   scripts/local-s3.sh start   # installs what is missing (apt-get), starts it, prints `export` lines
 #   scripts/local-s3.sh stop
 #   scripts/local-s3.sh env     # prints the `export` lines again
+#   scripts/local-s3.sh run     # starts it and stays in the foreground; stops it on exit (for Aspire)
 #
 # State (rings, devices, configs, logs) lives in $MLFS_S3_DIR (default /tmp/mlfs-local-s3).
 # Ports: proxy $MLFS_S3_PORT (default 18080); account/container/object on the three ports above it;
@@ -180,5 +181,18 @@ case "${1:-}" in
   start) start ;;
   stop) stop ;;
   env) print_env ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  run)
+    # Stop on exit only what this invocation started (a server that was already up is shared).
+    if is_up; then owner=0; else owner=1; fi
+    start
+    if ((owner)); then
+      trap 'stop; exit 0' TERM INT
+      trap stop EXIT
+    else
+      trap 'exit 0' TERM INT
+    fi
+    while is_up; do sleep 2; done
+    echo "local-s3: the S3 server stopped answering" >&2
+    exit 1 ;;
+  *) echo "usage: $0 start|stop|env|run" >&2; exit 2 ;;
 esac

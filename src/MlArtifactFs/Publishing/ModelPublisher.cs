@@ -66,6 +66,7 @@ public sealed class ModelPublisher(IAmazonS3 s3, ILogger logger)
         if (options.ContentAddressed)
             foreach (var f in manifest.Files!) f.Url = $"{urlPrefix}/blobs/{f.Sha256}";
 
+        await EnsureBucketAsync(bucket, cancel).ConfigureAwait(false);
         int uploaded = 0, skipped = 0;
         long uploadedBytes = 0, skippedBytes = 0;
         string root = Path.GetFullPath(options.Folder);
@@ -90,6 +91,19 @@ public sealed class ModelPublisher(IAmazonS3 s3, ILogger logger)
             }).ConfigureAwait(false);
         logger.LogInformation("push: {Uploaded} file(s) uploaded ({Bytes} bytes), {Skipped} already present", uploaded, uploadedBytes, skipped);
         return (manifest, new PushReport(uploaded, uploadedBytes, skipped, skippedBytes));
+    }
+
+    private async Task EnsureBucketAsync(string bucket, CancellationToken cancel)
+    {
+        try
+        {
+            await s3.GetBucketLocationAsync(new GetBucketLocationRequest { BucketName = bucket }, cancel).ConfigureAwait(false);
+        }
+        catch (AmazonS3Exception e) when (e.StatusCode == System.Net.HttpStatusCode.NotFound)
+        {
+            logger.LogInformation("push: creating bucket {Bucket}", bucket);
+            await s3.PutBucketAsync(new PutBucketRequest { BucketName = bucket }, cancel).ConfigureAwait(false);
+        }
     }
 
     private async Task<bool> IsPresentAsync(string bucket, string key, ManifestFile file, CancellationToken cancel)

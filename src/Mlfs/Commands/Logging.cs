@@ -1,19 +1,13 @@
 using Microsoft.Extensions.Logging;
+using MlArtifactFs.ServiceDefaults;
+using MlArtifactFs.Telemetry;
 
 namespace Mlfs.Commands;
 
 internal static class Logging
 {
-    /// <summary>Logs go to stderr (stdout carries the ready line and command output).</summary>
-    public static ILoggerFactory Create(string level) => LoggerFactory.Create(builder => builder
-        .SetMinimumLevel(ParseLevel(level))
-        .AddSimpleConsole(o =>
-        {
-            o.SingleLine = true;
-            o.TimestampFormat = "HH:mm:ss.fff ";
-            o.IncludeScopes = false;
-        })
-        .AddConsole(o => o.LogToStandardErrorThreshold = LogLevel.Trace));
+    /// <summary>Logs to stderr (stdout carries the ready line and command output); OTLP when configured.</summary>
+    public static Observability Start(string level) => Observability.Start("mlfs", ParseLevel(level), MlfsTelemetry.Name);
 
     public static LogLevel ParseLevel(string level) => level.ToLowerInvariant() switch
     {

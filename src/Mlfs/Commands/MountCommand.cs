@@ -5,12 +5,8 @@ using MlArtifactFs.Fetching;
 using MlArtifactFs.Fuse;
 using MlArtifactFs.Manifest;
 using MlArtifactFs.Mounting;
+using MlArtifactFs.ServiceDefaults;
 using MlArtifactFs.Storage;
-using MlArtifactFs.Telemetry;
-using OpenTelemetry;
-using OpenTelemetry.Metrics;
-using OpenTelemetry.Resources;
-using OpenTelemetry.Trace;
 
 namespace Mlfs.Commands;
 
@@ -45,22 +41,21 @@ internal static class MountCommand
 
     private static async Task<int> RunAsync(ParseResult parse, CancellationToken cancel)
     {
-        ILoggerFactory loggers;
-        try { loggers = Logging.Create(parse.GetValue(LogLevel)!); }
+        Observability observability;
+        try { observability = Logging.Start(parse.GetValue(LogLevel)!); }
         catch (ArgumentException e)
         {
             Console.Error.WriteLine($"mlfs mount: {e.Message}");
             return ExitCodes.InvalidInput;
         }
-        using var _ = loggers;
-        var logger = loggers.CreateLogger("mlfs");
+        using var _ = observability;
+        var logger = observability.LoggerFactory.CreateLogger("mlfs");
         string sizeText = parse.GetValue(CacheSize)!;
         if (!Sizes.TryParse(sizeText, out long cacheSize) || cacheSize <= 0)
         {
             Console.Error.WriteLine($"mlfs mount: --cache-size \"{sizeText}\" is not a size (e.g. 50G)");
             return ExitCodes.InvalidInput;
         }
-        using var telemetry = StartTelemetry();
 
         var options = new MountOptions
         {
@@ -132,22 +127,4 @@ internal static class MountCommand
         OperationCanceledException => (ExitCodes.Failure, "interrupted before the mount was ready"),
         _ => (ExitCodes.Failure, $"{e.GetType().Name}: {e.Message}"),
     };
-
-    /// <summary>OTLP traces and metrics when OTEL_EXPORTER_OTLP_ENDPOINT is set (the standard variables configure the rest).</summary>
-    private static IDisposable? StartTelemetry()
-    {
-        if (string.IsNullOrEmpty(Environment.GetEnvironmentVariable("OTEL_EXPORTER_OTLP_ENDPOINT"))) return null;
-        var resource = ResourceBuilder.CreateDefault().AddService(Environment.GetEnvironmentVariable("OTEL_SERVICE_NAME") ?? "mlfs");
-        var tracer = Sdk.CreateTracerProviderBuilder().SetResourceBuilder(resource).AddSource(MlfsTelemetry.Name).AddOtlpExporter().Build();
-        var meter = Sdk.CreateMeterProviderBuilder().SetResourceBuilder(resource).AddMeter(MlfsTelemetry.Name).AddOtlpExporter().Build();
-        return new Disposables(tracer, meter);
-    }
-
-    private sealed class Disposables(params IDisposable?[] items) : IDisposable
-    {
-        public void Dispose()
-        {
-            foreach (var item in items) item?.Dispose();
-        }
-    }
 }

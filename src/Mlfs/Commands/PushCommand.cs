@@ -39,10 +39,10 @@ internal static class PushCommand
             Console.Error.WriteLine($"mlfs push: --chunk-size \"{parse.GetValue(ChunkSize)}\" is not a size between 1 and 1G");
             return ExitCodes.InvalidInput;
         }
-        using var loggers = Logging.Create("warning");
+        using var observability = Logging.Start("warning");
         var settings = S3Settings.FromEnvironment(parse.GetValue(Endpoint));
         using var client = ModelPublisher.CreateClient(settings);
-        var publisher = new ModelPublisher(client, loggers.CreateLogger("mlfs"));
+        var publisher = new ModelPublisher(client, observability.LoggerFactory.CreateLogger("mlfs"));
         bool terminal = !Console.IsErrorRedirected;
         var progress = terminal ? new Progress<(string Path, long Bytes)>(p => Console.Error.Write($"\r\x1b[Kuploading {p.Path}: {Sizes.Format(p.Bytes)}")) : null;
         try
