@@ -58,8 +58,8 @@ else
 // ---- Redis -----------------------------------------------------------------------------------
 IResourceBuilder<IResource> redis = containers
     ? builder.AddRedis("redis")
-    : builder.AddExecutable("redis", "redis-server", repo, "--bind", "127.0.0.1", "--port", redisPort.ToString(System.Globalization.CultureInfo.InvariantCulture),
-            "--save", "", "--appendonly", "no")
+    : builder.AddExecutable("redis", "bash", repo, "scripts/local-redis.sh", "run") // installs redis-server if missing
+        .WithEnvironment("MLFS_REDIS_PORT", redisPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
         .WithEndpoint(port: redisPort, name: "tcp", scheme: "tcp", isProxied: false);
 
 // ---- seed: a sample model, v1 and v2, pushed content-addressed ---------------------------------
@@ -106,7 +106,20 @@ foreach (var version in new[] { "v1", "v2" })
     });
 }
 
-builder.Build().Run();
+var app = builder.Build();
+_ = Task.Run(async () =>
+{
+    // Say where things are once the model is mounted (headless users have no browser open).
+    var notifications = app.Services.GetRequiredService<ResourceNotificationService>();
+    await notifications.WaitForResourceHealthyAsync("mount");
+    string dashboard = builder.Configuration["ASPNETCORE_URLS"] ?? "http://localhost:15888";
+    Console.WriteLine();
+    Console.WriteLine($"mlfs: sample model v1 mounted at {mountPoint}   (manifests in {Path.Combine(work, "manifests")})");
+    Console.WriteLine($"mlfs: dashboard {dashboard}   (fetch spans under Traces; switch v1/v2 from the mount resource's commands)");
+    Console.WriteLine($"mlfs: try: ls -l {mountPoint}; {mlfsBinary} status {mountPoint}");
+    Console.WriteLine();
+});
+app.Run();
 
 /// <summary>Probes docker and podman: a container resource with no engine would hang forever, so choose up front.</summary>
 internal static class ContainerEngine

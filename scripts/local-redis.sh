@@ -2,18 +2,27 @@
 # A loopback redis-server for tests and development (the chunk index of the shared cache).
 #   scripts/local-redis.sh start   # installs redis-server if missing, starts it, prints an `export` line
 #   scripts/local-redis.sh stop
+#   scripts/local-redis.sh run     # installs if missing and runs in the foreground (for Aspire)
 set -euo pipefail
 DIR="${MLFS_REDIS_DIR:-/tmp/mlfs-local-redis}"
 PORT="${MLFS_REDIS_PORT:-16379}"
 
 print_env() { echo "export MLFS_REDIS=127.0.0.1:${PORT}"; }
 
+install() {
+  if ! command -v redis-server >/dev/null; then
+    echo "local-redis: installing redis-server" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 && apt-get install -y -qq redis-server >&2
+  fi
+}
+
 case "${1:-}" in
+  run)
+    install
+    exec redis-server --bind 127.0.0.1 --port "$PORT" --save "" --appendonly no ;;
   start)
-    if ! command -v redis-server >/dev/null; then
-      export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq >&2 && apt-get install -y -qq redis-server >&2
-    fi
+    install
     mkdir -p "$DIR"
     if ! redis-cli -p "$PORT" ping >/dev/null 2>&1; then
       redis-server --bind 127.0.0.1 --port "$PORT" --dir "$DIR" --save "" --appendonly no \
@@ -23,5 +32,5 @@ case "${1:-}" in
     print_env ;;
   stop) redis-cli -p "$PORT" shutdown nosave >/dev/null 2>&1 || true ;;
   env) print_env ;;
-  *) echo "usage: $0 start|stop|env" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|env|run" >&2; exit 2 ;;
 esac

@@ -9,6 +9,8 @@ mlfs="${MLFS_BIN:-artifacts/mlfs/mlfs}"
 work="${MLFS_DEV_DIR:-/tmp/mlfs-dev}"
 size_mb="${MLFS_SAMPLE_MB:-256}"
 mkdir -p "$work/manifests"
+command -v python3 >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }
+command -v curl >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null; }
 
 for _ in $(seq 1 120); do  # the S3 server may still be starting
   curl -fsS -o /dev/null --max-time 2 "$AWS_ENDPOINT_URL" 2>/dev/null && break
