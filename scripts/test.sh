@@ -24,7 +24,14 @@ if ((${#missing[@]})); then
 fi
 [[ -e /dev/fuse ]] || $SUDO modprobe fuse || { echo "test.sh: /dev/fuse is missing and the fuse module could not be loaded" >&2; exit 1; }
 
-dotnet build MlArtifactFs.sln -c Release -warnaserror 2>&1 | tail -n 3
+# Warnings are errors by Directory.Build.props; on failure show every error, not just a summary.
+build_log=$(mktemp)
+if ! dotnet build MlArtifactFs.sln -c Release >"$build_log" 2>&1; then
+  grep -E "error|Error" "$build_log" | sort -u >&2 || cat "$build_log" >&2
+  rm -f "$build_log"
+  exit 1
+fi
+tail -n 3 "$build_log"; rm -f "$build_log"
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
