@@ -63,7 +63,9 @@ IResourceBuilder<IResource> redis = containers
         .WithEndpoint(port: redisPort, name: "tcp", scheme: "tcp", isProxied: false);
 
 // ---- seed: a sample model, v1 and v2, pushed content-addressed ---------------------------------
-string mlfsBinary = Path.Combine(repo, "src", "Mlfs", "bin", builder.Configuration["Configuration"] ?? "Debug", "net10.0", "mlfs");
+// The seed step and the dashboard commands run the mlfs built with the same configuration as this AppHost.
+string configuration = AppContext.BaseDirectory.Contains("/bin/Release/", StringComparison.Ordinal) ? "Release" : "Debug";
+string mlfsBinary = Path.Combine(repo, "src", "Mlfs", "bin", configuration, "net10.0", "mlfs");
 var seed = builder.AddExecutable("seed", "bash", repo, "scripts/seed-sample.sh")
     .WithEnvironment("MLFS_BIN", mlfsBinary)
     .WithEnvironment("MLFS_DEV_DIR", work)

@@ -36,7 +36,8 @@ tail -n 3 "$build_log"; rm -f "$build_log"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-dotnet test MlArtifactFs.sln -c Release --no-build 2>&1 | tee "$log"
+# A hung test host is killed (and named) rather than eating the CI budget.
+dotnet test MlArtifactFs.sln -c Release --no-build --blame-hang-timeout 10m 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 

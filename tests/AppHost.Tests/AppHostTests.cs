@@ -31,6 +31,7 @@ public sealed class AppHostTests
         }));
 
         var errors = new List<string>();
+        var all = new List<string>();
         await using var app = await builder.BuildAsync();
         var logs = app.Services.GetRequiredService<ResourceLoggerService>();
         using var stop = new CancellationTokenSource();
@@ -40,8 +41,11 @@ public sealed class AppHostTests
             {
                 await foreach (var batch in logs.WatchAsync(name).WithCancellation(stop.Token))
                     foreach (var line in batch)
+                    {
+                        lock (all) all.Add($"{name}: {line.Content}");
                         if (line.Content.Contains(" fail:", StringComparison.Ordinal) || line.Content.Contains("error:", StringComparison.OrdinalIgnoreCase) || line.Content.Contains("Exception", StringComparison.Ordinal))
                             lock (errors) errors.Add($"{name}: {line.Content}");
+                    }
             }
             catch (OperationCanceledException) { }
         })).ToArray();
@@ -50,7 +54,14 @@ public sealed class AppHostTests
         {
             await app.StartAsync().WaitAsync(TimeSpan.FromMinutes(5));
             var notifications = app.Services.GetRequiredService<ResourceNotificationService>();
-            await notifications.WaitForResourceHealthyAsync("mount").WaitAsync(TimeSpan.FromMinutes(5));
+            try
+            {
+                await notifications.WaitForResourceHealthyAsync("mount").WaitAsync(TimeSpan.FromMinutes(5));
+            }
+            catch (Exception e)
+            {
+                lock (all) Assert.Fail($"the mount did not become healthy ({e.Message}); resource logs:\n{string.Join('\n', all.TakeLast(60))}");
+            }
 
             foreach (var file in new[] { "config.json", "tokenizer.json", "model.safetensors" })
             {

@@ -47,6 +47,19 @@ public sealed class BlobCache : IDisposable
 
     public long UsedBytes => Interlocked.Read(ref _usedBytes);
 
+    /// <summary>The data file of a blob named by the chunk index (null for a name that is not ours).</summary>
+    public string? DataPathOf(string blobName) =>
+        blobName.Length >= 64 && ManifestLoaderHex(blobName[..64]) ? Path.Combine(BlobDirectory, blobName[..2], blobName + ".data") : null;
+
+    /// <summary>Chunk size encoded in a blob name ("SHA-CHUNKSIZE"); the seed default for a bare SHA.</summary>
+    public static long? ChunkSizeOf(string blobName)
+    {
+        if (blobName.Length == 64) return Manifest.ModelManifest.DefaultChunkSize;
+        return blobName.Length > 65 && blobName[64] == '-' && long.TryParse(blobName.AsSpan(65), out long size) && size > 0 ? size : null;
+    }
+
+    private static bool ManifestLoaderHex(string s) => Manifest.ManifestLoader.IsSha256Hex(s);
+
     /// <summary>Opens (or shares) the blob for a file; pair with <see cref="Release"/>.</summary>
     public CachedBlob Open(BlobDescriptor descriptor)
     {

@@ -19,6 +19,7 @@ public sealed class CachedBlob : IDisposable
     private readonly FileStream _dataStream, _recordStream; // own the handles below
     private readonly SafeFileHandle _data;
     private readonly SafeFileHandle _record;
+    private readonly int _recordAppendFd;
     private readonly ulong[] _servable;
     private long _recordEnd;               // guarded by Sync
     private int _servableCount;
@@ -45,6 +46,10 @@ public sealed class CachedBlob : IDisposable
         _recordStream = OpenPrivate(recordPath);
         _data = _dataStream.SafeFileHandle;
         _record = _recordStream.SafeFileHandle;
+        // Appends go through O_APPEND: several processes sharing the cache append to one record,
+        // and an 8-byte append is atomic, so no entry overwrites another.
+        _recordAppendFd = Libc.Open(recordPath, 1 /* O_WRONLY */ | 0x400 /* O_APPEND */ | Libc.O_CLOEXEC);
+        if (_recordAppendFd < 0) throw new IOException($"cannot open {recordPath} for appending: {Libc.StrError(Libc.LastErrno)}");
         // Shared lock while open: another process evicting the cache skips blobs someone has open.
         Libc.Flock((int)_data.DangerousGetHandle(), Libc.LOCK_SH);
         LoadRecord();
@@ -74,6 +79,8 @@ public sealed class CachedBlob : IDisposable
     internal long LastAccess = Environment.TickCount64;
     /// <summary>Bytes of this blob fetched in this process but not yet whole-verified (seed manifests).</summary>
     internal long UnverifiedServedBytes;
+    /// <summary>1 once its verified chunks were published to the chunk index.</summary>
+    internal int Registered;
 
     public int ServableChunks => Volatile.Read(ref _servableCount);
 
@@ -183,18 +190,12 @@ public sealed class CachedBlob : IDisposable
     internal bool MarkLanded(int chunk) =>
         SetServable(chunk) && Volatile.Read(ref _servableCount) == Descriptor.ChunkCount;
 
-    private void AppendEntry(uint chunk)
+    private unsafe void AppendEntry(uint chunk)
     {
-        Span<byte> entry = stackalloc byte[ChunkRecord.EntrySize];
-        ChunkRecord.WriteEntry(entry, chunk);
-        lock (Sync)
-        {
-            // Another process may have appended: always write at the current end of the file.
-            long end = Math.Max(_recordEnd, RandomAccess.GetLength(_record));
-            end -= (end - ChunkRecord.HeaderSize) % ChunkRecord.EntrySize;
-            RandomAccess.Write(_record, entry, end);
-            _recordEnd = end + ChunkRecord.EntrySize;
-        }
+        byte* entry = stackalloc byte[ChunkRecord.EntrySize];
+        ChunkRecord.WriteEntry(new Span<byte>(entry, ChunkRecord.EntrySize), chunk);
+        if (Libc.Write(_recordAppendFd, entry, ChunkRecord.EntrySize) != ChunkRecord.EntrySize)
+            throw new IOException($"cannot append to {RecordPath}: {Libc.StrError(Libc.LastErrno)}");
     }
 
     /// <summary>
@@ -236,6 +237,7 @@ public sealed class CachedBlob : IDisposable
 
     public void Dispose()
     {
+        Libc.Close(_recordAppendFd);
         _dataStream.Dispose();
         _recordStream.Dispose();
     }

@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using MlArtifactFs.Cache;
+using MlArtifactFs.Index;
 using MlArtifactFs.Storage;
 using MlArtifactFs.Telemetry;
 
@@ -27,9 +28,11 @@ public sealed class ChunkFetcher : IDisposable
     private readonly ILogger _logger;
     private readonly FetchScheduler _scheduler;
     private readonly CancellationTokenSource _shutdown = new();
+    private readonly IChunkIndex _index;
 
-    public ChunkFetcher(IObjectStore store, BlobCache cache, FetcherOptions options, FetchStatistics stats, ILogger logger)
+    public ChunkFetcher(IObjectStore store, BlobCache cache, FetcherOptions options, FetchStatistics stats, ILogger logger, IChunkIndex? index = null)
     {
+        _index = index ?? new LocalChunkIndex();
         _store = store;
         _cache = cache;
         _options = options;
@@ -107,9 +110,7 @@ public sealed class ChunkFetcher : IDisposable
     {
         var blob = run.Blob;
         var d = blob.Descriptor;
-        bool verifyChunks = d.HasChunkHashes;
         byte[] buffer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
-        using var chunkHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         using var activity = MlfsTelemetry.Source.StartActivity("mlfs.fetch");
         activity?.SetTag("mlfs.file", run.FileName);
         activity?.SetTag("mlfs.chunk.first", run.FirstChunk);
@@ -118,81 +119,52 @@ public sealed class ChunkFetcher : IDisposable
         activity?.SetTag("mlfs.range.end", run.End);
         activity?.SetTag("mlfs.priority", run.Priority.ToString());
         MlfsTelemetry.FetchesInFlight.Add(1);
-        long pos = run.Start;
-        int attempt = 0;
         bool reserved = false;
+        var leases = new List<string>();
+        var state = new FetchState();
         try
         {
             _cache.EnsureRoom(run.End - run.Start);
             reserved = true;
-            while (pos < run.End)
+            if (!d.HasChunkHashes)
             {
-                attempt++;
-                long attemptStart = pos;
-                var started = Stopwatch.GetTimestamp();
-                using var stall = CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);
-                try
+                await FetchRangeAsync(run, run.Start, run.End, buffer, state).ConfigureAwait(false);
+            }
+            else
+            {
+                // 1. Chunks that are already somewhere in the cache (another file, another version,
+                //    another process): copy and re-verify instead of fetching.
+                var missing = new List<int>();
+                for (int c = run.FirstChunk; c <= run.LastChunk; c++)
                 {
-                    stall.CancelAfter(_options.StallTimeout);
-                    Interlocked.Increment(ref _stats.Requests);
-                    await using var body = await _store.OpenRangeAsync(run.Location, pos, run.End - pos, stall.Token).ConfigureAwait(false);
-                    while (pos < run.End)
-                    {
-                        int chunk = d.ChunkOf(pos);
-                        long chunkEnd = d.ChunkEnd(chunk);
-                        int want = (int)Math.Min(buffer.Length, chunkEnd - pos);
-                        stall.CancelAfter(_options.StallTimeout);
-                        int n = await body.ReadAsync(buffer.AsMemory(0, want), stall.Token).ConfigureAwait(false);
-                        if (n == 0)
-                            throw new ObjectStoreException(ObjectStoreErrorKind.Transient,
-                                $"GET {run.Location.Display} bytes {attemptStart}-{run.End - 1}: body ended after {pos - attemptStart} of {run.End - attemptStart} bytes");
-                        blob.Write(buffer.AsSpan(0, n), pos);
-                        if (verifyChunks) chunkHash.AppendData(buffer, 0, n);
-                        pos += n;
-                        Interlocked.Add(ref _stats.BytesFetched, n);
-                        MlfsTelemetry.BytesFetched.Add(n);
-
-                        if (pos == chunkEnd)
-                        {
-                            if (verifyChunks)
-                            {
-                                string actual = Convert.ToHexStringLower(chunkHash.GetHashAndReset());
-                                if (actual != d.ChunkHashes![chunk])
-                                {
-                                    blob.PunchHole(d.ChunkStart(chunk), chunkEnd - d.ChunkStart(chunk));
-                                    MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "verification"));
-                                    pos = d.ChunkStart(chunk);
-                                    throw new ChunkVerificationException(
-                                        $"{run.FileName}: chunk {chunk} (bytes {d.ChunkStart(chunk)}-{chunkEnd - 1}) does not match its SHA-256 " +
-                                        $"(expected {d.ChunkHashes[chunk][..16]}…, got {actual[..16]}…): not cached");
-                                }
-                                blob.MarkVerified(chunk);
-                                run.Advance(pos); // readers of this chunk may go on
-                            }
-                            else if (blob.MarkLanded(chunk))
-                            {
-                                _ = Task.Run(() => VerifyWholeFile(run));
-                            }
-                            Interlocked.Increment(ref _stats.ChunksFetched);
-                        }
-                        // Seed manifests have no chunk hashes: every landed byte may be served (unverified, counted).
-                        if (!verifyChunks) run.Advance(pos);
-                    }
-                    MlfsTelemetry.FetchDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+                    if (blob.IsServable(c) || await TryCopyDuplicateAsync(blob, c, buffer).ConfigureAwait(false)) run.ChunkReady(c);
+                    else missing.Add(c);
                 }
-                catch (Exception e) when (IsRetryable(e, stall, out string reason) && attempt < _options.MaxAttempts)
+                // 2. Cross-process single flight: fetch the chunks we lease; wait for those another process is fetching.
+                var ours = new List<int>();
+                var theirs = new List<int>();
+                foreach (int c in missing)
                 {
-                    // Resume at the first byte not yet usable: the start of the unverified chunk.
-                    if (verifyChunks) pos = d.ChunkStart(d.ChunkOf(pos == run.End ? pos - 1 : pos));
-                    chunkHash.GetHashAndReset();
-                    Interlocked.Increment(ref _stats.Retries);
-                    TimeSpan delay = Backoff(attempt);
-                    _logger.LogWarning("fetch {File} bytes {Start}-{End} attempt {Attempt} failed: {Reason}; retrying in {Delay} ms",
-                        run.FileName, pos, run.End - 1, attempt, reason, (int)delay.TotalMilliseconds);
-                    await Task.Delay(delay, _shutdown.Token).ConfigureAwait(false);
+                    string key = $"{blob.Name}:{c}";
+                    if (await _index.TryLeaseAsync(key, LeaseTime).ConfigureAwait(false))
+                    {
+                        leases.Add(key);
+                        ours.Add(c);
+                    }
+                    else theirs.Add(c);
+                }
+                foreach (var (first, last) in Segments(ours))
+                    await FetchRangeAsync(run, d.ChunkStart(first), d.ChunkEnd(last), buffer, state).ConfigureAwait(false);
+                if (theirs.Count > 0)
+                {
+                    Interlocked.Add(ref _stats.ChunksFromOtherProcesses, theirs.Count);
+                    var stillMissing = await WaitForOtherProcessAsync(run, theirs).ConfigureAwait(false);
+                    foreach (var (first, last) in Segments(stillMissing))
+                        await FetchRangeAsync(run, d.ChunkStart(first), d.ChunkEnd(last), buffer, state).ConfigureAwait(false);
                 }
             }
-            activity?.SetTag("mlfs.attempts", attempt);
+            activity?.SetTag("mlfs.attempts", state.Attempts);
+            activity?.SetTag("mlfs.bytes", state.Bytes);
             run.Advance(run.End);
         }
         catch (Exception e)
@@ -203,11 +175,12 @@ public sealed class ChunkFetcher : IDisposable
             activity?.SetStatus(ActivityStatusCode.Error, reason);
             if (!_shutdown.IsCancellationRequested)
                 _logger.LogError("fetch {File} bytes {Start}-{End} failed after {Attempts} attempt(s): {Reason}; reads of these bytes get EIO",
-                    run.FileName, pos, run.End - 1, attempt, reason);
+                    run.FileName, state.Position, run.End - 1, state.Attempts, reason);
             run.Fail(new IOException($"{run.FileName}: {reason}", e));
         }
         finally
         {
+            foreach (var key in leases) _index.ReleaseLease(key);
             MlfsTelemetry.FetchesInFlight.Add(-1);
             if (reserved) _cache.ReleaseReservation(run.End - run.Start);
             ArrayPool<byte>.Shared.Return(buffer);
@@ -218,6 +191,183 @@ public sealed class ChunkFetcher : IDisposable
             }
             _scheduler.Finished();
         }
+    }
+
+    /// <summary>How long another process may hold a chunk's fetch lease (a crashed holder frees it by expiry).</summary>
+    private static readonly TimeSpan LeaseTime = TimeSpan.FromSeconds(30);
+
+    private sealed class FetchState
+    {
+        public int Attempts;
+        public long Position;
+        public long Bytes;
+    }
+
+    private static IEnumerable<(int First, int Last)> Segments(List<int> chunks)
+    {
+        for (int i = 0; i < chunks.Count;)
+        {
+            int j = i;
+            while (j + 1 < chunks.Count && chunks[j + 1] == chunks[j] + 1) j++;
+            yield return (chunks[i], chunks[j]);
+            i = j + 1;
+        }
+    }
+
+    /// <summary>Waits (bounded by the lease time) for chunks another process is fetching into the shared cache; returns those that never arrived.</summary>
+    private async Task<List<int>> WaitForOtherProcessAsync(ChunkRun run, List<int> chunks)
+    {
+        var deadline = DateTime.UtcNow + LeaseTime;
+        var pending = new List<int>(chunks);
+        while (pending.Count > 0 && DateTime.UtcNow < deadline)
+        {
+            run.Blob.Refresh();
+            pending.RemoveAll(c =>
+            {
+                if (!run.Blob.IsServable(c)) return false;
+                run.ChunkReady(c);
+                return true;
+            });
+            if (pending.Count == 0) break;
+            // The other process may have given up (lease gone): then fetch ourselves.
+            bool anyFree = false;
+            foreach (int c in pending)
+                if (await _index.TryLeaseAsync($"{run.Blob.Name}:{c}", TimeSpan.FromMilliseconds(1)).ConfigureAwait(false)) anyFree = true;
+            if (anyFree) break;
+            await Task.Delay(20, _shutdown.Token).ConfigureAwait(false);
+        }
+        return pending;
+    }
+
+    /// <summary>Copies a chunk with the same SHA-256 from another blob of the cache, verifying it again. False when none is usable.</summary>
+    private async Task<bool> TryCopyDuplicateAsync(CachedBlob blob, int chunk, byte[] buffer)
+    {
+        var d = blob.Descriptor;
+        string expected = d.ChunkHashes![chunk];
+        var locations = await _index.FindAsync(expected).ConfigureAwait(false);
+        long length = d.ChunkEnd(chunk) - d.ChunkStart(chunk);
+        foreach (var location in locations)
+        {
+            if (location.BlobName == blob.Name && location.Chunk == chunk) continue;
+            string? source = _cache.DataPathOf(location.BlobName);
+            long? sourceChunkSize = BlobCache.ChunkSizeOf(location.BlobName);
+            if (source is null || sourceChunkSize is null || !File.Exists(source)) continue;
+            try
+            {
+                using var handle = File.OpenHandle(source);
+                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+                long sourceOffset = location.Chunk * sourceChunkSize.Value;
+                for (long done = 0; done < length;)
+                {
+                    int want = (int)Math.Min(buffer.Length, length - done);
+                    int n = await RandomAccess.ReadAsync(handle, buffer.AsMemory(0, want), sourceOffset + done).ConfigureAwait(false);
+                    if (n <= 0) break;
+                    hash.AppendData(buffer, 0, n);
+                    blob.Write(buffer.AsSpan(0, n), d.ChunkStart(chunk) + done);
+                    done += n;
+                }
+                if (Convert.ToHexStringLower(hash.GetHashAndReset()) != expected) continue; // stale or damaged copy: fetch instead
+                blob.MarkVerified(chunk);
+                Interlocked.Increment(ref _stats.ChunksDeduplicated);
+                Interlocked.Add(ref _stats.BytesDeduplicated, length);
+                return true;
+            }
+            catch (IOException) { }
+        }
+        return false;
+    }
+
+    /// <summary>Streams [start, end) of the run's object into the cache with retries, verifying chunk by chunk.</summary>
+    private async Task FetchRangeAsync(ChunkRun run, long start, long end, byte[] buffer, FetchState state)
+    {
+        var blob = run.Blob;
+        var d = blob.Descriptor;
+        bool verifyChunks = d.HasChunkHashes;
+        using var chunkHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        long pos = start;
+        int attempt = 0;
+        while (pos < end)
+        {
+            attempt++;
+            state.Attempts++;
+            long attemptStart = pos;
+            var started = Stopwatch.GetTimestamp();
+            using var stall = CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);
+            try
+            {
+                stall.CancelAfter(_options.StallTimeout);
+                Interlocked.Increment(ref _stats.Requests);
+                await using var body = await _store.OpenRangeAsync(run.Location, pos, end - pos, stall.Token).ConfigureAwait(false);
+                while (pos < end)
+                {
+                    int chunk = d.ChunkOf(pos);
+                    long chunkEnd = d.ChunkEnd(chunk);
+                    int want = (int)Math.Min(buffer.Length, chunkEnd - pos);
+                    stall.CancelAfter(_options.StallTimeout);
+                    int n = await body.ReadAsync(buffer.AsMemory(0, want), stall.Token).ConfigureAwait(false);
+                    if (n == 0)
+                        throw new ObjectStoreException(ObjectStoreErrorKind.Transient,
+                            $"GET {run.Location.Display} bytes {attemptStart}-{end - 1}: body ended after {pos - attemptStart} of {end - attemptStart} bytes");
+                    blob.Write(buffer.AsSpan(0, n), pos);
+                    if (verifyChunks) chunkHash.AppendData(buffer, 0, n);
+                    pos += n;
+                    state.Position = pos;
+                    state.Bytes += n;
+                    Interlocked.Add(ref _stats.BytesFetched, n);
+                    MlfsTelemetry.BytesFetched.Add(n);
+
+                    if (pos == chunkEnd)
+                    {
+                        if (verifyChunks)
+                        {
+                            string actual = Convert.ToHexStringLower(chunkHash.GetHashAndReset());
+                            if (actual != d.ChunkHashes![chunk])
+                            {
+                                blob.PunchHole(d.ChunkStart(chunk), chunkEnd - d.ChunkStart(chunk));
+                                MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "verification"));
+                                pos = d.ChunkStart(chunk);
+                                throw new ChunkVerificationException(
+                                    $"{run.FileName}: chunk {chunk} (bytes {d.ChunkStart(chunk)}-{chunkEnd - 1}) does not match its SHA-256 " +
+                                    $"(expected {d.ChunkHashes[chunk][..16]}…, got {actual[..16]}…): not cached");
+                            }
+                            blob.MarkVerified(chunk);
+                            _index.Add(blob.Name, [(chunk, actual)]);
+                            run.ChunkReady(chunk); // readers of this chunk may go on
+                        }
+                        else if (blob.MarkLanded(chunk))
+                        {
+                            _ = Task.Run(() => VerifyWholeFile(run));
+                        }
+                        Interlocked.Increment(ref _stats.ChunksFetched);
+                    }
+                    // Seed manifests have no chunk hashes: every landed byte may be served (unverified, counted).
+                    if (!verifyChunks) run.Advance(pos);
+                }
+                MlfsTelemetry.FetchDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
+            }
+            catch (Exception e) when (IsRetryable(e, stall, out string reason) && attempt < _options.MaxAttempts)
+            {
+                // Resume at the first byte not yet usable: the start of the unverified chunk.
+                if (verifyChunks) pos = d.ChunkStart(d.ChunkOf(pos == end ? pos - 1 : pos));
+                chunkHash.GetHashAndReset();
+                Interlocked.Increment(ref _stats.Retries);
+                TimeSpan delay = Backoff(attempt);
+                _logger.LogWarning("fetch {File} bytes {Start}-{End} attempt {Attempt} failed: {Reason}; retrying in {Delay} ms",
+                    run.FileName, pos, end - 1, attempt, reason, (int)delay.TotalMilliseconds);
+                await Task.Delay(delay, _shutdown.Token).ConfigureAwait(false);
+            }
+        }
+    }
+
+    /// <summary>Publishes the verified chunks of a blob to the index (once per opened blob), so other files and processes can reuse them.</summary>
+    public void Register(CachedBlob blob)
+    {
+        var d = blob.Descriptor;
+        if (!d.HasChunkHashes || Interlocked.Exchange(ref blob.Registered, 1) != 0) return;
+        var chunks = new List<(int, string)>();
+        for (int c = 0; c < d.ChunkCount; c++)
+            if (blob.IsServable(c)) chunks.Add((c, d.ChunkHashes![c]));
+        if (chunks.Count > 0) _index.Add(blob.Name, chunks);
     }
 
     private void VerifyWholeFile(ChunkRun run)

@@ -26,6 +26,7 @@ internal sealed class ChunkRun(CachedBlob blob, ObjectLocation location, string 
     private long _servableEnd = blob.Descriptor.ChunkStart(firstChunk);           // guarded by _lock
     private Exception? _failure;                                                  // guarded by _lock
     private int _started;
+    private readonly bool[] _ready = new bool[lastChunk - firstChunk + 1];      // guarded by _lock
 
     public CachedBlob Blob { get; } = blob;
     public ObjectLocation Location { get; } = location;
@@ -70,6 +71,23 @@ internal sealed class ChunkRun(CachedBlob blob, ObjectLocation location, string 
             }
         }
         if (ready is not null) foreach (var done in ready) done.TrySetResult();
+    }
+
+    /// <summary>
+    /// A chunk of the run is verified (fetched, or copied from a duplicate). Chunks may complete out
+    /// of order (dedup); readers are released up to the end of the verified prefix.
+    /// </summary>
+    public void ChunkReady(int chunk)
+    {
+        long end;
+        lock (_lock)
+        {
+            _ready[chunk - FirstChunk] = true;
+            int c = FirstChunk;
+            while (c <= LastChunk && _ready[c - FirstChunk]) c++;
+            end = c > LastChunk ? End : Blob.Descriptor.ChunkStart(c);
+        }
+        Advance(end);
     }
 
     public void Fail(Exception error)

@@ -31,6 +31,10 @@ public sealed record MountStatus
     [JsonPropertyName("open_files")] public int OpenFiles { get; init; }
     [JsonPropertyName("passthrough_opens")] public long PassthroughOpens { get; init; }
     [JsonPropertyName("passthrough")] public bool Passthrough { get; init; }
+    [JsonPropertyName("chunks_deduplicated")] public long ChunksDeduplicated { get; init; }
+    [JsonPropertyName("bytes_deduplicated")] public long BytesDeduplicated { get; init; }
+    [JsonPropertyName("chunks_from_other_processes")] public long ChunksFromOtherProcesses { get; init; }
+    [JsonPropertyName("chunk_index")] public string ChunkIndex { get; init; } = "";
 }
 
 public sealed record ControlRequest

@@ -219,6 +219,7 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
             _cache.Release(blob);
             return Libc.EIO;
         }
+        _fetcher.Register(blob);
 
         int backingId = 0;
         lock (_treesLock)

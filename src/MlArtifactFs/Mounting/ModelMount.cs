@@ -3,6 +3,7 @@ using Microsoft.Extensions.Logging;
 using MlArtifactFs.Cache;
 using MlArtifactFs.Fetching;
 using MlArtifactFs.Fuse;
+using MlArtifactFs.Index;
 using MlArtifactFs.Manifest;
 using MlArtifactFs.Storage;
 using MlArtifactFs.Telemetry;
@@ -34,12 +35,14 @@ public sealed class ModelMount : IAsyncDisposable
         _store = new HttpObjectStore(s3, options.Fetcher.MaxConcurrentFetches * 2);
         Stats = new FetchStatistics();
         Cache = new BlobCache(options.CacheDirectory ?? BlobCache.DefaultRoot(), options.CacheSize, logger);
-        Fetcher = new ChunkFetcher(_store, Cache, options.Fetcher, Stats, logger);
+        Index = string.IsNullOrWhiteSpace(options.Redis) ? new LocalChunkIndex() : RedisChunkIndex.Connect(options.Redis, Cache.Root, logger);
+        Fetcher = new ChunkFetcher(_store, Cache, options.Fetcher, Stats, logger, Index);
     }
 
     public MountOptions Options { get; }
     public BlobCache Cache { get; }
     public ChunkFetcher Fetcher { get; }
+    public IChunkIndex Index { get; }
     public FetchStatistics Stats { get; }
     public ModelFileSystem FileSystem { get; private set; } = null!;
     public FuseSession Session => _session!;
@@ -116,6 +119,7 @@ public sealed class ModelMount : IAsyncDisposable
         await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (file, ct) =>
         {
             var blob = Cache.Open(file.Blob);
+            Fetcher.Register(blob);
             try
             {
                 await Fetcher.EnsureAsync(blob, file.Location, file.Path, 0, file.Size, FetchPriority.Demand, ct).ConfigureAwait(false);
@@ -219,6 +223,10 @@ public sealed class ModelMount : IAsyncDisposable
             OpenFiles = FileSystem.OpenHandles,
             PassthroughOpens = Interlocked.Read(ref FileSystem.PassthroughOpens),
             Passthrough = _session?.PassthroughEnabled ?? false,
+            ChunksDeduplicated = Interlocked.Read(ref Stats.ChunksDeduplicated),
+            BytesDeduplicated = Interlocked.Read(ref Stats.BytesDeduplicated),
+            ChunksFromOtherProcesses = Interlocked.Read(ref Stats.ChunksFromOtherProcesses),
+            ChunkIndex = Index.Describe(),
         };
     }
 
@@ -230,6 +238,7 @@ public sealed class ModelMount : IAsyncDisposable
         Fetcher.Dispose();
         if (FileSystem is not null) FileSystem.Dispose();
         Cache.Dispose();
+        Index.Dispose();
         _store.Dispose();
         _background?.Dispose();
         await Task.CompletedTask.ConfigureAwait(false);

@@ -19,6 +19,8 @@ public sealed record MountOptions
     public bool Passthrough { get; init; } = true;
     public int ReadAheadKb { get; init; } = 8192;
     public FetcherOptions Fetcher { get; init; } = new();
+    /// <summary>Redis connection string for the shared chunk index; null uses an in-process index.</summary>
+    public string? Redis { get; init; }
     /// <summary>Control socket for `mlfs status` / `mlfs switch`; null picks the default for the mount point.</summary>
     public string? ControlSocket { get; init; }
 }

@@ -35,6 +35,9 @@ public sealed class FetchStatistics
     public long CacheHits;
     public long CacheMisses;
     public long UnverifiedBytesServed;
+    public long ChunksDeduplicated;
+    public long BytesDeduplicated;
+    public long ChunksFromOtherProcesses;
 
     public double HitRatio
     {

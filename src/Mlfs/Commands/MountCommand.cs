@@ -25,6 +25,11 @@ internal static class MountCommand
     public static readonly Option<int> MaxConnections = new("--max-connections") { Description = "ranged GETs in flight at once", DefaultValueFactory = _ => 8 };
     public static readonly Option<int> StallTimeout = new("--stall-timeout") { Description = "seconds without data before a GET is retried", DefaultValueFactory = _ => 30 };
     public static readonly Option<int> MaxAttempts = new("--max-attempts") { Description = "attempts per GET before reads get EIO", DefaultValueFactory = _ => 6 };
+    public static readonly Option<string?> Redis = new("--redis")
+    {
+        Description = "Redis for the shared chunk index (host:port[,options]); default MLFS_REDIS or ConnectionStrings__redis; none = in-process",
+        DefaultValueFactory = _ => Environment.GetEnvironmentVariable("MLFS_REDIS") ?? Environment.GetEnvironmentVariable("ConnectionStrings__redis"),
+    };
     public static readonly Option<string?> ReadyFile = new("--ready-file") { Description = "write this file when the mount is ready" };
     public static readonly Argument<string> MountPoint = new("MOUNTPOINT") { Description = "an empty directory" };
 
@@ -33,7 +38,7 @@ internal static class MountCommand
         var command = new Command("mount", "Mount a manifest read-only; files are fetched lazily in verified chunks and cached on disk.")
         {
             Manifest, CacheDir, CacheSize, Endpoint, LogLevel, PrefetchAll, AllowOther, NoPassthrough, ReadAheadKb,
-            MaxConnections, StallTimeout, MaxAttempts, ReadyFile, MountPoint,
+            MaxConnections, StallTimeout, MaxAttempts, Redis, ReadyFile, MountPoint,
         };
         command.SetAction((parse, cancel) => RunAsync(parse, cancel));
         return command;
@@ -68,6 +73,7 @@ internal static class MountCommand
             AllowOther = parse.GetValue(AllowOther),
             Passthrough = !parse.GetValue(NoPassthrough),
             ReadAheadKb = parse.GetValue(ReadAheadKb),
+            Redis = parse.GetValue(Redis),
             Fetcher = new FetcherOptions
             {
                 MaxConcurrentFetches = Math.Max(1, parse.GetValue(MaxConnections)),

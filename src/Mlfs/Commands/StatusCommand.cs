@@ -38,6 +38,7 @@ internal static class StatusCommand
         Console.WriteLine($"cache:           {s.CacheDirectory}: {s.CacheBlobs} blobs, {Sizes.Format(s.CacheBytes)} of {Sizes.Format(s.CacheCapacity)}");
         Console.WriteLine($"fetched:         {s.ChunksFetched} chunks, {Sizes.Format(s.BytesFetched)} in {s.Requests} requests ({s.Retries} retries, {s.FetchFailures} failures)");
         Console.WriteLine($"reads:           {s.CacheHits} hits, {s.CacheMisses} misses (hit ratio {s.HitRatio:P1})");
+        Console.WriteLine($"shared:          {s.ChunksDeduplicated} chunks ({Sizes.Format(s.BytesDeduplicated)}) copied from duplicates, {s.ChunksFromOtherProcesses} fetched by other processes; index {s.ChunkIndex}");
         Console.WriteLine($"open files:      {s.OpenFiles} ({s.PassthroughOpens} passthrough opens so far; passthrough {(s.Passthrough ? "on" : "off")})");
         if (s.UnverifiedBytesServed > 0)
             Console.WriteLine($"unverified:      {Sizes.Format(s.UnverifiedBytesServed)} served before whole-file verification (seed-format manifest)");

@@ -1,0 +1,165 @@
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using StackExchange.Redis;
+
+namespace MlArtifactFs.Index;
+
+/// <summary>
+/// The chunk index in Redis, shared by every mlfs process using the same cache directory (keys are
+/// namespaced by a hash of its path):
+/// <list type="bullet">
+/// <item><c>mlfs:NS:chunk:SHA</c> hash: blob name -> chunk index, for every verified chunk.</item>
+/// <item><c>mlfs:NS:lease:KEY</c>: a fetch lease (SET NX PX) so two processes fetch a cold chunk once.</item>
+/// </list>
+/// Redis is an accelerator, never the source of truth: every call has a short timeout; when Redis is
+/// down, lookups use the in-process index and leases are granted (each process fetches for itself).
+/// Everything learned while it was down is republished when the connection comes back.
+/// </summary>
+public sealed class RedisChunkIndex : IChunkIndex
+{
+    // Compare-and-delete: only the owner releases a lease. Keys and values as arrays (AOT-safe).
+    private const string ReleaseScript = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+    private readonly ConnectionMultiplexer _redis;
+    private readonly LocalChunkIndex _local = new();
+    private readonly ILogger _logger;
+    private readonly string _prefix;
+    private readonly string _owner = $"{Environment.ProcessId}-{Guid.NewGuid():N}";
+    private readonly string _endpoint;
+    private int _warned;
+
+    private RedisChunkIndex(ConnectionMultiplexer redis, string endpoint, string cacheRoot, ILogger logger)
+    {
+        _redis = redis;
+        _endpoint = endpoint;
+        _logger = logger;
+        _prefix = "mlfs:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(cacheRoot)))[..12] + ":";
+        _redis.ConnectionRestored += (_, _) => _ = Task.Run(RepublishAsync);
+        _redis.ConnectionFailed += (_, e) => Warn($"Redis {_endpoint} connection lost ({e.FailureType}); reads go on without the shared index");
+    }
+
+    /// <summary>Connects (without failing when Redis is down: that is a warning, and it keeps retrying).</summary>
+    public static RedisChunkIndex Connect(string configuration, string cacheRoot, ILogger logger)
+    {
+        var options = ConfigurationOptions.Parse(configuration);
+        options.AbortOnConnectFail = false;
+        options.ConnectTimeout = 2000;
+        options.SyncTimeout = 1000;
+        options.AsyncTimeout = 1000;
+        options.ConnectRetry = 1;
+        options.ClientName = "mlfs";
+        var redis = ConnectionMultiplexer.Connect(options);
+        string endpoint = string.Join(",", options.EndPoints.Select(e => e.ToString()));
+        var index = new RedisChunkIndex(redis, endpoint, cacheRoot, logger);
+        if (!redis.IsConnected)
+            index.Warn($"Redis {endpoint} is unreachable; mounting without the shared chunk index (retrying in the background)");
+        return index;
+    }
+
+    public bool IsConnected => _redis.IsConnected;
+
+    private IDatabase Db => _redis.GetDatabase();
+
+    private void Warn(string message)
+    {
+        if (Interlocked.Exchange(ref _warned, 1) == 0) _logger.LogWarning("{Message}", message);
+        else _logger.LogDebug("{Message}", message);
+    }
+
+    public async ValueTask<IReadOnlyList<ChunkLocation>> FindAsync(string chunkSha256)
+    {
+        var local = await _local.FindAsync(chunkSha256).ConfigureAwait(false);
+        if (!_redis.IsConnected) return local;
+        try
+        {
+            var entries = await Db.HashGetAllAsync(_prefix + "chunk:" + chunkSha256).ConfigureAwait(false);
+            var found = entries
+                .Select(e => int.TryParse(e.Value.ToString(), out int chunk) ? new ChunkLocation(e.Name.ToString(), chunk) : null)
+                .OfType<ChunkLocation>()
+                .ToList();
+            foreach (var l in local) if (!found.Contains(l)) found.Add(l);
+            return found;
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException)
+        {
+            Warn($"Redis lookup failed ({e.GetType().Name}); using the in-process index");
+            return local;
+        }
+    }
+
+    public void Add(string blobName, IReadOnlyList<(int Chunk, string Sha256)> chunks)
+    {
+        _local.Add(blobName, chunks);
+        if (!_redis.IsConnected) return; // republished on reconnect
+        try
+        {
+            var batch = Db.CreateBatch();
+            foreach (var (chunk, sha) in chunks)
+                _ = batch.HashSetAsync(_prefix + "chunk:" + sha, blobName, chunk, flags: CommandFlags.FireAndForget);
+            batch.Execute();
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException)
+        {
+            Warn($"Redis update failed ({e.GetType().Name}); it will be republished on reconnect");
+        }
+    }
+
+    private async Task RepublishAsync()
+    {
+        try
+        {
+            var batch = Db.CreateBatch();
+            var pending = _local.All.Select(kv => batch.HashSetAsync(_prefix + "chunk:" + kv.Key, kv.Value.BlobName, kv.Value.Chunk)).ToList();
+            batch.Execute();
+            await Task.WhenAll(pending).ConfigureAwait(false);
+            _logger.LogInformation("Redis {Endpoint} is back: republished {Count} chunk location(s)", _endpoint, pending.Count);
+            Interlocked.Exchange(ref _warned, 0);
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException)
+        {
+            _logger.LogDebug("republishing to Redis failed: {Error}", e.Message);
+        }
+    }
+
+    public async ValueTask<bool> TryLeaseAsync(string key, TimeSpan ttl)
+    {
+        if (!_redis.IsConnected) return true;
+        try
+        {
+            return await Db.StringSetAsync(_prefix + "lease:" + key, _owner, ttl, When.NotExists).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException)
+        {
+            Warn($"Redis lease failed ({e.GetType().Name}); fetching without cross-process single flight");
+            return true;
+        }
+    }
+
+    public void ReleaseLease(string key)
+    {
+        if (!_redis.IsConnected) return;
+        try
+        {
+            Db.ScriptEvaluate(ReleaseScript, [(RedisKey)(_prefix + "lease:" + key)], [(RedisValue)_owner], CommandFlags.FireAndForget);
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException) { }
+    }
+
+    public string Describe() => $"redis {_endpoint} ({(_redis.IsConnected ? "connected" : "disconnected")})";
+
+    /// <summary>Number of chunk keys this cache directory has in Redis (for tests and status).</summary>
+    public async Task<long> CountChunkKeysAsync()
+    {
+        long count = 0;
+        foreach (var endpoint in _redis.GetEndPoints())
+            await foreach (var _ in _redis.GetServer(endpoint).KeysAsync(pattern: _prefix + "chunk:*").ConfigureAwait(false)) count++;
+        return count;
+    }
+
+    public void Dispose()
+    {
+        _redis.Dispose();
+        _local.Dispose();
+    }
+}
