@@ -152,6 +152,7 @@ public sealed class BlobCache : IDisposable
             if (Libc.Flock(fd, Libc.LOCK_EX | Libc.LOCK_NB) != 0) return false;
             File.Delete(recordPath); // record first: a data file without a record is never trusted
             File.Delete(dataPath);
+            File.Delete(Path.ChangeExtension(recordPath, ".lock"));
             _logger.LogDebug("evicted {Blob}", Path.GetFileName(dataPath));
             return true;
         }

@@ -52,7 +52,13 @@ public sealed class CachedBlob : IDisposable
         if (_recordAppendFd < 0) throw new IOException($"cannot open {recordPath} for appending: {Libc.StrError(Libc.LastErrno)}");
         // Shared lock while open: another process evicting the cache skips blobs someone has open.
         Libc.Flock((int)_data.DangerousGetHandle(), Libc.LOCK_SH);
-        LoadRecord();
+        // Exclusive while reading (or creating) the record: a process opening the blob at the same
+        // moment must not see a half-written header and reset what the first one just created.
+        // A separate lock file, because .NET itself takes flock(LOCK_SH|LOCK_NB) on files it opens.
+        int lockFd = Libc.Open(Path.ChangeExtension(recordPath, ".lock"), Libc.O_RDWR | 0x40 /* O_CREAT */ | Libc.O_CLOEXEC, 0x180 /* 0600 */);
+        if (lockFd >= 0) Libc.Flock(lockFd, Libc.LOCK_EX);
+        try { LoadRecord(); }
+        finally { if (lockFd >= 0) Libc.Close(lockFd); }
     }
 
     /// <summary>Cache files are 0600: model weights can be private.</summary>

@@ -135,6 +135,7 @@ public sealed class ChunkFetcher : IDisposable
                 // 1. Chunks that are already somewhere in the cache (another file, another version,
                 //    another process): copy and re-verify instead of fetching.
                 var missing = new List<int>();
+                blob.Refresh(); // another process sharing the cache may have recorded some meanwhile
                 for (int c = run.FirstChunk; c <= run.LastChunk; c++)
                 {
                     if (blob.IsServable(c) || await TryCopyDuplicateAsync(blob, c, buffer).ConfigureAwait(false)) run.ChunkReady(c);
@@ -149,7 +150,10 @@ public sealed class ChunkFetcher : IDisposable
                     if (await _index.TryLeaseAsync(key, LeaseTime).ConfigureAwait(false))
                     {
                         leases.Add(key);
-                        ours.Add(c);
+                        // The lease may be free because its holder just finished: look again before fetching.
+                        blob.Refresh();
+                        if (blob.IsServable(c)) run.ChunkReady(c);
+                        else ours.Add(c);
                     }
                     else theirs.Add(c);
                 }
@@ -236,6 +240,14 @@ public sealed class ChunkFetcher : IDisposable
             if (anyFree) break;
             await Task.Delay(20, _shutdown.Token).ConfigureAwait(false);
         }
+        // A freed lease usually means its holder finished: take what it recorded, fetch only the rest.
+        run.Blob.Refresh();
+        pending.RemoveAll(c =>
+        {
+            if (!run.Blob.IsServable(c)) return false;
+            run.ChunkReady(c);
+            return true;
+        });
         return pending;
     }
 

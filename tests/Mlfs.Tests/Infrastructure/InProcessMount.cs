@@ -30,7 +30,7 @@ public sealed class InProcessMount : IAsyncDisposable
     };
 
     public static async Task<InProcessMount> StartAsync(S3Fixture s3, string manifest, string cacheDir, string? endpoint = null,
-        long cacheSize = 1L << 30, FetcherOptions? fetcher = null, string? secret = null, bool passthrough = true)
+        long cacheSize = 1L << 30, FetcherOptions? fetcher = null, string? secret = null, bool passthrough = true, string? redis = null)
     {
         string mountPoint = Directory.CreateTempSubdirectory("mlfs-mnt-").FullName;
         var logger = new ListLogger();
@@ -46,6 +46,7 @@ public sealed class InProcessMount : IAsyncDisposable
                 S3 = settings,
                 Fetcher = fetcher ?? FastRetries,
                 Passthrough = passthrough,
+                Redis = redis,
                 ControlSocket = Path.Combine(Path.GetTempPath(), $"mlfs-ctl-{Guid.NewGuid():N}.sock"),
             }, logger);
             return new InProcessMount(mount, mountPoint, logger);

@@ -124,7 +124,7 @@ public sealed class S3Fixture : IAsyncLifetime
 }
 
 [CollectionDefinition(Name)]
-public sealed class S3Collection : ICollectionFixture<S3Fixture>
+public sealed class S3Collection : ICollectionFixture<S3Fixture>, ICollectionFixture<RedisFixture>
 {
     public const string Name = "S3 server";
 }
