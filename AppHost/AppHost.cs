@@ -57,7 +57,7 @@ else
 
 // ---- Redis -----------------------------------------------------------------------------------
 IResourceBuilder<IResource> redis = containers
-    ? builder.AddRedis("redis")
+    ? builder.AddRedis("redis", port: redisPort)
     : builder.AddExecutable("redis", "bash", repo, "scripts/local-redis.sh", "run") // installs redis-server if missing
         .WithEnvironment("MLFS_REDIS_PORT", redisPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
         .WithEndpoint(port: redisPort, name: "tcp", scheme: "tcp", isProxied: false);
@@ -77,6 +77,7 @@ var seed = builder.AddExecutable("seed", "bash", repo, "scripts/seed-sample.sh")
     .WaitFor(s3);
 
 // ---- the mount service --------------------------------------------------------------------------
+string redisConnection = "127.0.0.1:" + redisPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
 builder.Services.AddHealthChecks().AddCheck("mount-ready", () =>
     File.Exists(readyFile) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("not mounted yet"));
 
@@ -87,6 +88,7 @@ var mount = builder.AddProject<Projects.Mlfs>("mount")
     .WithEnvironment("AWS_ACCESS_KEY_ID", accessKey)
     .WithEnvironment("AWS_SECRET_ACCESS_KEY", secretKey)
     .WithEnvironment("AWS_REGION", "us-east-1")
+    .WithEnvironment("MLFS_REDIS", redisConnection)
     .WithHealthCheck("mount-ready")
     .WaitFor(s3)
     .WaitFor(redis)

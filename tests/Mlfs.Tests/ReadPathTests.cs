@@ -171,4 +171,29 @@ public sealed class ReadPathTests(S3Fixture s3) : IDisposable
         }
         Assert.Equal(40 << 20, mount.Mount.Stats.BytesFetched); // every byte fetched exactly once
     }
+
+    [Fact]
+    public async Task PrefetchAllFillsTheCacheWithoutAnyRead()
+    {
+        _model.Add("a.bin", 3 * Chunk, 50).Add("b/c.bin", 2 * Chunk + 9, 51).Add("d.json", 300, 52);
+        string manifest = await UploadAsync();
+        string mountPoint = Directory.CreateTempSubdirectory("mlfs-mnt-").FullName;
+        var settings = new MlArtifactFs.Storage.S3Settings(new Uri(s3.Endpoint), s3.Region, new Amazon.Runtime.BasicAWSCredentials(s3.AccessKey, s3.SecretKey));
+        await using (var mount = await MlArtifactFs.Mounting.ModelMount.StartAsync(new MlArtifactFs.Mounting.MountOptions
+        {
+            ManifestPath = manifest, MountPoint = mountPoint, CacheDirectory = _cache.FullName, S3 = settings, PrefetchAll = true,
+            ControlSocket = Path.Combine(Path.GetTempPath(), $"mlfs-ctl-{Guid.NewGuid():N}.sock"),
+        }, new ListLogger()))
+        {
+            long total = _model.Files.Values.Sum(b => (long)b.Length);
+            var sw = Stopwatch.StartNew();
+            while (mount.Stats.BytesFetched < total && sw.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(50);
+            Assert.Equal(total, mount.Stats.BytesFetched);
+            Assert.Equal(0, mount.Stats.CacheMisses); // nobody read anything
+            foreach (var (path, bytes) in _model.Files)
+                Check.SameBytes(bytes, await File.ReadAllBytesAsync(Path.Combine(mountPoint, path)), path);
+            Assert.Equal(total, mount.Stats.BytesFetched); // and reads fetched nothing more
+        }
+        Directory.Delete(mountPoint);
+    }
 }

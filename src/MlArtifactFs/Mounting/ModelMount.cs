@@ -37,6 +37,7 @@ public sealed class ModelMount : IAsyncDisposable
         Cache = new BlobCache(options.CacheDirectory ?? BlobCache.DefaultRoot(), options.CacheSize, logger);
         Index = string.IsNullOrWhiteSpace(options.Redis) ? new LocalChunkIndex() : RedisChunkIndex.Connect(options.Redis, Cache.Root, logger);
         Fetcher = new ChunkFetcher(_store, Cache, options.Fetcher, Stats, logger, Index);
+        MlfsTelemetry.CacheBytesProvider = () => Cache.UsedBytes;
     }
 
     public MountOptions Options { get; }

@@ -21,6 +21,10 @@ public static class MlfsTelemetry
     public static readonly Histogram<double> FetchDuration = Meter.CreateHistogram<double>("mlfs.fetch.duration", "s", "Duration of one ranged GET, headers to last byte");
     public static readonly UpDownCounter<long> FetchesInFlight = Meter.CreateUpDownCounter<long>("mlfs.fetch.in_flight", "{request}", "Ranged GETs in progress");
     public static readonly Counter<long> Errors = Meter.CreateCounter<long>("mlfs.errors", "{error}", "Failures by kind (transient, not_found, access_denied, bad_response, verification, io)");
+    /// <summary>Disk bytes the cache holds, reported by whoever registered a provider (the mount).</summary>
+    public static Func<long>? CacheBytesProvider { get; set; }
+    public static readonly ObservableGauge<long> CacheBytes = Meter.CreateObservableGauge("mlfs.cache.bytes",
+        () => CacheBytesProvider?.Invoke() ?? 0, "By", "Bytes the disk cache holds (allocated blocks)");
     public static readonly Counter<long> UnverifiedBytesServed = Meter.CreateCounter<long>("mlfs.read.unverified_bytes", "By", "Bytes of seed-format files served before their whole-file check");
 }
 
