@@ -53,6 +53,14 @@ def measure(path, runs, cold, pid=None, size=None):
     return statistics.median(rates), (statistics.median(cpu) if cpu else None)
 
 
+def peak_rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0
+
+
 def wait_for(path, proc, timeout=120):
     t = time.time()
     while not os.path.exists(path):
@@ -125,6 +133,7 @@ def main():
 
         proc, mp = mount([])
         t = time.time(); dd(os.path.join(mp, "weights.bin")); fetch_seconds = time.time() - t
+        fetch_peak_rss = peak_rss_mib(proc.pid)
         time.sleep(0.5)
         data_file = next(os.path.join(dp, f) for dp, _, fs in os.walk(cache) for f in fs if f.endswith(".data"))
         direct_cold, _ = measure(data_file, args.runs, cold=True)
@@ -144,6 +153,7 @@ def main():
             "memory_fuse_vs_page_cache_read": round(mem_rate / local_warm, 3),
             "memory_fuse_daemon_cpu_s_per_GiB": round(mem_cpu, 3),
             "cold_fetch_from_local_s3_MBps": round(size / fetch_seconds / 1e6),
+            "cold_fetch_daemon_peak_rss_MiB": round(fetch_peak_rss),
             "cache_file_direct_cold_MBps": round(direct_cold),
             "passthrough_cold_MBps": round(pt_cold),
             "passthrough_vs_direct": round(pt_cold / direct_cold, 3),
