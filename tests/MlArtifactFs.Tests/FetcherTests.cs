@@ -33,6 +33,15 @@ public sealed class FetcherTests : IDisposable
         MaxAttempts = 4,
     }, _stats, NullLogger.Instance);
 
+    /// <summary>A new process on the same cache directory: nothing in memory survives.</summary>
+    private void Restart()
+    {
+        _fetcher.Dispose();
+        _cache.Dispose();
+        _cache = new BlobCache(_cacheDir.FullName, 1L << 30, NullLogger.Instance);
+        _fetcher = NewFetcher();
+    }
+
     public void Dispose()
     {
         _fetcher.Dispose();
@@ -153,7 +162,7 @@ public sealed class FetcherTests : IDisposable
         Assert.False(blob.IsServable(0));
         Assert.Equal(0, blob.ServableChunks);
         _cache.Release(blob);
-        // After a restart nothing of it is trusted either.
+        Restart(); // after a restart nothing of it is trusted either
         var reopened = _cache.Open(d);
         Assert.Equal(0, reopened.ServableChunks);
         _cache.Release(reopened);
@@ -188,8 +197,8 @@ public sealed class FetcherTests : IDisposable
         _fetcher = NewFetcher();
         int callsBefore = _store.Calls;
         var reopened = _cache.Open(d);
-        Assert.True(reopened.IsRangeServable(Chunk, 2 * Chunk));
-        Assert.False(reopened.IsServable(0));
+        Assert.True(reopened.IsRecorded(1) && reopened.IsRecorded(2)); // known from the record, checked on first use
+        Assert.False(reopened.IsRecorded(0));
         await _fetcher.EnsureAsync(reopened, loc, "a", Chunk, 2 * Chunk, FetchPriority.Demand, default);
         Assert.Equal(callsBefore, _store.Calls);
         await _fetcher.EnsureAsync(reopened, loc, "a", 0, bytes.Length, FetchPriority.Demand, default);
@@ -210,6 +219,7 @@ public sealed class FetcherTests : IDisposable
         Assert.Contains("dropped from the cache", blob.Poison!.Message);
         await Assert.ThrowsAsync<ChunkVerificationException>(() => _fetcher.EnsureAsync(blob, location, "bad", 0, 1, FetchPriority.Demand, default).AsTask());
         _cache.Release(blob);
+        Restart();
         var reopened = _cache.Open(d);
         Assert.False(reopened.IsComplete);
         Assert.Equal(0, reopened.ServableChunks);
@@ -225,8 +235,10 @@ public sealed class FetcherTests : IDisposable
         await _fetcher.EnsureAsync(blob, loc, "seed", 0, Chunk, FetchPriority.Demand, default); // one of four chunks
         Assert.True(blob.IsServable(0));
         _cache.Release(blob);
+        Restart();
         var reopened = _cache.Open(d);
         Assert.False(reopened.IsServable(0));
+        Assert.False(reopened.IsRecorded(0));
         _cache.Release(reopened);
     }
 
@@ -240,11 +252,17 @@ public sealed class FetcherTests : IDisposable
         string record = blob.RecordPath, data = blob.DataPath;
         _cache.Release(blob);
 
-        await File.AppendAllTextAsync(record, "garbage!"); // a torn or foreign entry
+        Restart();
+        await File.AppendAllTextAsync(record, "garbage!"); // a torn append: half an entry
         var again = _cache.Open(d);
+        Assert.True(again.AllRecorded);
+        int callsBefore = _store.Calls;
+        await _fetcher.EnsureAsync(again, loc, "a", 0, bytes.Length, FetchPriority.Demand, default);
         Assert.True(again.IsComplete);
+        Assert.Equal(callsBefore, _store.Calls);
         _cache.Release(again);
 
+        Restart();
         File.WriteAllBytes(data, new byte[10]); // truncated data file: nothing can be trusted
         var reset = _cache.Open(d);
         Assert.Equal(0, reset.ServableChunks);
@@ -286,5 +304,29 @@ public sealed class FetcherTests : IDisposable
         Assert.True(openBlob.IsComplete);
         Assert.True(File.Exists(openBlob.DataPath));
         _cache.Release(openBlob);
+    }
+
+    [Fact]
+    public async Task ACacheFileDamagedOnDiskIsDetectedAndThatChunkFetchedAgain()
+    {
+        var bytes = Bytes(4 * Chunk, 12);
+        var (d, loc) = Put("a", bytes);
+        var blob = _cache.Open(d);
+        await _fetcher.EnsureAsync(blob, loc, "a", 0, bytes.Length, FetchPriority.Demand, default);
+        string data = blob.DataPath;
+        _cache.Release(blob);
+        Restart();
+
+        using (var handle = File.OpenHandle(data, FileMode.Open, FileAccess.ReadWrite))
+            RandomAccess.Write(handle, new byte[] { (byte)(bytes[2 * Chunk + 77] ^ 0x01) }, 2 * Chunk + 77); // bit rot in chunk 2
+
+        var reopened = _cache.Open(d);
+        int callsBefore = _store.Calls;
+        await _fetcher.EnsureAsync(reopened, loc, "a", 0, bytes.Length, FetchPriority.Demand, default);
+        Assert.Equal(bytes, ReadAll(reopened));           // never the damaged byte
+        Assert.Equal(1, reopened.DamagedChunks);
+        Assert.Equal(callsBefore + 1, _store.Calls);       // only chunk 2 crossed the network again
+        Assert.Equal(Chunk, _store.Requests[^1].Length);
+        _cache.Release(reopened);
     }
 }

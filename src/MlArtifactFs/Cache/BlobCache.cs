@@ -16,7 +16,13 @@ namespace MlArtifactFs.Cache;
 public sealed class BlobCache : IDisposable
 {
     private readonly ILogger _logger;
-    private readonly Dictionary<string, CachedBlob> _open = new(StringComparer.Ordinal); // guarded by _lock
+    private readonly Dictionary<string, CachedBlob> _open = new(StringComparer.Ordinal); // refcount > 0; guarded by _lock
+    /// <summary>
+    /// Recently released blobs, kept open (oldest first) so what this process already checked stays
+    /// trusted when the file is opened again; evictable, disposed first. Guarded by _lock.
+    /// </summary>
+    private readonly List<CachedBlob> _idle = [];
+    private const int MaxIdleBlobs = 64;
     private readonly Lock _lock = new();
     private long _usedBytes;      // on disk: an estimate between evictions, measured (st_blocks) at each
     private long _reservedBytes;  // promised to fetches in flight
@@ -68,6 +74,16 @@ public sealed class BlobCache : IDisposable
             // A different chunking of the same content gets its own blob (records are per chunk size).
             string name = descriptor.HasChunkHashes || descriptor.ChunkSize != Manifest.ModelManifest.DefaultChunkSize
                 ? $"{descriptor.Sha256}-{descriptor.ChunkSize}" : descriptor.Sha256;
+            int idle = _idle.FindIndex(b => b.Name == name);
+            if (idle >= 0)
+            {
+                var kept = _idle[idle];
+                _idle.RemoveAt(idle);
+                kept.RefCount = 1;
+                kept.LastAccess = Environment.TickCount64;
+                _open[name] = kept;
+                return kept;
+            }
             if (_open.TryGetValue(name, out var blob))
             {
                 blob.RefCount++;
@@ -84,13 +100,20 @@ public sealed class BlobCache : IDisposable
 
     public void Release(CachedBlob blob)
     {
+        CachedBlob? retired = null;
         lock (_lock)
         {
             if (--blob.RefCount > 0) return;
             _open.Remove(blob.Name);
+            _idle.Add(blob);
+            if (_idle.Count > MaxIdleBlobs)
+            {
+                retired = _idle[0];
+                _idle.RemoveAt(0);
+            }
         }
         try { File.SetLastWriteTimeUtc(blob.RecordPath, DateTime.UtcNow); } catch (IOException) { } // LRU order across restarts
-        blob.Dispose();
+        retired?.Dispose();
     }
 
     /// <summary>
@@ -111,6 +134,9 @@ public sealed class BlobCache : IDisposable
             if (used > Capacity)
             {
                 var openPaths = new HashSet<string>(_open.Values.Select(b => b.DataPath), StringComparer.Ordinal);
+                // Idle blobs are evictable: close them first (their own shared lock would block the delete).
+                foreach (var idle in _idle) idle.Dispose();
+                _idle.Clear();
                 var candidates = EnumerateBlobs()
                     .Where(b => !openPaths.Contains(b.DataPath))
                     .OrderBy(b => b.LastUse)
@@ -188,7 +214,9 @@ public sealed class BlobCache : IDisposable
         lock (_lock)
         {
             foreach (var blob in _open.Values) blob.Dispose();
+            foreach (var blob in _idle) blob.Dispose();
             _open.Clear();
+            _idle.Clear();
         }
     }
 }

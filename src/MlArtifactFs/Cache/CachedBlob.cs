@@ -10,7 +10,10 @@ namespace MlArtifactFs.Cache;
 /// chunks may be served: verified chunks (per-chunk hashes), or — for seed manifests — chunks that
 /// landed in this process before the whole-file check (served unverified, as the seed does, and
 /// counted), until the file completes and is verified whole. Never serves a byte of a chunk that
-/// failed its check; after a restart only recorded (verified) chunks count.
+/// failed its check. Chunks known only from the record (an earlier run, another process) are
+/// "recorded" but not yet servable: the first read in this process checks their bytes against the
+/// recorded digest (<see cref="TryAdoptRecorded"/>), so a cache file damaged on disk is re-fetched,
+/// never served.
 /// <para>Threading: readers test bits without locks (Volatile); <see cref="Sync"/> guards the
 /// in-flight table and record appends.</para>
 /// </summary>
@@ -20,9 +23,13 @@ public sealed class CachedBlob : IDisposable
     private readonly SafeFileHandle _data;
     private readonly SafeFileHandle _record;
     private readonly int _recordAppendFd;
-    private readonly ulong[] _servable;
+    private readonly ulong[] _servable;    // verified or checked by this process: may be served
+    private readonly ulong[] _recorded;    // in the record (this or another process), maybe unchecked
+    private readonly ulong[] _digests;     // XxHash3 per chunk, from the record or as written here
     private long _recordEnd;               // guarded by Sync
     private int _servableCount;
+    private int _recordedCount;
+    private bool _recordComplete;          // the record has the complete marker (seed blobs)
     private volatile bool _complete;
     private volatile Exception? _poison;
 
@@ -40,6 +47,8 @@ public sealed class CachedBlob : IDisposable
         RecordPath = recordPath;
         int chunks = descriptor.ChunkCount;
         _servable = new ulong[(chunks + 63) / 64];
+        _recorded = new ulong[(chunks + 63) / 64];
+        _digests = new ulong[chunks];
         Inflight = new ChunkRun?[chunks];
 
         _dataStream = OpenPrivate(dataPath);
@@ -47,7 +56,7 @@ public sealed class CachedBlob : IDisposable
         _data = _dataStream.SafeFileHandle;
         _record = _recordStream.SafeFileHandle;
         // Appends go through O_APPEND: several processes sharing the cache append to one record,
-        // and an 8-byte append is atomic, so no entry overwrites another.
+        // and a 16-byte append is atomic, so no entry overwrites another.
         _recordAppendFd = Libc.Open(recordPath, 1 /* O_WRONLY */ | 0x400 /* O_APPEND */ | Libc.O_CLOEXEC);
         if (_recordAppendFd < 0) throw new IOException($"cannot open {recordPath} for appending: {Libc.StrError(Libc.LastErrno)}");
         // Shared lock while open: another process evicting the cache skips blobs someone has open.
@@ -87,6 +96,8 @@ public sealed class CachedBlob : IDisposable
     internal long UnverifiedServedBytes;
     /// <summary>1 once its verified chunks were published to the chunk index.</summary>
     internal int Registered;
+    /// <summary>1 once a background scrub started.</summary>
+    internal int Scrubbing;
 
     public int ServableChunks => Volatile.Read(ref _servableCount);
 
@@ -103,6 +114,11 @@ public sealed class CachedBlob : IDisposable
         }
         else
         {
+            // A torn append (crash mid-write) leaves a partial entry: cut it, or every later O_APPEND
+            // entry would be misaligned and unreadable.
+            long length = RandomAccess.GetLength(_record);
+            long aligned = length - (length - ChunkRecord.HeaderSize) % ChunkRecord.EntrySize;
+            if (aligned != length) RandomAccess.SetLength(_record, aligned);
             _recordEnd = ChunkRecord.ReadEntries(_record, ChunkRecord.HeaderSize, ApplyEntry);
         }
         if (d.ChunkCount == 0) _complete = true;
@@ -117,20 +133,62 @@ public sealed class CachedBlob : IDisposable
         _recordEnd = ChunkRecord.HeaderSize;
     }
 
-    private void ApplyEntry(uint chunk)
+    private void ApplyEntry(uint chunk, ulong digest)
     {
         if (chunk == ChunkRecord.CompleteMarker)
         {
-            for (int c = 0; c < Descriptor.ChunkCount; c++) SetServable(c);
-            _complete = true;
+            _recordComplete = true;
+            return;
         }
-        else if (Descriptor.HasChunkHashes && chunk < Descriptor.ChunkCount)
-        {
-            SetServable((int)chunk);
-            if (Volatile.Read(ref _servableCount) == Descriptor.ChunkCount) _complete = true;
-        }
-        // Seed blobs record nothing per chunk: landed-but-unverified data never survives a restart.
+        if (chunk >= Descriptor.ChunkCount) return;
+        _digests[chunk] = digest;
+        SetBit(_recorded, (int)chunk, ref _recordedCount);
+        if (Descriptor.ChunkCount == 0) _complete = true;
     }
+
+    /// <summary>
+    /// Seed blobs: per-chunk entries count only under a complete marker (they are written, with the
+    /// marker, after the whole-file check; landed-but-unverified data never survives a restart).
+    /// </summary>
+    internal bool IsRecorded(int chunk) =>
+        (Descriptor.HasChunkHashes || _recordComplete) && (Volatile.Read(ref _recorded[chunk >> 6]) & (1UL << (chunk & 63))) != 0;
+
+    /// <summary>True when every chunk is recorded, so a scrub can make the blob complete without fetching.</summary>
+    public bool AllRecorded => Descriptor.ChunkCount > 0 && (Descriptor.HasChunkHashes || _recordComplete) && Volatile.Read(ref _recordedCount) == Descriptor.ChunkCount;
+
+    /// <summary>
+    /// Makes a recorded chunk servable after checking its bytes against the recorded digest. A
+    /// mismatch means the cache file was damaged: the chunk is dropped (hole punched, no longer
+    /// recorded here) and false is returned, so it gets fetched again. False too when not recorded.
+    /// </summary>
+    public bool TryAdoptRecorded(int chunk)
+    {
+        if (IsServable(chunk)) return true;
+        if (!IsRecorded(chunk)) return false;
+        long start = Descriptor.ChunkStart(chunk), length = Descriptor.ChunkEnd(chunk) - start;
+        byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent((int)length);
+        try
+        {
+            int n = Read(start, buffer.AsSpan(0, (int)length));
+            if (n == length && ChunkRecord.Digest(buffer.AsSpan(0, n)) == _digests[chunk])
+            {
+                SetBit(_servable, chunk, ref _servableCount);
+                if (Volatile.Read(ref _servableCount) == Descriptor.ChunkCount) _complete = true;
+                return true;
+            }
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+        }
+        ClearBit(_recorded, chunk, ref _recordedCount);
+        PunchHole(start, length);
+        Interlocked.Increment(ref DamagedChunks);
+        return false;
+    }
+
+    /// <summary>Chunks found damaged on disk (and dropped) in this process.</summary>
+    public long DamagedChunks;
 
     /// <summary>Picks up chunks another process recorded since we last looked (shared cache directory).</summary>
     internal void Refresh()
@@ -139,6 +197,7 @@ public sealed class CachedBlob : IDisposable
             _recordEnd = ChunkRecord.ReadEntries(_record, _recordEnd, ApplyEntry);
     }
 
+    /// <summary>May be served now: verified by this process, or recorded and checked against its digest.</summary>
     public bool IsServable(int chunk) => (Volatile.Read(ref _servable[chunk >> 6]) & (1UL << (chunk & 63))) != 0;
 
     /// <summary>True when every chunk overlapping [offset, offset+length) can be served now.</summary>
@@ -152,18 +211,34 @@ public sealed class CachedBlob : IDisposable
         return true;
     }
 
-    private bool SetServable(int chunk)
+    private static bool SetBit(ulong[] bits, int chunk, ref int count)
     {
         ulong bit = 1UL << (chunk & 63);
-        ref ulong word = ref _servable[chunk >> 6];
+        ref ulong word = ref bits[chunk >> 6];
         while (true)
         {
             ulong old = Volatile.Read(ref word);
             if ((old & bit) != 0) return false;
             if (Interlocked.CompareExchange(ref word, old | bit, old) == old)
             {
-                Interlocked.Increment(ref _servableCount);
+                Interlocked.Increment(ref count);
                 return true;
+            }
+        }
+    }
+
+    private static void ClearBit(ulong[] bits, int chunk, ref int count)
+    {
+        ulong bit = 1UL << (chunk & 63);
+        ref ulong word = ref bits[chunk >> 6];
+        while (true)
+        {
+            ulong old = Volatile.Read(ref word);
+            if ((old & bit) == 0) return;
+            if (Interlocked.CompareExchange(ref word, old & ~bit, old) == old)
+            {
+                Interlocked.Decrement(ref count);
+                return;
             }
         }
     }
@@ -184,22 +259,24 @@ public sealed class CachedBlob : IDisposable
 
     internal void Write(ReadOnlySpan<byte> bytes, long offset) => RandomAccess.Write(_data, bytes, offset);
 
-    /// <summary>Records a chunk whose bytes are written and whose hash matched.</summary>
-    internal void MarkVerified(int chunk)
+    /// <summary>Records a chunk whose bytes are written and whose SHA-256 matched; <paramref name="digest"/> is their XxHash3.</summary>
+    internal void MarkVerified(int chunk, ulong digest)
     {
-        if (!SetServable(chunk)) return;
-        AppendEntry((uint)chunk);
+        _digests[chunk] = digest;
+        SetBit(_recorded, chunk, ref _recordedCount);
+        if (!SetBit(_servable, chunk, ref _servableCount)) return;
+        AppendEntry((uint)chunk, digest);
         if (Volatile.Read(ref _servableCount) == Descriptor.ChunkCount) _complete = true;
     }
 
     /// <summary>Seed manifests: the chunk's bytes landed (unverified). True when this was the last one.</summary>
     internal bool MarkLanded(int chunk) =>
-        SetServable(chunk) && Volatile.Read(ref _servableCount) == Descriptor.ChunkCount;
+        SetBit(_servable, chunk, ref _servableCount) && Volatile.Read(ref _servableCount) == Descriptor.ChunkCount;
 
-    private unsafe void AppendEntry(uint chunk)
+    private unsafe void AppendEntry(uint chunk, ulong digest)
     {
         byte* entry = stackalloc byte[ChunkRecord.EntrySize];
-        ChunkRecord.WriteEntry(new Span<byte>(entry, ChunkRecord.EntrySize), chunk);
+        ChunkRecord.WriteEntry(new Span<byte>(entry, ChunkRecord.EntrySize), chunk, digest);
         if (Libc.Write(_recordAppendFd, entry, ChunkRecord.EntrySize) != ChunkRecord.EntrySize)
             throw new IOException($"cannot append to {RecordPath}: {Libc.StrError(Libc.LastErrno)}");
     }
@@ -211,26 +288,38 @@ public sealed class CachedBlob : IDisposable
     internal bool VerifyWhole()
     {
         using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buffer = new byte[1 << 20];
-        for (long offset = 0; offset < Descriptor.Size;)
+        var d = Descriptor;
+        var digests = new ulong[d.ChunkCount];
+        var buffer = new byte[d.ChunkSize];
+        for (int c = 0; c < d.ChunkCount; c++)
         {
-            int n = RandomAccess.Read(_data, buffer, offset);
-            if (n <= 0) break;
+            int length = (int)(d.ChunkEnd(c) - d.ChunkStart(c));
+            int n = Read(d.ChunkStart(c), buffer.AsSpan(0, length));
             hash.AppendData(buffer, 0, n);
-            offset += n;
+            digests[c] = ChunkRecord.Digest(buffer.AsSpan(0, n));
         }
         string actual = Convert.ToHexStringLower(hash.GetHashAndReset());
-        if (actual == Descriptor.Sha256)
+        if (actual == d.Sha256)
         {
-            AppendEntry(ChunkRecord.CompleteMarker);
+            // Per-chunk digests first, then the marker that makes them count (a crash in between leaves no marker).
+            for (int c = 0; c < d.ChunkCount; c++)
+            {
+                _digests[c] = digests[c];
+                SetBit(_recorded, c, ref _recordedCount);
+                AppendEntry((uint)c, digests[c]);
+            }
+            AppendEntry(ChunkRecord.CompleteMarker, 0);
+            _recordComplete = true;
             _complete = true;
             return true;
         }
         _poison = new ChunkVerificationException(
-            $"the file's SHA-256 is {actual}, the manifest says {Descriptor.Sha256}: dropped from the cache");
+            $"the file's SHA-256 is {actual}, the manifest says {d.Sha256}: dropped from the cache");
         lock (Sync) Reset();
         Array.Clear(_servable);
+        Array.Clear(_recorded);
         Interlocked.Exchange(ref _servableCount, 0);
+        Interlocked.Exchange(ref _recordedCount, 0);
         return false;
     }
 

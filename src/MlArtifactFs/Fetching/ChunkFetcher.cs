@@ -56,6 +56,8 @@ public sealed class ChunkFetcher : IDisposable
             long offset, long length, FetchPriority priority, CancellationToken cancel)
         {
             blob.Refresh(); // another process may have fetched it meanwhile
+            var d = blob.Descriptor;
+            for (int c = d.ChunkOf(offset); c <= d.ChunkOf(offset + length - 1); c++) self.Adopt(blob, c, fileName);
             if (blob.IsRangeServable(offset, length)) return;
             long end = offset + length;
             var runs = self.Schedule(blob, location, fileName, offset, end, priority);
@@ -138,7 +140,7 @@ public sealed class ChunkFetcher : IDisposable
                 blob.Refresh(); // another process sharing the cache may have recorded some meanwhile
                 for (int c = run.FirstChunk; c <= run.LastChunk; c++)
                 {
-                    if (blob.IsServable(c) || await TryCopyDuplicateAsync(blob, c, buffer).ConfigureAwait(false)) run.ChunkReady(c);
+                    if (Adopt(blob, c, run.FileName) || await TryCopyDuplicateAsync(blob, c, buffer).ConfigureAwait(false)) run.ChunkReady(c);
                     else missing.Add(c);
                 }
                 // 2. Cross-process single flight: fetch the chunks we lease; wait for those another process is fetching.
@@ -152,7 +154,7 @@ public sealed class ChunkFetcher : IDisposable
                         leases.Add(key);
                         // The lease may be free because its holder just finished: look again before fetching.
                         blob.Refresh();
-                        if (blob.IsServable(c)) run.ChunkReady(c);
+                        if (Adopt(blob, c, run.FileName)) run.ChunkReady(c);
                         else ours.Add(c);
                     }
                     else theirs.Add(c);
@@ -228,7 +230,7 @@ public sealed class ChunkFetcher : IDisposable
             run.Blob.Refresh();
             pending.RemoveAll(c =>
             {
-                if (!run.Blob.IsServable(c)) return false;
+                if (!Adopt(run.Blob, c, run.FileName)) return false;
                 run.ChunkReady(c);
                 return true;
             });
@@ -244,7 +246,7 @@ public sealed class ChunkFetcher : IDisposable
         run.Blob.Refresh();
         pending.RemoveAll(c =>
         {
-            if (!run.Blob.IsServable(c)) return false;
+            if (!Adopt(run.Blob, c, run.FileName)) return false;
             run.ChunkReady(c);
             return true;
         });
@@ -268,6 +270,7 @@ public sealed class ChunkFetcher : IDisposable
             {
                 using var handle = File.OpenHandle(source);
                 using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+                var digest = new System.IO.Hashing.XxHash3();
                 long sourceOffset = location.Chunk * sourceChunkSize.Value;
                 for (long done = 0; done < length;)
                 {
@@ -275,11 +278,12 @@ public sealed class ChunkFetcher : IDisposable
                     int n = await RandomAccess.ReadAsync(handle, buffer.AsMemory(0, want), sourceOffset + done).ConfigureAwait(false);
                     if (n <= 0) break;
                     hash.AppendData(buffer, 0, n);
+                    digest.Append(buffer.AsSpan(0, n));
                     blob.Write(buffer.AsSpan(0, n), d.ChunkStart(chunk) + done);
                     done += n;
                 }
                 if (Convert.ToHexStringLower(hash.GetHashAndReset()) != expected) continue; // stale or damaged copy: fetch instead
-                blob.MarkVerified(chunk);
+                blob.MarkVerified(chunk, digest.GetCurrentHashAsUInt64());
                 Interlocked.Increment(ref _stats.ChunksDeduplicated);
                 Interlocked.Add(ref _stats.BytesDeduplicated, length);
                 return true;
@@ -296,6 +300,7 @@ public sealed class ChunkFetcher : IDisposable
         var d = blob.Descriptor;
         bool verifyChunks = d.HasChunkHashes;
         using var chunkHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var chunkDigest = new System.IO.Hashing.XxHash3(); // stored in the record to detect later damage on disk
         long pos = start;
         int attempt = 0;
         while (pos < end)
@@ -321,7 +326,11 @@ public sealed class ChunkFetcher : IDisposable
                         throw new ObjectStoreException(ObjectStoreErrorKind.Transient,
                             $"GET {run.Location.Display} bytes {attemptStart}-{end - 1}: body ended after {pos - attemptStart} of {end - attemptStart} bytes");
                     blob.Write(buffer.AsSpan(0, n), pos);
-                    if (verifyChunks) chunkHash.AppendData(buffer, 0, n);
+                    if (verifyChunks)
+                    {
+                        chunkHash.AppendData(buffer, 0, n);
+                        chunkDigest.Append(buffer.AsSpan(0, n));
+                    }
                     pos += n;
                     state.Position = pos;
                     state.Bytes += n;
@@ -336,13 +345,15 @@ public sealed class ChunkFetcher : IDisposable
                             if (actual != d.ChunkHashes![chunk])
                             {
                                 blob.PunchHole(d.ChunkStart(chunk), chunkEnd - d.ChunkStart(chunk));
+                                chunkDigest.Reset();
                                 MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "verification"));
                                 pos = d.ChunkStart(chunk);
                                 throw new ChunkVerificationException(
                                     $"{run.FileName}: chunk {chunk} (bytes {d.ChunkStart(chunk)}-{chunkEnd - 1}) does not match its SHA-256 " +
                                     $"(expected {d.ChunkHashes[chunk][..16]}…, got {actual[..16]}…): not cached");
                             }
-                            blob.MarkVerified(chunk);
+                            blob.MarkVerified(chunk, chunkDigest.GetCurrentHashAsUInt64());
+                            chunkDigest.Reset();
                             _index.Add(blob.Name, [(chunk, actual)]);
                             run.ChunkReady(chunk); // readers of this chunk may go on
                         }
@@ -362,6 +373,7 @@ public sealed class ChunkFetcher : IDisposable
                 // Resume at the first byte not yet usable: the start of the unverified chunk.
                 if (verifyChunks) pos = d.ChunkStart(d.ChunkOf(pos == end ? pos - 1 : pos));
                 chunkHash.GetHashAndReset();
+                chunkDigest.Reset();
                 Interlocked.Increment(ref _stats.Retries);
                 TimeSpan delay = Backoff(attempt);
                 _logger.LogWarning("fetch {File} bytes {Start}-{End} attempt {Attempt} failed: {Reason}; retrying in {Delay} ms",
@@ -371,6 +383,31 @@ public sealed class ChunkFetcher : IDisposable
         }
     }
 
+    /// <summary>A recorded chunk becomes servable once its bytes match the recorded digest; damage is logged and re-fetched.</summary>
+    private bool Adopt(CachedBlob blob, int chunk, string fileName)
+    {
+        long damagedBefore = Interlocked.Read(ref blob.DamagedChunks);
+        if (blob.TryAdoptRecorded(chunk)) return true;
+        if (Interlocked.Read(ref blob.DamagedChunks) != damagedBefore)
+        {
+            MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "cache_damaged"));
+            _logger.LogWarning("{File}: chunk {Chunk} in the cache file {Path} is damaged (bytes differ from what was verified); dropped and fetched again",
+                fileName, chunk, blob.DataPath);
+        }
+        return false;
+    }
+
+    /// <summary>Checks every recorded chunk of a blob in the background, so a fully cached file can open in passthrough.</summary>
+    public void Scrub(CachedBlob blob, string fileName)
+    {
+        if (!blob.AllRecorded || blob.IsComplete || Interlocked.Exchange(ref blob.Scrubbing, 1) != 0) return;
+        _ = Task.Run(() =>
+        {
+            for (int c = 0; c < blob.Descriptor.ChunkCount && !_shutdown.IsCancellationRequested; c++)
+                Adopt(blob, c, fileName);
+        });
+    }
+
     /// <summary>Publishes the verified chunks of a blob to the index (once per opened blob), so other files and processes can reuse them.</summary>
     public void Register(CachedBlob blob)
     {
@@ -378,7 +415,7 @@ public sealed class ChunkFetcher : IDisposable
         if (!d.HasChunkHashes || Interlocked.Exchange(ref blob.Registered, 1) != 0) return;
         var chunks = new List<(int, string)>();
         for (int c = 0; c < d.ChunkCount; c++)
-            if (blob.IsServable(c)) chunks.Add((c, d.ChunkHashes![c]));
+            if (blob.IsServable(c) || blob.IsRecorded(c)) chunks.Add((c, d.ChunkHashes![c]));
         if (chunks.Count > 0) _index.Add(blob.Name, chunks);
     }
 

@@ -220,6 +220,7 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
             return Libc.EIO;
         }
         _fetcher.Register(blob);
+        _fetcher.Scrub(blob, n.File!.Path); // a fully cached file from an earlier run: check it, then passthrough
 
         int backingId = 0;
         lock (_treesLock)
