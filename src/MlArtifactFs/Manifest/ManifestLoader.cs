@@ -15,6 +15,9 @@ public static class ManifestLoader
     /// <summary>Longest path segment the kernel accepts (NAME_MAX).</summary>
     private const int MaxSegmentBytes = 255;
 
+    /// <summary>Longest path the kernel resolves (PATH_MAX, less the mount point's own share).</summary>
+    private const int MaxPathBytes = 3072;
+
     /// <summary>Largest chunk we accept; beyond it per-chunk verification stops being useful.</summary>
     public const long MaxChunkSize = 1L << 30;
 
@@ -43,14 +46,22 @@ public static class ManifestLoader
         }
 
         var problems = new List<string>();
-        using (document)
+        ModelManifest manifest;
+        try
         {
-            CheckShape(document.RootElement, problems);
-            if (problems.Count > 0) throw new ManifestException(source, problems);
-        }
-
-        var manifest = JsonSerializer.Deserialize(json, ManifestJsonContext.Default.ModelManifest)
+            using (document)
+            {
+                CheckShape(document.RootElement, problems);
+                if (problems.Count > 0) throw new ManifestException(source, problems);
+            }
+            manifest = JsonSerializer.Deserialize(json, ManifestJsonContext.Default.ModelManifest)
                        ?? throw new ManifestException(source, ["the manifest is null"]);
+        }
+        catch (Exception e) when (e is InvalidOperationException or JsonException or FormatException)
+        {
+            // Valid JSON syntax that still cannot be read as text, e.g. an unpaired surrogate escape ("\ud800"): found by fuzzing.
+            throw new ManifestException(source, [$"unreadable text in the JSON: {FirstSentence(e.Message)}"]);
+        }
         CheckRules(manifest, problems);
         if (problems.Count > 0) throw new ManifestException(source, problems);
         Normalize(manifest);
@@ -217,6 +228,7 @@ public static class ManifestLoader
     public static string? CheckPath(string path)
     {
         if (path.Length == 0) return "is empty";
+        if (Encoding.UTF8.GetByteCount(path) > MaxPathBytes) return $"is longer than {MaxPathBytes} bytes";
         if (path[0] == '/') return "must be relative (it starts with '/')";
         if (path.Contains('\\')) return "must use '/' as separator (it contains a backslash)";
         foreach (char ch in path)

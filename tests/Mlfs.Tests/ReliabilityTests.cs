@@ -1,0 +1,103 @@
+using MlArtifactFs.Fetching;
+using Mlfs.Tests.Infrastructure;
+
+namespace Mlfs.Tests;
+
+/// <summary>Stalls, load, and what must never show in logs. Bounded in count and time.</summary>
+[Collection(S3Collection.Name)]
+public sealed class ReliabilityTests(S3Fixture s3) : IDisposable
+{
+    private const int Chunk = 1 << 20;
+    private readonly DirectoryInfo _cache = Directory.CreateTempSubdirectory("mlfs-cache-");
+    private readonly TestModel _model = new();
+
+    public void Dispose()
+    {
+        _model.Dispose();
+        _cache.Delete(recursive: true);
+    }
+
+    [Fact]
+    public async Task AStalledServerGivesEioAfterTheConfiguredAttemptsAndTheMountStaysUsable()
+    {
+        _model.Add("stalls.bin", 2 * Chunk, 1).Add("fine.bin", Chunk, 2);
+        string bucket = await s3.CreateBucketAsync("stall");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        await using var proxy = new FaultProxy(s3.Endpoint) { Faults = (_, key) => key.EndsWith("stalls.bin", StringComparison.Ordinal) ? ProxyFault.Stall : ProxyFault.None };
+        var fetcher = InProcessMount.FastRetries with { StallTimeout = TimeSpan.FromMilliseconds(500), MaxAttempts = 2 };
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint, fetcher: fetcher);
+        var error = await Assert.ThrowsAnyAsync<IOException>(() => Task.Run(() => File.ReadAllBytes(mount["stalls.bin"])).WaitAsync(TimeSpan.FromMinutes(1)));
+        Assert.Contains("Input/output error", error.Message);
+        Assert.Contains(mount.Logger.Lines, l => l.Contains("stalls.bin", StringComparison.Ordinal) && l.Contains("stalled", StringComparison.Ordinal));
+        Check.SameBytes(_model.Files["fine.bin"], await File.ReadAllBytesAsync(mount["fine.bin"]), "fine.bin after the stall");
+    }
+
+    [Fact]
+    public async Task SixtyFourReadersOverSixteenFilesAllCorrectAndNothingLeaks()
+    {
+        for (int i = 0; i < 16; i++) _model.Add($"shard-{i:D2}.bin", 2 * Chunk + i * 4099, 100 + i);
+        string bucket = await s3.CreateBucketAsync("load");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", chunkSize: 256 * 1024);
+        int fdsBefore = Directory.GetFiles("/proc/self/fd").Length;
+
+        await using (var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName,
+                         fetcher: InProcessMount.FastRetries with { MaxConcurrentFetches = 4 }))
+        {
+            var files = _model.Files.OrderBy(f => f.Key).ToArray();
+            var readers = Enumerable.Range(0, 64).Select(r => Task.Run(() =>
+            {
+                var (path, expected) = files[r % files.Length];
+                using var handle = File.OpenHandle(mount[path]);
+                var random = new Random(r);
+                var buffer = new byte[256 * 1024];
+                if (r % 2 == 0)
+                {
+                    for (long offset = 0; offset < expected.Length;) // sequential
+                    {
+                        int n = RandomAccess.Read(handle, buffer, offset);
+                        if (!expected.AsSpan((int)offset, n).SequenceEqual(buffer.AsSpan(0, n))) throw new InvalidDataException($"{path} @ {offset}");
+                        offset += n;
+                    }
+                }
+                else
+                {
+                    for (int i = 0; i < 100; i++) // random
+                    {
+                        long offset = random.NextInt64(expected.Length);
+                        int n = RandomAccess.Read(handle, buffer.AsSpan(0, random.Next(1, buffer.Length)), offset);
+                        if (!expected.AsSpan((int)offset, n).SequenceEqual(buffer.AsSpan(0, n))) throw new InvalidDataException($"{path} @ {offset}");
+                    }
+                }
+            })).ToArray();
+            await Task.WhenAll(readers).WaitAsync(TimeSpan.FromMinutes(3));
+            Assert.Equal(0, mount.Mount.Stats.Failures);
+            Assert.Equal(0, mount.Mount.FileSystem.OpenHandles); // every RELEASE arrived
+        }
+        await Task.Delay(200);
+        int fdsAfter = Directory.GetFiles("/proc/self/fd").Length;
+        Assert.True(fdsAfter <= fdsBefore + 4, $"file descriptors: {fdsBefore} before, {fdsAfter} after the mount");
+    }
+
+    [Fact]
+    public async Task NoSignatureOrPresignedQueryEverReachesTheLogs()
+    {
+        const string signature = "f00dfeedcafe1234deadbeef5678";
+        const string credential = "AKIAEXAMPLESECRETKEY";
+        _model.Add("weights.bin", Chunk, 7);
+        string bucket = await s3.CreateBucketAsync("secret");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string url = $"{s3.Endpoint}/{bucket}/m/weights.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}%2F20261129%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261129T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature={signature}";
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        await File.WriteAllTextAsync(manifest, (await File.ReadAllTextAsync(manifest)).Replace($"s3://{bucket}/m/weights.bin", url, StringComparison.Ordinal));
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, fetcher: InProcessMount.FastRetries with { MaxAttempts = 2 });
+        await Assert.ThrowsAnyAsync<IOException>(() => File.ReadAllBytesAsync(mount["weights.bin"])); // the server refuses a bad presigned URL
+        string logs = mount.Logger.All;
+        Assert.Contains("weights.bin", logs);
+        Assert.Contains("(presigned)", logs);
+        Assert.DoesNotContain(signature, logs);
+        Assert.DoesNotContain(credential, logs);
+        Assert.DoesNotContain("Signature=", logs);
+    }
+}
