@@ -195,4 +195,78 @@ public sealed class ProcessTests(S3Fixture s3) : IDisposable
         var bad = await Mlfs("mount", "--no-such-option");
         Assert.Equal(ExitCodes.InvalidInput, bad.ExitCode);
     }
+
+    [Fact]
+    public async Task OperationalErrorsAreOneClearLineWithTheirExitCode()
+    {
+        _model.Add("config.json", 100, 8);
+        string bucket = await s3.CreateBucketAsync("ops");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", prefetch: ["config.json"]);
+        string cache = Path.Combine(_work.FullName, "cache");
+
+        // S3 unreachable: nothing listens on the endpoint.
+        var unreachable = await Repo.RunAsync(Repo.Mlfs, ["mount", "--manifest", manifest, "--cache-dir", cache, "--max-attempts", "1", NewDir("m1")],
+            s3.Environment(endpoint: "http://127.0.0.1:9"));
+        Assert.Equal(ExitCodes.StorageError, unreachable.ExitCode);
+        Assert.Contains("connection failed (ConnectionRefused)", unreachable.Stderr);
+
+        // Already mounted: a second mount on a busy mount point is refused.
+        string busy = NewDir("busy");
+        await using (var first = await StartMountAsync(manifest, busy, cache, s3.Environment()))
+        {
+            var second = await Repo.RunAsync(Repo.Mlfs, ["mount", "--manifest", manifest, "--cache-dir", cache, busy], s3.Environment());
+            Assert.Equal(ExitCodes.MountError, second.ExitCode);
+            Assert.Contains("is busy: something is already mounted there", second.Stderr);
+        }
+
+        // Redis unreachable at start: a warning, and the mount works.
+        string withRedis = NewDir("redis");
+        await using (var mount = await StartMountAsync(manifest, withRedis, cache, s3.Environment(), true, "--redis", "127.0.0.1:9"))
+        {
+            Assert.Equal(_model.Files["config.json"], await File.ReadAllBytesAsync(Path.Combine(withRedis, "config.json")));
+            Assert.Contains("Redis 127.0.0.1:9 is unreachable", mount.Stderr);
+        }
+    }
+
+    [Fact]
+    public async Task WithoutRootAndWithoutFusermount3TheMountSaysWhatToInstall()
+    {
+        _model.Add("a.bin", 10, 9);
+        string manifest = await _model.WriteManifestAsync("s3://nowhere/m");
+        string mountPoint = NewDir("unprivileged");
+        File.SetUnixFileMode(_work.FullName, (UnixFileMode)0x1ED); // 0755: let nobody reach the mount point
+        File.SetUnixFileMode(mountPoint, (UnixFileMode)0x1FF);
+        File.SetUnixFileMode(manifest, (UnixFileMode)0x1A4);
+        string cache = NewDir("nobody-cache");
+        File.SetUnixFileMode(cache, (UnixFileMode)0x1FF);
+        var psi = new[] { "--reuid=65534", "--regid=65534", "--clear-groups", "env", "PATH=/nonexistent", "HOME=/tmp",
+            Repo.Mlfs, "mount", "--manifest", manifest, "--cache-dir", cache, mountPoint };
+        var result = await Repo.RunAsync("setpriv", psi);
+        Assert.Equal(ExitCodes.MountError, result.ExitCode);
+        Assert.Contains("not running as root and fusermount3 is not installed", result.Stderr);
+    }
+
+    [Fact]
+    public async Task RepeatedKillNineAtRandomPointsNeverLeavesAnInconsistentCache()
+    {
+        _model.Add("weights.bin", 16 << 20, 10);
+        string bucket = await s3.CreateBucketAsync("crashes");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", chunkSize: 1 << 20);
+        string mountPoint = NewDir("mnt"), cacheDir = Path.Combine(_work.FullName, "cache");
+        var random = new Random(7);
+        for (int round = 0; round < 3; round++)
+        {
+            var mount = await StartMountAsync(manifest, mountPoint, cacheDir, s3.Environment());
+            var reader = Task.Run(() => { try { File.ReadAllBytes(Path.Combine(mountPoint, "weights.bin")); } catch (IOException) { } });
+            await Task.Delay(random.Next(5, 120));
+            mount.Process.Kill(); // SIGKILL at a random point of the fetch
+            await mount.Process.WaitForExitAsync();
+            await reader.WaitAsync(TimeSpan.FromSeconds(60));
+            await mount.DisposeAsync();
+        }
+        await using var final = await StartMountAsync(manifest, mountPoint, cacheDir, s3.Environment());
+        Check.SameBytes(_model.Files["weights.bin"], await File.ReadAllBytesAsync(Path.Combine(mountPoint, "weights.bin")), "after three crashes");
+    }
 }
