@@ -238,8 +238,9 @@ public sealed class ProcessTests(S3Fixture s3) : IDisposable
         File.SetUnixFileMode(_work.FullName, (UnixFileMode)0x1ED); // 0755: let nobody reach the mount point
         File.SetUnixFileMode(mountPoint, (UnixFileMode)0x1FF);
         File.SetUnixFileMode(manifest, (UnixFileMode)0x1A4);
-        string cache = NewDir("nobody-cache");
-        File.SetUnixFileMode(cache, (UnixFileMode)0x1FF);
+        string home = NewDir("nobody");
+        File.SetUnixFileMode(home, (UnixFileMode)0x1FF);
+        string cache = Path.Combine(home, "cache"); // created by the unprivileged user itself
         var psi = new[] { "--reuid=65534", "--regid=65534", "--clear-groups", "env", "PATH=/nonexistent", "HOME=/tmp",
             Repo.Mlfs, "mount", "--manifest", manifest, "--cache-dir", cache, mountPoint };
         var result = await Repo.RunAsync("setpriv", psi);
