@@ -5,17 +5,8 @@ namespace Mlfs.Tests;
 
 /// <summary>What users meet when storage misbehaves: EIO and a clear log line, never a wrong byte.</summary>
 [Collection(S3Collection.Name)]
-public sealed class FailureTests(S3Fixture s3) : IDisposable
+public sealed class FailureTests(S3Fixture s3) : ModelTestBase
 {
-    private const int Chunk = 1 << 20;
-    private readonly DirectoryInfo _cache = Directory.CreateTempSubdirectory("mlfs-cache-");
-    private readonly TestModel _model = new();
-
-    public void Dispose()
-    {
-        _model.Dispose();
-        _cache.Delete(recursive: true);
-    }
 
     private static int ReadErrno(string path, long offset = 0)
     {

@@ -5,17 +5,8 @@ namespace Mlfs.Tests;
 
 /// <summary>Byte-exact reads through a real FUSE mount from a real S3 server.</summary>
 [Collection(S3Collection.Name)]
-public sealed class ReadPathTests(S3Fixture s3) : IDisposable
+public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
 {
-    private const int Chunk = 1 << 20;
-    private readonly DirectoryInfo _cache = Directory.CreateTempSubdirectory("mlfs-cache-");
-    private readonly TestModel _model = new();
-
-    public void Dispose()
-    {
-        _model.Dispose();
-        _cache.Delete(recursive: true);
-    }
 
     private async Task<string> UploadAsync(string prefix = "m", bool seedFormat = false, long chunkSize = Chunk, string[]? prefetch = null)
     {

@@ -5,17 +5,8 @@ namespace Mlfs.Tests;
 
 /// <summary>Stalls, load, and what must never show in logs. Bounded in count and time.</summary>
 [Collection(S3Collection.Name)]
-public sealed class ReliabilityTests(S3Fixture s3) : IDisposable
+public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
 {
-    private const int Chunk = 1 << 20;
-    private readonly DirectoryInfo _cache = Directory.CreateTempSubdirectory("mlfs-cache-");
-    private readonly TestModel _model = new();
-
-    public void Dispose()
-    {
-        _model.Dispose();
-        _cache.Delete(recursive: true);
-    }
 
     [Fact]
     public async Task AStalledServerGivesEioAfterTheConfiguredAttemptsAndTheMountStaysUsable()

@@ -225,7 +225,20 @@ public sealed class ChunkFetcher : IDisposable
     {
         var deadline = DateTime.UtcNow + LeaseTime;
         var pending = new List<int>(chunks);
+        TakeArrived();
         while (pending.Count > 0 && DateTime.UtcNow < deadline)
+        {
+            // The other process may have finished or given up (lease gone): then fetch what is left ourselves.
+            bool anyFree = false;
+            foreach (int c in pending)
+                if (await _index.TryLeaseAsync($"{run.Blob.Name}:{c}", TimeSpan.FromMilliseconds(1)).ConfigureAwait(false)) anyFree = true;
+            await Task.Delay(anyFree ? 0 : 20, _shutdown.Token).ConfigureAwait(false);
+            TakeArrived();
+            if (anyFree) break;
+        }
+        return pending;
+
+        void TakeArrived()
         {
             run.Blob.Refresh();
             pending.RemoveAll(c =>
@@ -234,23 +247,7 @@ public sealed class ChunkFetcher : IDisposable
                 run.ChunkReady(c);
                 return true;
             });
-            if (pending.Count == 0) break;
-            // The other process may have given up (lease gone): then fetch ourselves.
-            bool anyFree = false;
-            foreach (int c in pending)
-                if (await _index.TryLeaseAsync($"{run.Blob.Name}:{c}", TimeSpan.FromMilliseconds(1)).ConfigureAwait(false)) anyFree = true;
-            if (anyFree) break;
-            await Task.Delay(20, _shutdown.Token).ConfigureAwait(false);
         }
-        // A freed lease usually means its holder finished: take what it recorded, fetch only the rest.
-        run.Blob.Refresh();
-        pending.RemoveAll(c =>
-        {
-            if (!Adopt(run.Blob, c, run.FileName)) return false;
-            run.ChunkReady(c);
-            return true;
-        });
-        return pending;
     }
 
     /// <summary>Copies a chunk with the same SHA-256 from another blob of the cache, verifying it again. False when none is usable.</summary>
