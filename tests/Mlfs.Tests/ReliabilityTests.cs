@@ -91,4 +91,33 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
         Assert.DoesNotContain(credential, logs);
         Assert.DoesNotContain("Signature=", logs);
     }
+
+    [Fact]
+    public async Task WhenTheCacheDiskIsFullReadsAreStillServedAndNothingCorruptIsCached()
+    {
+        _model.Add("big.bin", 10 * Chunk + 123, 9);
+        string bucket = await s3.CreateBucketAsync("full");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string small = Path.Combine(_cache.FullName, "small");
+        Directory.CreateDirectory(small);
+        var tmpfs = await Repo.RunAsync("mount", ["-t", "tmpfs", "-o", "size=4m", "mlfs-test-full", small]); // a 4 MiB disk for a 10 MiB file
+        Assert.True(tmpfs.ExitCode == 0, tmpfs.Stderr);
+        try
+        {
+            await using (var mount = await InProcessMount.StartAsync(s3, manifest, small))
+            {
+                Check.SameBytes(_model.Files["big.bin"], await File.ReadAllBytesAsync(mount["big.bin"]), "big.bin on a full cache disk");
+                Assert.True(mount.Mount.Fetcher.CacheFull);
+                Assert.Contains(mount.Logger.Lines, l => l.Contains("the cache disk is full", StringComparison.Ordinal));
+            }
+            // What did get cached is whole and verified: a new mount on the same cache reads it back exactly.
+            await using (var again = await InProcessMount.StartAsync(s3, manifest, small))
+                Check.SameBytes(_model.Files["big.bin"], await File.ReadAllBytesAsync(again["big.bin"]), "big.bin after remount");
+        }
+        finally
+        {
+            await Repo.RunAsync("umount", ["-l", small]);
+        }
+    }
 }

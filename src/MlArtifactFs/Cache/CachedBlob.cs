@@ -277,8 +277,11 @@ public sealed class CachedBlob : IDisposable
     {
         byte* entry = stackalloc byte[ChunkRecord.EntrySize];
         ChunkRecord.WriteEntry(new Span<byte>(entry, ChunkRecord.EntrySize), chunk, digest);
-        if (Libc.Write(_recordAppendFd, entry, ChunkRecord.EntrySize) != ChunkRecord.EntrySize)
-            throw new IOException($"cannot append to {RecordPath}: {Libc.StrError(Libc.LastErrno)}");
+        if (Libc.Write(_recordAppendFd, entry, ChunkRecord.EntrySize) == ChunkRecord.EntrySize) return;
+        int errno = Libc.LastErrno;
+        // Disk full: the chunk stays servable in this process, it just will not survive a restart.
+        if (errno is Libc.ENOSPC or 122 /* EDQUOT */) return;
+        throw new IOException($"cannot append to {RecordPath}: {Libc.StrError(errno)}");
     }
 
     /// <summary>

@@ -179,7 +179,7 @@ public sealed class ChunkFetcher : IDisposable
             string reason = e is OperationCanceledException && _shutdown.IsCancellationRequested ? "the mount is stopping" : Describe(e);
             MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", ErrorKind(e)));
             activity?.SetStatus(ActivityStatusCode.Error, reason);
-            if (!_shutdown.IsCancellationRequested)
+            if (!_shutdown.IsCancellationRequested && e is not CacheFullException)
                 _logger.LogError("fetch {File} bytes {Start}-{End} failed after {Attempts} attempt(s): {Reason}; reads of these bytes get EIO",
                     run.FileName, state.Position, run.End - 1, state.Attempts, reason);
             run.Fail(new IOException($"{run.FileName}: {reason}", e));
@@ -322,7 +322,7 @@ public sealed class ChunkFetcher : IDisposable
                     if (n == 0)
                         throw new ObjectStoreException(ObjectStoreErrorKind.Transient,
                             $"GET {run.Location.Display} bytes {attemptStart}-{end - 1}: body ended after {pos - attemptStart} of {end - attemptStart} bytes");
-                    blob.Write(buffer.AsSpan(0, n), pos);
+                    WriteToCache(blob, buffer.AsSpan(0, n), pos, run.FileName);
                     if (verifyChunks)
                     {
                         chunkHash.AppendData(buffer, 0, n);
@@ -432,10 +432,95 @@ public sealed class ChunkFetcher : IDisposable
         }
     }
 
+    /// <summary>Set once the cache's disk filled up; reads then go straight to storage (see ReadUncachedAsync).</summary>
+    public bool CacheFull => Volatile.Read(ref _cacheFull) != 0;
+    private int _cacheFull;
+
+    private const int ENOSPC = 28, EDQUOT = 122;
+
+    private void WriteToCache(CachedBlob blob, ReadOnlySpan<byte> bytes, long offset, string fileName)
+    {
+        try
+        {
+            blob.Write(bytes, offset);
+        }
+        catch (IOException e) when ((e.HResult & 0xFFFF) is ENOSPC or EDQUOT)
+        {
+            if (Interlocked.Exchange(ref _cacheFull, 1) == 0)
+            {
+                MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "cache_full"));
+                _logger.LogWarning("the cache disk is full ({Root}, writing {File}): serving reads straight from storage, uncached, until there is room; free space or lower --cache-size",
+                    _cache.Root, fileName);
+            }
+            int chunk = blob.Descriptor.ChunkOf(offset);
+            blob.PunchHole(blob.Descriptor.ChunkStart(chunk), blob.Descriptor.ChunkEnd(chunk) - blob.Descriptor.ChunkStart(chunk));
+            throw new CacheFullException($"{fileName}: the cache disk is full", e);
+        }
+    }
+
+    /// <summary>
+    /// Degraded path when the cache cannot be written: fetches the chunks covering the read into
+    /// memory, verifies them, and copies out the bytes asked for. Nothing is cached; nothing
+    /// unverified is served (seed manifests: as the seed does, counted as unverified).
+    /// </summary>
+    public async Task<int> ReadUncachedAsync(CachedBlob blob, ObjectLocation location, string fileName, long offset, Memory<byte> destination, CancellationToken cancel)
+    {
+        var d = blob.Descriptor;
+        int length = (int)Math.Min(destination.Length, d.Size - offset);
+        if (length <= 0) return 0;
+        long start = d.HasChunkHashes ? d.ChunkStart(d.ChunkOf(offset)) : offset;
+        long end = d.HasChunkHashes ? d.ChunkEnd(d.ChunkOf(offset + length - 1)) : offset + length;
+        byte[] buffer = ArrayPool<byte>.Shared.Rent((int)(end - start));
+        try
+        {
+            for (int attempt = 1; ; attempt++)
+            {
+                try
+                {
+                    using var stall = CancellationTokenSource.CreateLinkedTokenSource(cancel, _shutdown.Token);
+                    stall.CancelAfter(_options.StallTimeout);
+                    await using var body = await _store.OpenRangeAsync(location, start, end - start, stall.Token).ConfigureAwait(false);
+                    int got = 0;
+                    while (got < end - start)
+                    {
+                        int n = await body.ReadAsync(buffer.AsMemory(got, (int)(end - start) - got), stall.Token).ConfigureAwait(false);
+                        if (n == 0) throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {location.Display}: body ended early");
+                        got += n;
+                    }
+                    Interlocked.Add(ref _stats.BytesFetched, got);
+                    if (d.HasChunkHashes)
+                        for (int c = d.ChunkOf(start); c <= d.ChunkOf(end - 1); c++)
+                        {
+                            var bytes = buffer.AsSpan((int)(d.ChunkStart(c) - start), (int)(d.ChunkEnd(c) - d.ChunkStart(c)));
+                            if (Convert.ToHexStringLower(SHA256.HashData(bytes)) != d.ChunkHashes![c])
+                                throw new ChunkVerificationException($"{fileName}: chunk {c} does not match its SHA-256");
+                        }
+                    else
+                    {
+                        Interlocked.Add(ref _stats.UnverifiedBytesServed, length);
+                        MlfsTelemetry.UnverifiedBytesServed.Add(length);
+                    }
+                    buffer.AsSpan((int)(offset - start), length).CopyTo(destination.Span);
+                    return length;
+                }
+                catch (Exception e) when (!cancel.IsCancellationRequested && attempt < _options.MaxAttempts
+                                          && e is ObjectStoreException { IsTransient: true } or ChunkVerificationException or IOException or OperationCanceledException)
+                {
+                    Interlocked.Increment(ref _stats.Retries);
+                    await Task.Delay(Backoff(attempt), cancel).ConfigureAwait(false);
+                }
+            }
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(buffer);
+        }
+    }
+
     private bool IsRetryable(Exception e, CancellationTokenSource stall, out string reason)
     {
         reason = Describe(e);
-        if (_shutdown.IsCancellationRequested) return false;
+        if (_shutdown.IsCancellationRequested || e is CacheFullException) return false;
         return e switch
         {
             ObjectStoreException s => s.IsTransient,
@@ -454,7 +539,7 @@ public sealed class ChunkFetcher : IDisposable
 
     private static string Describe(Exception e) => e switch
     {
-        ObjectStoreException or ChunkVerificationException => e.Message,
+        ObjectStoreException or ChunkVerificationException or CacheFullException => e.Message,
         IOException io => $"connection error ({io.Message})",
         HttpRequestException http => $"connection error ({http.HttpRequestError})",
         OperationCanceledException => "cancelled",
@@ -468,6 +553,7 @@ public sealed class ChunkFetcher : IDisposable
         ObjectStoreException { Kind: ObjectStoreErrorKind.BadResponse } => "bad_response",
         ObjectStoreException => "transient",
         ChunkVerificationException => "verification",
+        CacheFullException => "cache_full",
         _ => "io",
     };
 
@@ -483,3 +569,6 @@ public sealed class ChunkFetcher : IDisposable
         _shutdown.Dispose();
     }
 }
+
+/// <summary>The cache's disk is full: the fetch is abandoned and readers fall back to uncached reads.</summary>
+public sealed class CacheFullException(string message, Exception inner) : IOException(message, inner);

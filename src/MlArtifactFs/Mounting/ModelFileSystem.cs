@@ -313,6 +313,18 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
                 await self._fetcher.EnsureAsync(open.Blob, file.Location, file.Path, offset, destination.Length, FetchPriority.Demand, cancel)
                     .ConfigureAwait(false);
             }
+            catch (IOException e) when (e.InnerException is CacheFullException || self._fetcher.CacheFull)
+            {
+                // Degraded, not broken: the disk cannot take more, so serve this read from storage, uncached.
+                try
+                {
+                    return await self._fetcher.ReadUncachedAsync(open.Blob, file.Location, file.Path, offset, destination, cancel).ConfigureAwait(false);
+                }
+                catch (Exception inner) when (inner is IOException or ChunkVerificationException or Storage.ObjectStoreException)
+                {
+                    return -Libc.EIO;
+                }
+            }
             catch (Exception e) when (e is IOException or ChunkVerificationException or Storage.ObjectStoreException)
             {
                 return -Libc.EIO; // the fetcher logged file, range and cause
