@@ -293,7 +293,13 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
 
         var (aheadOffset, aheadLength) = open.Window.OnRead(offset, length);
         if (aheadLength > 0 && !blob.IsComplete)
-            _fetcher.Prefetch(blob, file.Location, file.Path, aheadOffset, aheadLength, FetchPriority.ReadAhead);
+        {
+            // End the window on a request boundary, so read-ahead tops up in whole requests (16 MiB GETs)
+            // rather than one chunk per READ as the window slides: fewer requests, less per-request cost.
+            long unit = _fetcher.Options.MaxRequestBytes;
+            long aheadEnd = (aheadOffset + aheadLength + unit - 1) / unit * unit;
+            _fetcher.Prefetch(blob, file.Location, file.Path, aheadOffset, aheadEnd - aheadOffset, FetchPriority.ReadAhead);
+        }
 
         if (blob.IsRangeServable(offset, length))
         {
