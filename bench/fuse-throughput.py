@@ -53,6 +53,33 @@ def measure(path, runs, cold, pid=None, size=None):
     return statistics.median(rates), (statistics.median(cpu) if cpu else None)
 
 
+def s3_ceiling(env, bucket, key, size, parts=16 << 20):
+    """MB/s of 1, 4 and 8 parallel 16 MiB ranged GETs with boto3 (no hashing, no writes): the best is the ceiling."""
+    if subprocess.run(["/usr/bin/python3", "-c", "import boto3"], capture_output=True).returncode != 0:
+        sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-boto3 >/dev/null")
+    code = f'''
+import boto3, time, concurrent.futures as cf
+from botocore.config import Config
+s3 = boto3.client("s3", endpoint_url="{env['AWS_ENDPOINT_URL']}", aws_access_key_id="{env['AWS_ACCESS_KEY_ID']}",
+    aws_secret_access_key="{env['AWS_SECRET_ACCESS_KEY']}", region_name="us-east-1",
+    config=Config(s3={{"addressing_style": "path"}}, max_pool_connections=16))
+def get(o):
+    body = s3.get_object(Bucket="{bucket}", Key="{key}", Range=f"bytes={{o}}-{{o+{parts}-1}}")["Body"]
+    n = 0
+    while True:
+        c = body.read(1 << 20)
+        if not c: return n
+        n += len(c)
+best = 0
+for w in (1, 4, 8):
+    t = time.time()
+    with cf.ThreadPoolExecutor(w) as ex: n = sum(ex.map(get, range(0, {size}, {parts})))
+    best = max(best, n / (time.time() - t) / 1e6)
+print(round(best))
+'''
+    return int(subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, check=True).stdout.strip())
+
+
 def peak_rss_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -118,6 +145,8 @@ def main():
         os.mkdir(model)
         os.link(local, os.path.join(model, "weights.bin"))
         sh(f"curl -fsS -X PUT -H 'X-Auth-Token: {token}' -T {local} {storage}/bench/m/weights.bin -o /dev/null")
+        # The ceiling: the best parallel ranged-GET throughput a plain client gets from the same server.
+        ceiling = s3_ceiling(env, "bench", "m/weights.bin", size)
         manifest = os.path.join(work, "m.json")
         sh(f"{mlfs} generate --id bench --version v1 --url-prefix s3://bench/m {model} > {manifest}", env=env)
         cache = os.path.join(work, "cache")
@@ -152,7 +181,9 @@ def main():
             "memory_fuse_MBps": round(mem_rate),
             "memory_fuse_vs_page_cache_read": round(mem_rate / local_warm, 3),
             "memory_fuse_daemon_cpu_s_per_GiB": round(mem_cpu, 3),
+            "s3_ceiling_parallel_ranged_gets_MBps": ceiling,
             "cold_fetch_from_local_s3_MBps": round(size / fetch_seconds / 1e6),
+            "cold_fetch_vs_ceiling": round(size / fetch_seconds / 1e6 / ceiling, 3),
             "cold_fetch_daemon_peak_rss_MiB": round(fetch_peak_rss),
             "cache_file_direct_cold_MBps": round(direct_cold),
             "passthrough_cold_MBps": round(pt_cold),
