@@ -80,6 +80,39 @@ print(round(best))
     return int(subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, check=True).stdout.strip())
 
 
+def peer_cold_rates(env, work, bucket, key, runs):
+    """Cold dd of the same object through rclone mount (vfs-cache off and full) and s3fs (with and without use_cache)."""
+    missing = [p for p, b in (("rclone", "rclone"), ("s3fs", "s3fs")) if not shutil.which(b)]
+    if missing:
+        sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(missing) + " >/dev/null")
+    rates = {}
+    rclone_env = {k: v for k, v in env.items() if k != "AWS_CA_BUNDLE"}  # rclone fails with it set
+    rclone_env.update(RCLONE_CONFIG_S_TYPE="s3", RCLONE_CONFIG_S_PROVIDER="Other", RCLONE_CONFIG_S_ENDPOINT=env["AWS_ENDPOINT_URL"],
+                      RCLONE_CONFIG_S_ACCESS_KEY_ID=env["AWS_ACCESS_KEY_ID"], RCLONE_CONFIG_S_SECRET_ACCESS_KEY=env["AWS_SECRET_ACCESS_KEY"],
+                      RCLONE_CONFIG_S_REGION="us-east-1", RCLONE_CONFIG_S_FORCE_PATH_STYLE="true")
+    s3fs_env = dict(env, AWSACCESSKEYID=env["AWS_ACCESS_KEY_ID"], AWSSECRETACCESSKEY=env["AWS_SECRET_ACCESS_KEY"])
+    setups = {
+        "rclone_vfs_off": (["rclone", "mount", f"s:{bucket}", "{mp}", "--read-only", "--vfs-cache-mode", "off", "--daemon"], rclone_env),
+        "rclone_vfs_full": (["rclone", "mount", f"s:{bucket}", "{mp}", "--read-only", "--vfs-cache-mode", "full", "--cache-dir", "{cache}", "--daemon"], rclone_env),
+        "s3fs": (["s3fs", bucket, "{mp}", "-o", f"url={env['AWS_ENDPOINT_URL']},use_path_request_style,ro,endpoint=us-east-1"], s3fs_env),
+        "s3fs_use_cache": (["s3fs", bucket, "{mp}", "-o", f"url={env['AWS_ENDPOINT_URL']},use_path_request_style,ro,endpoint=us-east-1,use_cache={{cache}}"], s3fs_env),
+    }
+    for name, (argv, penv) in setups.items():
+        samples = []
+        for _ in range(runs):
+            mp = tempfile.mkdtemp(prefix=f"{name}-", dir=work)
+            cache = tempfile.mkdtemp(prefix=f"{name}-cache-", dir=work)  # empty: a cold read
+            subprocess.run([a.replace("{mp}", mp).replace("{cache}", cache) for a in argv], env=penv, check=True, capture_output=True)
+            for _ in range(100):
+                if os.path.exists(os.path.join(mp, key)): break
+                time.sleep(0.1)
+            drop_caches()
+            samples.append(dd(os.path.join(mp, key)))
+            subprocess.run(["fusermount3", "-u", mp], capture_output=True)
+        rates[name] = round(statistics.median(samples))
+    return rates
+
+
 def peak_rss_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -160,8 +193,16 @@ def main():
             wait_for(ready, proc)
             return proc, mp
 
+        peers = peer_cold_rates(env, work, "bench", "m/weights.bin", args.runs)
+        cold = []
+        for _ in range(args.runs):
+            shutil.rmtree(cache, ignore_errors=True)
+            proc, mp = mount([])
+            drop_caches()
+            t = time.time(); dd(os.path.join(mp, "weights.bin")); cold.append(time.time() - t)
+            proc.terminate(); proc.wait(); procs.pop()
         proc, mp = mount([])
-        t = time.time(); dd(os.path.join(mp, "weights.bin")); fetch_seconds = time.time() - t
+        t = time.time(); dd(os.path.join(mp, "weights.bin")); fetch_seconds = statistics.median(cold)
         fetch_peak_rss = peak_rss_mib(proc.pid)
         time.sleep(0.5)
         data_file = next(os.path.join(dp, f) for dp, _, fs in os.walk(cache) for f in fs if f.endswith(".data"))
@@ -184,6 +225,8 @@ def main():
             "s3_ceiling_parallel_ranged_gets_MBps": ceiling,
             "cold_fetch_from_local_s3_MBps": round(size / fetch_seconds / 1e6),
             "cold_fetch_vs_ceiling": round(size / fetch_seconds / 1e6 / ceiling, 3),
+            **{f"peer_{k}_cold_MBps": v for k, v in peers.items()},
+            "cold_fetch_vs_best_peer": round(size / fetch_seconds / 1e6 / max(peers.values()), 3),
             "cold_fetch_daemon_peak_rss_MiB": round(fetch_peak_rss),
             "cache_file_direct_cold_MBps": round(direct_cold),
             "passthrough_cold_MBps": round(pt_cold),
