@@ -23,9 +23,9 @@ public sealed class PushAndSwitchTests(S3Fixture s3) : IDisposable
     private ModelPublisher Publisher() =>
         new(ModelPublisher.CreateClient(new S3Settings(new Uri(s3.Endpoint), s3.Region, new BasicAWSCredentials(s3.AccessKey, s3.SecretKey))), NullLogger.Instance);
 
-    private static async Task<string> SaveAsync(ModelManifest manifest)
+    private async Task<string> SaveAsync(ModelManifest manifest)
     {
-        string path = Path.Combine(Path.GetTempPath(), $"mlfs-pushed-{Guid.NewGuid():N}.json");
+        string path = Path.Combine(_model.ManifestFolder, $"pushed-{Guid.NewGuid():N}.json");
         await File.WriteAllTextAsync(path, ManifestLoader.Serialize(manifest));
         return path;
     }

@@ -64,7 +64,9 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
             })).ToArray();
             await Task.WhenAll(readers).WaitAsync(TimeSpan.FromMinutes(3));
             Assert.Equal(0, mount.Mount.Stats.Failures);
-            Assert.Equal(0, mount.Mount.FileSystem.OpenHandles); // every RELEASE arrived
+            // RELEASE reaches the daemon asynchronously after close(): wait (bounded) for every one.
+            for (int i = 0; i < 200 && mount.Mount.FileSystem.OpenHandles > 0; i++) await Task.Delay(50);
+            Assert.Equal(0, mount.Mount.FileSystem.OpenHandles);
         }
         await Task.Delay(200);
         int fdsAfter = Directory.GetFiles("/proc/self/fd").Length;

@@ -6,6 +6,10 @@ namespace Mlfs.Tests.Infrastructure;
 public sealed class TestModel : IDisposable
 {
     private readonly DirectoryInfo _root = Directory.CreateTempSubdirectory("mlfs-model-");
+    private readonly DirectoryInfo _manifests = Directory.CreateTempSubdirectory("mlfs-manifests-");
+
+    /// <summary>Where tests keep manifests they write (removed with the model).</summary>
+    public string ManifestFolder => _manifests.FullName;
 
     public string Folder => _root.FullName;
     public Dictionary<string, byte[]> Files { get; } = new(StringComparer.Ordinal);
@@ -34,10 +38,14 @@ public sealed class TestModel : IDisposable
             manifest.ChunkSize = null;
             foreach (var f in manifest.Files!) f.Chunks = null;
         }
-        string path = Path.Combine(Path.GetTempPath(), $"mlfs-manifest-{Guid.NewGuid():N}.json");
+        string path = Path.Combine(ManifestFolder, $"manifest-{Guid.NewGuid():N}.json");
         await File.WriteAllTextAsync(path, ManifestLoader.Serialize(manifest));
         return path;
     }
 
-    public void Dispose() => _root.Delete(recursive: true);
+    public void Dispose()
+    {
+        _root.Delete(recursive: true);
+        _manifests.Delete(recursive: true);
+    }
 }
