@@ -237,9 +237,11 @@ public sealed class ProcessTests(S3Fixture s3) : IDisposable
         string mountPoint = NewDir("unprivileged");
         File.SetUnixFileMode(_work.FullName, (UnixFileMode)0x1ED); // 0755: let nobody reach the mount point
         File.SetUnixFileMode(mountPoint, (UnixFileMode)0x1FF);
-        File.SetUnixFileMode(manifest, (UnixFileMode)0x1A4);
         string home = NewDir("nobody");
         File.SetUnixFileMode(home, (UnixFileMode)0x1FF);
+        File.Copy(manifest, Path.Combine(home, "m.json"));
+        manifest = Path.Combine(home, "m.json"); // readable by the unprivileged user
+        File.SetUnixFileMode(manifest, (UnixFileMode)0x1A4);
         string cache = Path.Combine(home, "cache"); // created by the unprivileged user itself
         var psi = new[] { "--reuid=65534", "--regid=65534", "--clear-groups", "env", "PATH=/nonexistent", "HOME=/tmp",
             Repo.Mlfs, "mount", "--manifest", manifest, "--cache-dir", cache, mountPoint };
