@@ -14,9 +14,15 @@ namespace MlArtifactFs.Fetching;
 /// once however many readers (and prefetchers) want it, streams it into the cache file, verifies
 /// it, records it, and releases each waiting reader as soon as its own bytes are in.
 /// <para>
+/// Before fetching, a run takes what the cache already has: chunks recorded earlier (checked against
+/// their digest), identical chunks of other blobs (copied and re-verified, via the chunk index), and
+/// chunks another process holds the fetch lease for (waited for, bounded by the lease time).
+/// </para>
+/// <para>
 /// Retries transient failures (5xx, SlowDown, resets, stalls, truncated bodies, bytes that fail
 /// their hash) with jittered exponential backoff, resuming at the first unverified chunk; 403 and 404
-/// fail at once. A failure reaches the reader as an exception (EIO), never as wrong bytes.
+/// fail at once. A failure reaches the reader as an exception (EIO), never as wrong bytes. When the
+/// cache's disk is full, readers fall back to <see cref="ReadUncachedAsync"/>.
 /// </para>
 /// </summary>
 public sealed class ChunkFetcher : IDisposable
