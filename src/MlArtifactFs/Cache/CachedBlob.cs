@@ -15,7 +15,7 @@ namespace MlArtifactFs.Cache;
 /// recorded digest (<see cref="TryAdoptRecorded"/>), so a cache file damaged on disk is re-fetched,
 /// never served.
 /// <para>Threading: readers test bits without locks (Volatile); <see cref="Sync"/> guards the
-/// in-flight table and record appends.</para>
+/// in-flight table; record appends are single O_APPEND writes.</para>
 /// </summary>
 public sealed class CachedBlob : IDisposable
 {
@@ -33,7 +33,7 @@ public sealed class CachedBlob : IDisposable
     private volatile bool _complete;
     private volatile Exception? _poison;
 
-    /// <summary>Guards <see cref="Inflight"/> and record appends.</summary>
+    /// <summary>Guards <see cref="Inflight"/> and the read position in the record (appends use O_APPEND, no lock).</summary>
     internal readonly Lock Sync = new();
 
     /// <summary>The run fetching each chunk right now, if any (single flight per chunk). Guarded by <see cref="Sync"/>.</summary>
@@ -92,8 +92,6 @@ public sealed class CachedBlob : IDisposable
     internal SafeFileHandle DataHandle => _data;
     internal int RefCount;
     internal long LastAccess = Environment.TickCount64;
-    /// <summary>Bytes of this blob fetched in this process but not yet whole-verified (seed manifests).</summary>
-    internal long UnverifiedServedBytes;
     /// <summary>1 once its verified chunks were published to the chunk index.</summary>
     internal int Registered;
     /// <summary>1 once a background scrub started.</summary>
@@ -330,8 +328,6 @@ public sealed class CachedBlob : IDisposable
     internal void PunchHole(long offset, long length) =>
         Libc.Fallocate((int)_data.DangerousGetHandle(), Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, offset, length);
 
-    /// <summary>Bytes allocated on disk (st_blocks), which is what a sparse file really costs.</summary>
-    internal long AllocatedBytes => Libc.FStat((int)_data.DangerousGetHandle(), out var st) == 0 ? st.Blocks * 512 : 0;
 
     public void Dispose()
     {

@@ -57,9 +57,4 @@ internal sealed class FetchScheduler(int slots, Action<ChunkRun> start)
         }
         if (next is not null) start(next);
     }
-
-    public int Queued
-    {
-        get { lock (_lock) return _queues.Sum(q => q.Count); }
-    }
 }

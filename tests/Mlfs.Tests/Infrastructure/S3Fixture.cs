@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using Amazon.Runtime;
 using Amazon.S3;
 using Amazon.S3.Model;
@@ -119,8 +118,6 @@ public sealed class S3Fixture : IAsyncLifetime
         ["AWS_REGION"] = Region,
         ["AWS_PROFILE"] = null,
     };
-
-    public static void Trace(string message) => Debug.WriteLine(message);
 }
 
 [CollectionDefinition(Name)]
