@@ -14,6 +14,7 @@ public static class Program
         root.Subcommands.Add(StatusCommand.Create());
         root.Subcommands.Add(SwitchCommand.Create());
         root.Subcommands.Add(UnmountCommand.Create());
+        root.Subcommands.Add(CacheCommand.Create());
         return root;
     }
 

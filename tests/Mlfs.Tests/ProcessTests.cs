@@ -186,7 +186,7 @@ public sealed class ProcessTests(S3Fixture s3) : IDisposable
     [Fact]
     public async Task HelpWorksForEveryCommand()
     {
-        foreach (var command in new[] { "generate", "mount", "status", "switch", "unmount" })
+        foreach (var command in new[] { "generate", "push", "mount", "status", "switch", "unmount", "cache" })
         {
             var help = await Mlfs(command, "--help");
             Assert.Equal(0, help.ExitCode);
@@ -271,5 +271,30 @@ public sealed class ProcessTests(S3Fixture s3) : IDisposable
         }
         await using var final = await StartMountAsync(manifest, mountPoint, cacheDir, s3.Environment());
         Check.SameBytes(_model.Files["weights.bin"], await File.ReadAllBytesAsync(Path.Combine(mountPoint, "weights.bin")), "after three crashes");
+    }
+
+    [Fact]
+    public async Task CacheClearKeepsWhatARunningMountHoldsAndEmptiesTheRest()
+    {
+        _model.Add("a.bin", 3 << 20, 11).Add("b.bin", 1 << 20, 12);
+        string bucket = await s3.CreateBucketAsync("cachecmd");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string mountPoint = NewDir("mnt"), cacheDir = Path.Combine(_work.FullName, "cache");
+        await using (var mount = await StartMountAsync(manifest, mountPoint, cacheDir, s3.Environment()))
+        {
+            foreach (var (path, bytes) in _model.Files)
+                Check.SameBytes(bytes, await File.ReadAllBytesAsync(Path.Combine(mountPoint, path)), path);
+            var kept = await Mlfs("cache", "clear", "--cache-dir", cacheDir);
+            Assert.Equal(0, kept.ExitCode);
+            Assert.Contains("removed 0 blob(s); kept 2 in use by a running mount", kept.Stdout);
+            Assert.Equal(0, Kill(mount.Process.Id, "TERM"));
+            await mount.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
+        }
+        var info = await Mlfs("cache", "info", "--cache-dir", cacheDir);
+        Assert.Contains("blobs: 2, 4 MiB on disk", info.Stdout);
+        var cleared = await Mlfs("cache", "clear", "--cache-dir", cacheDir);
+        Assert.Contains("removed 2 blob(s)", cleared.Stdout);
+        Assert.Contains("blobs: 0", (await Mlfs("cache", "info", "--cache-dir", cacheDir)).Stdout);
     }
 }

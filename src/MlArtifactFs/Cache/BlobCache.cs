@@ -202,6 +202,28 @@ public sealed class BlobCache : IDisposable
 
     private long MeasureUsage() => EnumerateBlobs().Sum(b => b.Allocated);
 
+    /// <summary>
+    /// Deletes every blob no process has open (`mlfs cache clear`); returns how many were removed and
+    /// how many were skipped because a running mount holds them.
+    /// </summary>
+    public (int Removed, int InUse) Clear()
+    {
+        lock (_lock)
+        {
+            foreach (var idle in _idle) idle.Dispose();
+            _idle.Clear();
+            var openPaths = new HashSet<string>(_open.Values.Select(b => b.DataPath), StringComparer.Ordinal);
+            int removed = 0, inUse = 0;
+            foreach (var blob in EnumerateBlobs().ToList())
+            {
+                if (!openPaths.Contains(blob.DataPath) && TryDelete(blob.DataPath, blob.RecordPath)) removed++;
+                else inUse++;
+            }
+            Interlocked.Exchange(ref _usedBytes, MeasureUsage());
+            return (removed, inUse);
+        }
+    }
+
     /// <summary>Cached blobs on disk and their allocated bytes (for `mlfs status` and `mlfs cache`).</summary>
     public (int Blobs, long Bytes) Usage()
     {
