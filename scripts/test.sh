@@ -9,9 +9,12 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 
-# System packages the tests use: fuse3 (fusermount3, /dev/fuse tools), the local S3 server
-# (swift + memcached), redis-server, curl, and a C toolchain for the NativeAOT build.
-packages=(fuse3 swift swift-proxy swift-account swift-container swift-object memcached redis-server curl coreutils procps)
+# System packages the tests use: fuse3 (fusermount3), the local S3 server (swift + memcached),
+# redis-server (and redis-cli), curl (the scripts' health checks), python3 (the mmap test's child
+# process, the sample model), coreutils (ls, stat, dd, sha256sum, cat), procps (kill),
+# mount (mount, umount: tmpfs for the disk-full test) and util-linux (setpriv: the unprivileged test).
+packages=(fuse3 swift swift-proxy swift-account swift-container swift-object memcached redis-server redis-tools
+          curl python3 coreutils procps mount util-linux)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
