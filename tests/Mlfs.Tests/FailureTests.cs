@@ -72,6 +72,7 @@ public sealed class FailureTests(S3Fixture s3) : ModelTestBase
         Assert.Contains("prefetch failed", e.Message);
         Assert.Contains("config.json", e.Message);
         Assert.Contains("HTTP 403", e.Message);
+        Assert.True(e.AccessDenied);
         Assert.DoesNotContain(wrongSecret, e.Message);
     }
 

@@ -128,6 +128,7 @@ public sealed class ProcessTests(S3Fixture s3) : IDisposable
         Assert.Equal(ExitCodes.StorageError, mount.Process.ExitCode);
         Assert.Contains("prefetch failed", mount.Stderr);
         Assert.Contains("HTTP 403", mount.Stderr);
+        Assert.Contains("check AWS_ACCESS_KEY_ID", mount.Stderr);
         Assert.DoesNotContain(secret, mount.Stdout + mount.Stderr);
         Assert.DoesNotContain("Signature=", mount.Stdout + mount.Stderr);
     }

@@ -55,7 +55,7 @@ public sealed class BlobCache : IDisposable
 
     /// <summary>The data file of a blob named by the chunk index (null for a name that is not ours).</summary>
     public string? DataPathOf(string blobName) =>
-        blobName.Length >= 64 && ManifestLoaderHex(blobName[..64]) ? Path.Combine(BlobDirectory, blobName[..2], blobName + ".data") : null;
+        blobName.Length >= 64 && Manifest.ManifestLoader.IsSha256Hex(blobName[..64]) ? Path.Combine(BlobDirectory, blobName[..2], blobName + ".data") : null;
 
     /// <summary>Chunk size encoded in a blob name ("SHA-CHUNKSIZE"); the seed default for a bare SHA.</summary>
     public static long? ChunkSizeOf(string blobName)
@@ -63,8 +63,6 @@ public sealed class BlobCache : IDisposable
         if (blobName.Length == 64) return Manifest.ModelManifest.DefaultChunkSize;
         return blobName.Length > 65 && blobName[64] == '-' && long.TryParse(blobName.AsSpan(65), out long size) && size > 0 ? size : null;
     }
-
-    private static bool ManifestLoaderHex(string s) => Manifest.ManifestLoader.IsSha256Hex(s);
 
     /// <summary>Opens (or shares) the blob for a file; pair with <see cref="Release"/>.</summary>
     public CachedBlob Open(BlobDescriptor descriptor)
@@ -129,21 +127,22 @@ public sealed class BlobCache : IDisposable
         if (used <= Capacity) return;
         lock (_lock)
         {
-            long onDisk = MeasureUsage();
+            var onDiskBlobs = EnumerateBlobs().ToList(); // one walk of the directory, used twice
+            long onDisk = onDiskBlobs.Sum(b => b.Allocated);
             used = onDisk + Interlocked.Read(ref _reservedBytes);
             if (used > Capacity)
             {
                 var openPaths = new HashSet<string>(_open.Values.Select(b => b.DataPath), StringComparer.Ordinal);
-                // Idle blobs are evictable: close them first (their own shared lock would block the delete).
-                foreach (var idle in _idle) idle.Dispose();
-                _idle.Clear();
-                var candidates = EnumerateBlobs()
-                    .Where(b => !openPaths.Contains(b.DataPath))
-                    .OrderBy(b => b.LastUse)
-                    .ToList();
-                foreach (var candidate in candidates)
+                foreach (var candidate in onDiskBlobs.Where(b => !openPaths.Contains(b.DataPath)).OrderBy(b => b.LastUse))
                 {
                     if (used <= Capacity) break;
+                    // An idle blob is evictable: close it first (its own shared lock would block the delete).
+                    int idle = _idle.FindIndex(b => b.DataPath == candidate.DataPath);
+                    if (idle >= 0)
+                    {
+                        _idle[idle].Dispose();
+                        _idle.RemoveAt(idle);
+                    }
                     if (TryDelete(candidate.DataPath, candidate.RecordPath))
                     {
                         used -= candidate.Allocated;

@@ -23,12 +23,10 @@ public sealed class CachedBlob : IDisposable
     private readonly SafeFileHandle _data;
     private readonly SafeFileHandle _record;
     private readonly int _recordAppendFd;
-    private readonly ulong[] _servable;    // verified or checked by this process: may be served
-    private readonly ulong[] _recorded;    // in the record (this or another process), maybe unchecked
+    private readonly ChunkSet _servable;   // verified or checked by this process: may be served
+    private readonly ChunkSet _recorded;   // in the record (this or another process), maybe unchecked
     private readonly ulong[] _digests;     // XxHash3 per chunk, from the record or as written here
     private long _recordEnd;               // guarded by Sync
-    private int _servableCount;
-    private int _recordedCount;
     private bool _recordComplete;          // the record has the complete marker (seed blobs)
     private volatile bool _complete;
     private volatile Exception? _poison;
@@ -46,8 +44,8 @@ public sealed class CachedBlob : IDisposable
         DataPath = dataPath;
         RecordPath = recordPath;
         int chunks = descriptor.ChunkCount;
-        _servable = new ulong[(chunks + 63) / 64];
-        _recorded = new ulong[(chunks + 63) / 64];
+        _servable = new ChunkSet(chunks);
+        _recorded = new ChunkSet(chunks);
         _digests = new ulong[chunks];
         Inflight = new ChunkRun?[chunks];
 
@@ -97,7 +95,7 @@ public sealed class CachedBlob : IDisposable
     /// <summary>1 once a background scrub started.</summary>
     internal int Scrubbing;
 
-    public int ServableChunks => Volatile.Read(ref _servableCount);
+    public int ServableChunks => _servable.Count;
 
     private void LoadRecord()
     {
@@ -140,8 +138,7 @@ public sealed class CachedBlob : IDisposable
         }
         if (chunk >= Descriptor.ChunkCount) return;
         _digests[chunk] = digest;
-        SetBit(_recorded, (int)chunk, ref _recordedCount);
-        if (Descriptor.ChunkCount == 0) _complete = true;
+        _recorded.Add((int)chunk);
     }
 
     /// <summary>
@@ -149,10 +146,10 @@ public sealed class CachedBlob : IDisposable
     /// marker, after the whole-file check; landed-but-unverified data never survives a restart).
     /// </summary>
     internal bool IsRecorded(int chunk) =>
-        (Descriptor.HasChunkHashes || _recordComplete) && (Volatile.Read(ref _recorded[chunk >> 6]) & (1UL << (chunk & 63))) != 0;
+        (Descriptor.HasChunkHashes || _recordComplete) && _recorded.Contains(chunk);
 
     /// <summary>True when every chunk is recorded, so a scrub can make the blob complete without fetching.</summary>
-    public bool AllRecorded => Descriptor.ChunkCount > 0 && (Descriptor.HasChunkHashes || _recordComplete) && Volatile.Read(ref _recordedCount) == Descriptor.ChunkCount;
+    public bool AllRecorded => Descriptor.ChunkCount > 0 && (Descriptor.HasChunkHashes || _recordComplete) && _recorded.Count == Descriptor.ChunkCount;
 
     /// <summary>
     /// Makes a recorded chunk servable after checking its bytes against the recorded digest. A
@@ -170,8 +167,8 @@ public sealed class CachedBlob : IDisposable
             int n = Read(start, buffer.AsSpan(0, (int)length));
             if (n == length && ChunkRecord.Digest(buffer.AsSpan(0, n)) == _digests[chunk])
             {
-                SetBit(_servable, chunk, ref _servableCount);
-                if (Volatile.Read(ref _servableCount) == Descriptor.ChunkCount) _complete = true;
+                _servable.Add(chunk);
+                if (_servable.Count == Descriptor.ChunkCount) _complete = true;
                 return true;
             }
         }
@@ -179,7 +176,7 @@ public sealed class CachedBlob : IDisposable
         {
             System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
         }
-        ClearBit(_recorded, chunk, ref _recordedCount);
+        _recorded.Remove(chunk);
         PunchHole(start, length);
         Interlocked.Increment(ref DamagedChunks);
         return false;
@@ -196,7 +193,7 @@ public sealed class CachedBlob : IDisposable
     }
 
     /// <summary>May be served now: verified by this process, or recorded and checked against its digest.</summary>
-    public bool IsServable(int chunk) => (Volatile.Read(ref _servable[chunk >> 6]) & (1UL << (chunk & 63))) != 0;
+    public bool IsServable(int chunk) => _servable.Contains(chunk);
 
     /// <summary>True when every chunk overlapping [offset, offset+length) can be served now.</summary>
     public bool IsRangeServable(long offset, long length)
@@ -207,38 +204,6 @@ public sealed class CachedBlob : IDisposable
         for (int c = first; c <= last; c++)
             if (!IsServable(c)) return false;
         return true;
-    }
-
-    private static bool SetBit(ulong[] bits, int chunk, ref int count)
-    {
-        ulong bit = 1UL << (chunk & 63);
-        ref ulong word = ref bits[chunk >> 6];
-        while (true)
-        {
-            ulong old = Volatile.Read(ref word);
-            if ((old & bit) != 0) return false;
-            if (Interlocked.CompareExchange(ref word, old | bit, old) == old)
-            {
-                Interlocked.Increment(ref count);
-                return true;
-            }
-        }
-    }
-
-    private static void ClearBit(ulong[] bits, int chunk, ref int count)
-    {
-        ulong bit = 1UL << (chunk & 63);
-        ref ulong word = ref bits[chunk >> 6];
-        while (true)
-        {
-            ulong old = Volatile.Read(ref word);
-            if ((old & bit) == 0) return;
-            if (Interlocked.CompareExchange(ref word, old & ~bit, old) == old)
-            {
-                Interlocked.Decrement(ref count);
-                return;
-            }
-        }
     }
 
     /// <summary>pread from the data file. Callers check <see cref="IsRangeServable"/> first.</summary>
@@ -261,15 +226,15 @@ public sealed class CachedBlob : IDisposable
     internal void MarkVerified(int chunk, ulong digest)
     {
         _digests[chunk] = digest;
-        SetBit(_recorded, chunk, ref _recordedCount);
-        if (!SetBit(_servable, chunk, ref _servableCount)) return;
+        _recorded.Add(chunk);
+        if (!_servable.Add(chunk)) return;
         AppendEntry((uint)chunk, digest);
-        if (Volatile.Read(ref _servableCount) == Descriptor.ChunkCount) _complete = true;
+        if (_servable.Count == Descriptor.ChunkCount) _complete = true;
     }
 
     /// <summary>Seed manifests: the chunk's bytes landed (unverified). True when this was the last one.</summary>
     internal bool MarkLanded(int chunk) =>
-        SetBit(_servable, chunk, ref _servableCount) && Volatile.Read(ref _servableCount) == Descriptor.ChunkCount;
+        _servable.Add(chunk) && _servable.Count == Descriptor.ChunkCount;
 
     private unsafe void AppendEntry(uint chunk, ulong digest)
     {
@@ -306,7 +271,7 @@ public sealed class CachedBlob : IDisposable
             for (int c = 0; c < d.ChunkCount; c++)
             {
                 _digests[c] = digests[c];
-                SetBit(_recorded, c, ref _recordedCount);
+                _recorded.Add(c);
                 AppendEntry((uint)c, digests[c]);
             }
             AppendEntry(ChunkRecord.CompleteMarker, 0);
@@ -317,10 +282,8 @@ public sealed class CachedBlob : IDisposable
         _poison = new ChunkVerificationException(
             $"the file's SHA-256 is {actual}, the manifest says {d.Sha256}: dropped from the cache");
         lock (Sync) Reset();
-        Array.Clear(_servable);
-        Array.Clear(_recorded);
-        Interlocked.Exchange(ref _servableCount, 0);
-        Interlocked.Exchange(ref _recordedCount, 0);
+        _servable.Clear();
+        _recorded.Clear();
         return false;
     }
 

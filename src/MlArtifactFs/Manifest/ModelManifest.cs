@@ -31,6 +31,13 @@ public sealed class ModelManifest
 
     [JsonExtensionData] public Dictionary<string, JsonElement>? Extra { get; set; }
 
+    /// <summary>Drops the optional chunk fields, leaving exactly the seed's format.</summary>
+    public void ToSeedFormat()
+    {
+        ChunkSize = null;
+        foreach (var f in Files ?? []) f.Chunks = null;
+    }
+
     /// <summary>The chunk size in force: the manifest's, or the seed default.</summary>
     [JsonIgnore] public long EffectiveChunkSize => ChunkSize ?? DefaultChunkSize;
 }

@@ -117,6 +117,7 @@ public sealed class ModelMount : IAsyncDisposable
         var started = Stopwatch.GetTimestamp();
         var files = paths.Select(p => tree.FindPath(p)?.File ?? throw new InvalidOperationException($"prefetch names {p}, which is not in the tree")).ToList();
         var failures = new List<string>();
+        bool accessDenied = false;
         await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (file, ct) =>
         {
             var blob = Cache.Open(file.Blob);
@@ -133,6 +134,8 @@ public sealed class ModelMount : IAsyncDisposable
             catch (Exception e) when (e is IOException or ChunkVerificationException or ObjectStoreException)
             {
                 lock (failures) failures.Add($"{file.Path}: {e.Message}");
+                if ((e as ObjectStoreException ?? e.InnerException as ObjectStoreException)?.Kind == ObjectStoreErrorKind.AccessDenied)
+                    Volatile.Write(ref accessDenied, true);
             }
             finally
             {
@@ -140,7 +143,7 @@ public sealed class ModelMount : IAsyncDisposable
             }
         }).ConfigureAwait(false);
         if (failures.Count > 0)
-            throw new MountException("prefetch failed, not mounting:\n  " + string.Join("\n  ", failures.Order(StringComparer.Ordinal)));
+            throw new MountException("prefetch failed, not mounting:\n  " + string.Join("\n  ", failures.Order(StringComparer.Ordinal)), accessDenied);
         _logger.LogInformation("prefetched {Count} file(s) in {Ms} ms", files.Count, (int)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
@@ -249,4 +252,8 @@ public sealed class ModelMount : IAsyncDisposable
 public sealed record SwitchResult(string ArtifactId, string Version, TimeSpan Elapsed, long BytesFetched);
 
 /// <summary>A mount that cannot start; the message is for the user.</summary>
-public sealed class MountException(string message) : Exception(message);
+public sealed class MountException(string message, bool accessDenied = false) : Exception(message)
+{
+    /// <summary>Storage answered 401/403: credentials or permissions, not the mount.</summary>
+    public bool AccessDenied { get; } = accessDenied;
+}

@@ -52,12 +52,7 @@ internal static class GenerateCommand
         {
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
             var manifest = await ManifestGenerator.GenerateAsync(dir, options, progress, cancel).ConfigureAwait(false);
-            if (chunkSize == 0)
-            {
-                // Seed format: no chunk_size, no chunks.
-                manifest.ChunkSize = null;
-                foreach (var f in manifest.Files!) f.Chunks = null;
-            }
+            if (chunkSize == 0) manifest.ToSeedFormat();
             if (showProgress)
             {
                 long total = manifest.Files!.Sum(f => f.Size!.Value);

@@ -123,7 +123,7 @@ internal static class MountCommand
     {
         ManifestException m => (ExitCodes.InvalidInput, m.Message),
         FuseMountException f => (ExitCodes.MountError, f.Message),
-        MountException m when m.Message.Contains("HTTP 403", StringComparison.Ordinal) || m.Message.Contains("access denied", StringComparison.Ordinal)
+        MountException { AccessDenied: true } m
             => (ExitCodes.StorageError, m.Message + "\n(check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile, or the role's permissions)"),
         MountException m => (ExitCodes.StorageError, m.Message),
         ArgumentException a => (ExitCodes.InvalidInput, a.Message),

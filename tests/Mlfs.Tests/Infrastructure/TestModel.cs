@@ -33,11 +33,7 @@ public sealed class TestModel : IDisposable
     public async Task<string> WriteManifestAsync(string urlPrefix, string version = "v1", long chunkSize = 1 << 20, string[]? prefetch = null, bool seedFormat = false)
     {
         var manifest = await ManifestGenerator.GenerateAsync(Folder, new GenerateOptions("test-model", version, urlPrefix, prefetch ?? [], chunkSize));
-        if (seedFormat)
-        {
-            manifest.ChunkSize = null;
-            foreach (var f in manifest.Files!) f.Chunks = null;
-        }
+        if (seedFormat) manifest.ToSeedFormat();
         string path = Path.Combine(ManifestFolder, $"manifest-{Guid.NewGuid():N}.json");
         await File.WriteAllTextAsync(path, ManifestLoader.Serialize(manifest));
         return path;
