@@ -134,21 +134,24 @@ public sealed class ChunkFetcher : IDisposable
         {
             _cache.EnsureRoom(run.End - run.Start);
             reserved = true;
+            // 1. Chunks already in the cache: recorded earlier (by this or another process; checked
+            //    against their digest) or, with chunk hashes, identical chunks of other blobs (copied
+            //    and re-verified). Read-ahead and prefetch runs reach here without the reader's check.
+            var missing = new List<int>();
+            blob.Refresh();
+            for (int c = run.FirstChunk; c <= run.LastChunk; c++)
+            {
+                if (Adopt(blob, c, run.FileName) || (d.HasChunkHashes && await TryCopyDuplicateAsync(blob, c, buffer).ConfigureAwait(false)))
+                    run.ChunkReady(c);
+                else missing.Add(c);
+            }
             if (!d.HasChunkHashes)
             {
-                await FetchRangeAsync(run, run.Start, run.End, buffer, state).ConfigureAwait(false);
+                foreach (var (first, last) in Segments(missing))
+                    await FetchRangeAsync(run, d.ChunkStart(first), d.ChunkEnd(last), buffer, state).ConfigureAwait(false);
             }
             else
             {
-                // 1. Chunks that are already somewhere in the cache (another file, another version,
-                //    another process): copy and re-verify instead of fetching.
-                var missing = new List<int>();
-                blob.Refresh(); // another process sharing the cache may have recorded some meanwhile
-                for (int c = run.FirstChunk; c <= run.LastChunk; c++)
-                {
-                    if (Adopt(blob, c, run.FileName) || await TryCopyDuplicateAsync(blob, c, buffer).ConfigureAwait(false)) run.ChunkReady(c);
-                    else missing.Add(c);
-                }
                 // 2. Cross-process single flight: fetch the chunks we lease; wait for those another process is fetching.
                 var ours = new List<int>();
                 var theirs = new List<int>();
