@@ -21,46 +21,9 @@ public sealed class ProcessTests(S3Fixture s3) : IDisposable
 
     private string NewDir(string name) => _work.CreateSubdirectory(name).FullName;
 
-    private sealed class MountProcess(Process process, string stdoutFile, string stderrFile) : IAsyncDisposable
-    {
-        public Process Process => process;
-        public string Stdout => File.Exists(stdoutFile) ? File.ReadAllText(stdoutFile) : "";
-        public string Stderr => File.Exists(stderrFile) ? File.ReadAllText(stderrFile) : "";
-
-        public async ValueTask DisposeAsync()
-        {
-            if (!process.HasExited)
-            {
-                process.Kill(); // SIGKILL only if the test did not stop it
-                await process.WaitForExitAsync();
-            }
-            process.Dispose();
-        }
-    }
-
-    /// <summary>Starts `mlfs mount` in the background (output to files, as a service would) and waits for --ready-file.</summary>
-    private async Task<MountProcess> StartMountAsync(string manifest, string mountPoint, string cacheDir, Dictionary<string, string?> env, bool waitReady = true, params string[] extra)
-    {
-        string ready = Path.Combine(_work.FullName, $"ready-{Guid.NewGuid():N}");
-        string stdout = ready + ".out", stderr = ready + ".err";
-        var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
-        string args = string.Join(' ', new[] { Repo.Mlfs, "mount", "--manifest", manifest, "--cache-dir", cacheDir, "--ready-file", ready, "--log-level", "debug" }
-            .Concat(extra).Append(mountPoint).Select(a => $"'{a}'"));
-        psi.ArgumentList.Add("-c");
-        psi.ArgumentList.Add($"exec {args} >'{stdout}' 2>'{stderr}'");
-        foreach (var (k, v) in env) psi.Environment[k] = v;
-        var process = Process.Start(psi)!;
-        var mount = new MountProcess(process, stdout, stderr);
-        if (!waitReady) return mount;
-        var sw = Stopwatch.StartNew();
-        while (!File.Exists(ready))
-        {
-            if (process.HasExited) throw new InvalidOperationException($"mlfs mount exited with {process.ExitCode}:\n{mount.Stderr}");
-            if (sw.Elapsed > TimeSpan.FromMinutes(2)) throw new TimeoutException("mlfs mount did not become ready:\n" + mount.Stderr);
-            await Task.Delay(20);
-        }
-        return mount;
-    }
+    private Task<MountProcess> StartMountAsync(string manifest, string mountPoint, string cacheDir, Dictionary<string, string?> env,
+        bool waitReady = true, params string[] extra) =>
+        MountProcess.StartAsync(_work.FullName, manifest, mountPoint, cacheDir, env, waitReady, extra);
 
     private static async Task<Repo.Result> Mlfs(params string[] args) => await Repo.RunAsync(Repo.Mlfs, args);
 

@@ -22,7 +22,6 @@ public sealed class SharedCacheTests(S3Fixture s3, RedisFixture redis) : IDispos
     }
 
     private string Cache => Path.Combine(_work.FullName, "cache");
-    private readonly List<string> _logs = [];
 
     [Fact]
     public async Task IdenticalChunksAcrossVersionsAreCopiedNotFetched()
@@ -56,57 +55,25 @@ public sealed class SharedCacheTests(S3Fixture s3, RedisFixture redis) : IDispos
         await using var proxy = new FaultProxy(s3.Endpoint);
         var env = s3.Environment(endpoint: proxy.Endpoint);
         string a = _work.CreateSubdirectory("a").FullName, b = _work.CreateSubdirectory("b").FullName;
-        using var first = await StartAsync(manifest, a, env);
-        using var second = await StartAsync(manifest, b, env);
-        try
+        await using var first = await MountProcess.StartAsync(_work.FullName, manifest, a, Cache, env, true, "--redis", redis.ConnectionString);
+        await using var second = await MountProcess.StartAsync(_work.FullName, manifest, b, Cache, env, true, "--redis", redis.ConnectionString);
+        var reads = new[] { a, b }.Select(mp => Task.Run(() => File.ReadAllBytes(Path.Combine(mp, "weights.bin")))).ToArray();
+        byte[][] results;
+        try { results = await Task.WhenAll(reads).WaitAsync(TimeSpan.FromMinutes(2)); }
+        catch (IOException e)
         {
-            var reads = new[] { a, b }.Select(mp => Task.Run(() => File.ReadAllBytes(Path.Combine(mp, "weights.bin")))).ToArray();
-            byte[][] results;
-            try { results = await Task.WhenAll(reads).WaitAsync(TimeSpan.FromMinutes(2)); }
-            catch (IOException e)
-            {
-                lock (_logs) throw new IOException(e.Message + "\nmlfs logs:\n" + string.Join('\n', _logs), e);
-            }
-            foreach (var bytes in results) Check.SameBytes(_model.Files["weights.bin"], bytes, "weights.bin");
-            Assert.True(proxy.BytesSent <= 32L * Chunk, $"{proxy.BytesSent} bytes fetched for a {32 * Chunk}-byte file read by two processes");
-            long shared = 0;
-            foreach (var mp in new[] { a, b })
-            {
-                var status = await Repo.RunAsync(Repo.Mlfs, ["status", "--json", mp]);
-                Assert.True(status.ExitCode == 0, status.Stderr);
-                shared += System.Text.Json.JsonDocument.Parse(status.Stdout).RootElement.GetProperty("chunks_from_other_processes").GetInt64();
-            }
-            Assert.True(shared > 0, "one process waited for chunks the other was fetching");
+            throw new IOException($"{e.Message}\nmlfs logs:\n{first.Stderr}\n{second.Stderr}", e);
         }
-        finally
+        foreach (var bytes in results) Check.SameBytes(_model.Files["weights.bin"], bytes, "weights.bin");
+        Assert.True(proxy.BytesSent <= 32L * Chunk, $"{proxy.BytesSent} bytes fetched for a {32 * Chunk}-byte file read by two processes");
+        long shared = 0;
+        foreach (var mp in new[] { a, b })
         {
-            foreach (var p in new[] { first, second })
-            {
-                p.Kill();
-                p.WaitForExit();
-            }
+            var status = await Repo.RunAsync(Repo.Mlfs, ["status", "--json", mp]);
+            Assert.True(status.ExitCode == 0, status.Stderr);
+            shared += System.Text.Json.JsonDocument.Parse(status.Stdout).RootElement.GetProperty("chunks_from_other_processes").GetInt64();
         }
-    }
-
-    private async Task<Process> StartAsync(string manifest, string mountPoint, Dictionary<string, string?> env)
-    {
-        string ready = Path.Combine(_work.FullName, $"ready-{Guid.NewGuid():N}");
-        var psi = new ProcessStartInfo(Repo.Mlfs) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
-        foreach (var arg in new[] { "mount", "--manifest", manifest, "--cache-dir", Cache, "--redis", redis.ConnectionString, "--ready-file", ready, mountPoint })
-            psi.ArgumentList.Add(arg);
-        foreach (var (k, v) in env) psi.Environment[k] = v;
-        var process = Process.Start(psi)!;
-        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) lock (_logs) _logs.Add(e.Data); };
-        process.BeginOutputReadLine();
-        process.BeginErrorReadLine();
-        var sw = Stopwatch.StartNew();
-        while (!File.Exists(ready))
-        {
-            if (process.HasExited) throw new InvalidOperationException($"mlfs mount exited with {process.ExitCode}");
-            if (sw.Elapsed > TimeSpan.FromMinutes(1)) throw new TimeoutException("mlfs mount did not become ready");
-            await Task.Delay(20);
-        }
-        return process;
+        Assert.True(shared > 0, "one process waited for chunks the other was fetching");
     }
 
     [Fact]

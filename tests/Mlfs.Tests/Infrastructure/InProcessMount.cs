@@ -30,7 +30,7 @@ public sealed class InProcessMount : IAsyncDisposable
     };
 
     public static async Task<InProcessMount> StartAsync(S3Fixture s3, string manifest, string cacheDir, string? endpoint = null,
-        long cacheSize = 1L << 30, FetcherOptions? fetcher = null, string? secret = null, bool passthrough = true, string? redis = null)
+        long cacheSize = 1L << 30, FetcherOptions? fetcher = null, string? secret = null, bool passthrough = true, string? redis = null, bool prefetchAll = false)
     {
         string mountPoint = Directory.CreateTempSubdirectory("mlfs-mnt-").FullName;
         var logger = new ListLogger();
@@ -47,6 +47,7 @@ public sealed class InProcessMount : IAsyncDisposable
                 Fetcher = fetcher ?? FastRetries,
                 Passthrough = passthrough,
                 Redis = redis,
+                PrefetchAll = prefetchAll,
                 ControlSocket = Path.Combine(Path.GetTempPath(), $"mlfs-ctl-{Guid.NewGuid():N}.sock"),
             }, logger);
             return new InProcessMount(mount, mountPoint, logger);

@@ -1,0 +1,57 @@
+using System.Diagnostics;
+
+namespace Mlfs.Tests.Infrastructure;
+
+/// <summary>
+/// `mlfs mount` as a separate process, the way a service runs it (output to files). Killed with
+/// SIGKILL on dispose if the test did not stop it.
+/// </summary>
+public sealed class MountProcess : IAsyncDisposable
+{
+    private readonly string _stdoutFile, _stderrFile;
+
+    private MountProcess(Process process, string stdoutFile, string stderrFile)
+    {
+        Process = process;
+        _stdoutFile = stdoutFile;
+        _stderrFile = stderrFile;
+    }
+
+    public Process Process { get; }
+    public string Stdout => File.Exists(_stdoutFile) ? File.ReadAllText(_stdoutFile) : "";
+    public string Stderr => File.Exists(_stderrFile) ? File.ReadAllText(_stderrFile) : "";
+
+    /// <summary>Starts it and (unless told not to) waits for its --ready-file; <paramref name="workDir"/> holds the ready and output files.</summary>
+    public static async Task<MountProcess> StartAsync(string workDir, string manifest, string mountPoint, string cacheDir,
+        Dictionary<string, string?> env, bool waitReady = true, params string[] extra)
+    {
+        string ready = Path.Combine(workDir, $"ready-{Guid.NewGuid():N}");
+        string stdout = ready + ".out", stderr = ready + ".err";
+        var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
+        string args = string.Join(' ', new[] { Repo.Mlfs, "mount", "--manifest", manifest, "--cache-dir", cacheDir, "--ready-file", ready, "--log-level", "debug" }
+            .Concat(extra).Append(mountPoint).Select(a => $"'{a}'"));
+        psi.ArgumentList.Add("-c");
+        psi.ArgumentList.Add($"exec {args} >'{stdout}' 2>'{stderr}'");
+        foreach (var (k, v) in env) psi.Environment[k] = v;
+        var mount = new MountProcess(Process.Start(psi)!, stdout, stderr);
+        if (!waitReady) return mount;
+        var sw = Stopwatch.StartNew();
+        while (!File.Exists(ready))
+        {
+            if (mount.Process.HasExited) throw new InvalidOperationException($"mlfs mount exited with {mount.Process.ExitCode}:\n{mount.Stderr}");
+            if (sw.Elapsed > TimeSpan.FromMinutes(2)) throw new TimeoutException("mlfs mount did not become ready:\n" + mount.Stderr);
+            await Task.Delay(20);
+        }
+        return mount;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        if (!Process.HasExited)
+        {
+            Process.Kill();
+            await Process.WaitForExitAsync();
+        }
+        Process.Dispose();
+    }
+}
