@@ -14,12 +14,8 @@ Needs root, /dev/fuse and the local S3 server (scripts/local-s3.sh). Writes benc
 """
 import argparse, json, os, platform, re, shutil, statistics, subprocess, sys, tempfile, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from benchlib import ROOT, local_s3_env, run_boto, sh
 CLK = os.sysconf("SC_CLK_TCK")
-
-
-def sh(cmd, **kw):
-    return subprocess.run(cmd, shell=True, check=True, text=True, capture_output=True, **kw).stdout
 
 
 def drop_caches():
@@ -55,14 +51,8 @@ def measure(path, runs, cold, pid=None, size=None):
 
 def s3_ceiling(env, bucket, key, size, parts=16 << 20):
     """MB/s of 1, 4 and 8 parallel 16 MiB ranged GETs with boto3 (no hashing, no writes): the best is the ceiling."""
-    if subprocess.run(["/usr/bin/python3", "-c", "import boto3"], capture_output=True).returncode != 0:
-        sh("DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-boto3 >/dev/null")
-    code = f'''
-import boto3, time, concurrent.futures as cf
-from botocore.config import Config
-s3 = boto3.client("s3", endpoint_url="{env['AWS_ENDPOINT_URL']}", aws_access_key_id="{env['AWS_ACCESS_KEY_ID']}",
-    aws_secret_access_key="{env['AWS_SECRET_ACCESS_KEY']}", region_name="us-east-1",
-    config=Config(s3={{"addressing_style": "path"}}, max_pool_connections=16))
+    body = f'''
+import time, concurrent.futures as cf
 def get(o):
     body = s3.get_object(Bucket="{bucket}", Key="{key}", Range=f"bytes={{o}}-{{o+{parts}-1}}")["Body"]
     n = 0
@@ -77,7 +67,7 @@ for w in (1, 4, 8):
     best = max(best, n / (time.time() - t) / 1e6)
 print(round(best))
 '''
-    return int(subprocess.run(["/usr/bin/python3", "-c", code], capture_output=True, text=True, check=True).stdout.strip())
+    return int(run_boto(env, body).strip())
 
 
 def peer_cold_rates(env, work, bucket, key, runs):
@@ -164,10 +154,7 @@ def main():
         p.terminate(); p.wait(); procs.pop()
 
         # 2. mlfs with a complete cached file: passthrough and daemon reads
-        env = dict(os.environ)
-        for line in sh(f"{ROOT}/scripts/local-s3.sh start").splitlines():
-            k, v = line.replace("export ", "").split("=", 1)
-            env[k] = v
+        env = local_s3_env()
         auth = subprocess.run(["curl", "-fsS", "-D", "-", "-o", "/dev/null", "-H", f"X-Auth-User: {env['AWS_ACCESS_KEY_ID']}",
                                "-H", f"X-Auth-Key: {env['AWS_SECRET_ACCESS_KEY']}", env["AWS_ENDPOINT_URL"] + "/auth/v1.0"],
                               capture_output=True, text=True, check=True).stdout

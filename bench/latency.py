@@ -6,28 +6,21 @@
                two files with plain GETs
   listing      walking a 100-file folder through the mount vs walking the local folder
 
-  python3 bench/latency.py [--runs 5]      (root, /dev/fuse, scripts/local-s3.sh; writes results/latency.json)
+  python3 bench/latency.py [--runs 9]      (root, /dev/fuse, scripts/local-s3.sh; writes results/latency.json)
 """
 import argparse, json, os, random, shutil, statistics, subprocess, tempfile, time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def sh(cmd, **kw):
-    return subprocess.run(cmd, shell=True, check=True, text=True, capture_output=True, **kw).stdout
+from benchlib import ROOT, local_s3_env, run_boto, sh
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=9)
     args = ap.parse_args()
     mlfs = f"{ROOT}/artifacts/mlfs/mlfs"
     if not os.path.exists(mlfs):
         sh(f"{ROOT}/scripts/build.sh")
-    env = dict(os.environ)
-    for line in sh(f"{ROOT}/scripts/local-s3.sh start").splitlines():
-        k, v = line.replace("export ", "").split("=", 1)
-        env[k] = v
+    env = local_s3_env()
     work = tempfile.mkdtemp(prefix="mlfs-latency-")
     procs = []
     try:
@@ -41,26 +34,23 @@ def main():
         manifest = os.path.join(work, "m.json")
         sh(f"{mlfs} push {model} s3://latency/m --id lat --version v1 --prefetch config.json,tokenizer.json -o {manifest}", env=env)
 
-        boto = f'''
-import boto3, sys, time, statistics
-from botocore.config import Config
-s3 = boto3.client("s3", endpoint_url="{env['AWS_ENDPOINT_URL']}", aws_access_key_id="{env['AWS_ACCESS_KEY_ID']}",
-    aws_secret_access_key="{env['AWS_SECRET_ACCESS_KEY']}", region_name="us-east-1", config=Config(s3={{"addressing_style": "path"}}))
+        boto = '''
+import sys, time, statistics
 s3.get_object(Bucket="latency", Key="m/config.json")["Body"].read()  # warm the connection, as mlfs has one
 mode = sys.argv[1]
 out = []
 for o in map(int, sys.argv[2:]):
     t = time.perf_counter()
     if mode == "range":
-        s3.get_object(Bucket="latency", Key="m/weights.bin", Range=f"bytes={{o}}-{{o+4095}}")["Body"].read()
+        s3.get_object(Bucket="latency", Key="m/weights.bin", Range=f"bytes={o}-{o+4095}")["Body"].read()
     else:
         for k in ("m/config.json", "m/tokenizer.json"): s3.get_object(Bucket="latency", Key=k)["Body"].read()
     out.append(time.perf_counter() - t)
 print(statistics.median(out))
 '''
         offsets = [random.Random(i).randrange(0, (256 << 20) - 4096) for i in range(args.runs)]
-        ref_first_byte = float(subprocess.run(["/usr/bin/python3", "-c", boto, "range", *map(str, offsets)], capture_output=True, text=True, check=True).stdout)
-        ref_ready = float(subprocess.run(["/usr/bin/python3", "-c", boto, "prefetch", *["0"] * args.runs], capture_output=True, text=True, check=True).stdout)
+        ref_first_byte = float(run_boto(env, boto, "range", *offsets))
+        ref_ready = float(run_boto(env, boto, "prefetch", *["0"] * args.runs))
 
         ready_times, first_bytes, listings = [], [], []
         for run in range(args.runs):
