@@ -36,13 +36,30 @@ if ! dotnet build MlArtifactFs.sln -c Release >"$build_log" 2>&1; then
 fi
 tail -n 3 "$build_log"; rm -f "$build_log"
 
+# The test services keep their state apart from a developer's (scripts/local-s3.sh's default dir), and
+# are removed at the end with everything else the run made.
+export MLFS_S3_DIR=/tmp/mlfs-test-s3
 log=$(mktemp)
-trap 'rm -f "$log"' EXIT
+tmp_before=$(mktemp)
+ls -A /tmp | sort >"$tmp_before"
+trap 'rm -f "$log" "$tmp_before"' EXIT
 set +e
 # A hung test host is killed (and named) rather than eating the CI budget.
 dotnet test MlArtifactFs.sln -c Release --no-build --blame-hang-timeout 10m 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+scripts/local-s3.sh stop >/dev/null 2>&1 || true
+rm -rf /tmp/mlfs-test-s3 /tmp/mlfs-test-redis
+
+# Tests clean up what they start: no mount, no process, no temp file of ours may outlive the run.
+leftovers=$(comm -13 "$tmp_before" <(ls -A /tmp | sort) | grep -E '^(mlfs-|clr-debug-pipe-|dotnet-diagnostic-)' || true)
+mounts=$(grep ' fuse\.mlfs ' /proc/mounts || true)
+if [[ -n $leftovers || -n $mounts ]]; then
+  echo "test.sh: the tests left behind:" >&2
+  [[ -n $leftovers ]] && sed 's|^|  /tmp/|' <<<"$leftovers" >&2
+  [[ -n $mounts ]] && sed 's|^|  mount: |' <<<"$mounts" >&2
+  status=1
+fi
 
 # One closing line for the whole run, summed over the test projects.
 awk '/(Passed|Failed)! +- +Failed:/ {

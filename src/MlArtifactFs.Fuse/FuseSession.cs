@@ -235,6 +235,9 @@ public sealed unsafe partial class FuseSession : IDisposable
 
     public long UnknownOps => Interlocked.Read(ref _unknownOps);
 
+    /// <summary>READs answered asynchronously that have no reply yet (waiting on the network).</summary>
+    public int PendingReads => _pendingReads.Count;
+
     // ---- replies ----------------------------------------------------------------------------
 
     internal static void ReplyError(int fd, ulong unique, int errno)

@@ -1,12 +1,13 @@
 using System.Diagnostics;
 using Mlfs.Tests.Infrastructure;
 using MlArtifactFs.Fuse;
+using Xunit.Abstractions;
 
 namespace Mlfs.Tests;
 
 /// <summary>The `mlfs` executable as users run it: the seed's workflow, exit codes, crash recovery.</summary>
 [Collection(S3Collection.Name)]
-public sealed class ProcessTests(S3Fixture s3) : IDisposable
+public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisposable
 {
     private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("mlfs-proc-");
     private readonly TestModel _model = new();
@@ -63,19 +64,12 @@ public sealed class ProcessTests(S3Fixture s3) : IDisposable
         Assert.Contains("model:           bert v1 (5 files", status.Stdout);
 
         // 5. stop with SIGTERM: clean unmount, exit 0
-        Assert.Equal(0, Kill(mount.Process.Id, "TERM"));
+        Assert.Equal(0, Repo.Signal(mount.Process.Id, "TERM"));
         await mount.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(0, mount.Process.ExitCode);
         Assert.False(FuseMounter.IsMountPoint(mountPoint));
         Assert.DoesNotContain(s3.SecretKey, mount.Stdout + mount.Stderr);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(cacheDir));
-    }
-
-    private static int Kill(int pid, string signal)
-    {
-        using var p = Process.Start("kill", ["-" + signal, pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
-        p.WaitForExit();
-        return p.ExitCode;
     }
 
     [Fact]
@@ -142,7 +136,7 @@ public sealed class ProcessTests(S3Fixture s3) : IDisposable
         // The remount finds the dead mount, clears it, and serves the model from the partly filled cache.
         await using var second = await StartMountAsync(manifest, mountPoint, cacheDir, s3.Environment());
         Check.SameBytes(_model.Files["weights.bin"], await File.ReadAllBytesAsync(Path.Combine(mountPoint, "weights.bin")), "file");
-        Assert.Equal(0, Kill(second.Process.Id, "INT"));
+        Assert.Equal(0, Repo.Signal(second.Process.Id, "INT"));
         await second.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(0, second.Process.ExitCode);
     }
@@ -217,24 +211,150 @@ public sealed class ProcessTests(S3Fixture s3) : IDisposable
     [Fact]
     public async Task RepeatedKillNineAtRandomPointsNeverLeavesAnInconsistentCache()
     {
+        const int rounds = 6;
         _model.Add("weights.bin", 16 << 20, 10);
+        byte[] expected = _model.Files["weights.bin"];
         string bucket = await s3.CreateBucketAsync("crashes");
         await s3.UploadFolderAsync(bucket, "m", _model.Folder);
         string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", chunkSize: 1 << 20);
         string mountPoint = NewDir("mnt"), cacheDir = Path.Combine(_work.FullName, "cache");
+        string file = Path.Combine(mountPoint, "weights.bin");
         var random = new Random(7);
-        for (int round = 0; round < 3; round++)
+        long served = 0, wrong = 0;
+        for (int round = 0; round < rounds; round++)
         {
+            // Each round reads from a random offset, so it meets chunks cached (whole or in part) by earlier rounds,
+            // and every byte it is served before the kill is compared with the model.
             var mount = await StartMountAsync(manifest, mountPoint, cacheDir, s3.Environment());
-            var reader = Task.Run(() => { try { File.ReadAllBytes(Path.Combine(mountPoint, "weights.bin")); } catch (IOException) { } });
-            await Task.Delay(random.Next(5, 120));
+            long start = random.NextInt64(expected.Length);
+            var reader = Task.Run(() =>
+            {
+                var buffer = new byte[256 * 1024];
+                try
+                {
+                    using var handle = File.OpenHandle(file);
+                    for (long offset = start; offset < expected.Length;)
+                    {
+                        int n = RandomAccess.Read(handle, buffer, offset);
+                        if (n == 0) break;
+                        for (int i = 0; i < n; i++) if (buffer[i] != expected[offset + i]) Interlocked.Increment(ref wrong);
+                        Interlocked.Add(ref served, n);
+                        offset += n;
+                    }
+                }
+                catch (IOException) { } // the mount died under the read
+            });
+            await Task.Delay(random.Next(5, 150));
             mount.Process.Kill(); // SIGKILL at a random point of the fetch
             await mount.Process.WaitForExitAsync();
             await reader.WaitAsync(TimeSpan.FromSeconds(60));
             await mount.DisposeAsync();
         }
         await using var final = await StartMountAsync(manifest, mountPoint, cacheDir, s3.Environment());
-        Check.SameBytes(_model.Files["weights.bin"], await File.ReadAllBytesAsync(Path.Combine(mountPoint, "weights.bin")), "after three crashes");
+        Check.SameBytes(expected, await File.ReadAllBytesAsync(file), $"after {rounds} crashes");
+        output.WriteLine($"{rounds} kills: {served} bytes served before them, {wrong} wrong");
+        Assert.Equal(0, Interlocked.Read(ref wrong));
+        Assert.True(served > 0, "no round read anything before its kill");
+    }
+
+    [Fact]
+    public async Task UnderSixtyFourReadersTheDaemonsMemoryThreadsAndFdsStayBounded()
+    {
+        for (int i = 0; i < 16; i++) _model.Add($"shard-{i:D2}.bin", (8 << 20) + i * 4099, 200 + i);
+        string bucket = await s3.CreateBucketAsync("loadproc");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", chunkSize: 1 << 20);
+        string mountPoint = NewDir("mnt"), cacheDir = Path.Combine(_work.FullName, "cache");
+        await using var mount = await StartMountAsync(manifest, mountPoint, cacheDir, s3.Environment());
+        var daemon = new DaemonSampler(mount.Process.Id);
+        var before = daemon.Sample();
+
+        using var sampling = new CancellationTokenSource();
+        var peak = Task.Run(async () =>
+        {
+            var max = before;
+            while (!sampling.IsCancellationRequested)
+            {
+                max = DaemonSampler.Max(max, daemon.Sample());
+                await Task.Delay(25);
+            }
+            return max;
+        });
+        var files = _model.Files.OrderBy(f => f.Key).ToArray();
+        long wrong = 0;
+        async Task<DaemonSampler.Usage> LoadRoundAsync(int seed)
+        {
+            var readers = Enumerable.Range(0, 64).Select(r => Task.Run(() =>
+            {
+                var (path, expected) = files[r % files.Length];
+                using var handle = File.OpenHandle(Path.Combine(mountPoint, path));
+                var random = new Random(seed * 64 + r);
+                var buffer = new byte[1 << 20];
+                bool sequential = r % 2 == 0;
+                long offset = 0;
+                for (int i = 0; sequential ? offset < expected.Length : i < 200; i++)
+                {
+                    if (!sequential) offset = random.NextInt64(expected.Length);
+                    int n = RandomAccess.Read(handle, buffer.AsSpan(0, sequential ? buffer.Length : random.Next(1, buffer.Length)), offset);
+                    if (!expected.AsSpan((int)offset, n).SequenceEqual(buffer.AsSpan(0, n))) Interlocked.Increment(ref wrong);
+                    offset += n;
+                }
+            })).ToArray();
+            await Task.WhenAll(readers).WaitAsync(TimeSpan.FromMinutes(5));
+            // Closed files are released asynchronously: let the daemon settle (bounded) before counting its fds.
+            var settled = daemon.Sample();
+            for (int i = 0; i < 40; i++) { await Task.Delay(50); var next = daemon.Sample(); if (next.Fds == settled.Fds) break; settled = next; }
+            return settled;
+        }
+        var afterCold = await LoadRoundAsync(1); // fetches everything
+        var afterWarm = await LoadRoundAsync(2); // served from the cache (passthrough where complete)
+        sampling.Cancel();
+        var max = await peak;
+
+        output.WriteLine($"daemon: {before.RssBytes >> 20} MiB RSS, {before.Threads} threads, {before.Fds} fds idle; peak {max.RssBytes >> 20} MiB, {max.Threads} threads, {max.Fds} fds; " +
+                         $"fds {afterCold.Fds} after the cold round, {afterWarm.Fds} after the warm one");
+        Assert.Equal(0, wrong);
+        // The daemon keeps up to 64 idle cache files open for reuse (a bounded pool): fds may rise once, then must not grow.
+        Assert.True(afterWarm.Fds <= afterCold.Fds, $"daemon fds: {before.Fds} idle, {afterCold.Fds} after a cold round, {afterWarm.Fds} after a warm one");
+        Assert.True(afterCold.Fds <= before.Fds + 4 * files.Length, $"daemon fds: {before.Fds} idle, {afterCold.Fds} after a cold round of {files.Length} files");
+        Assert.True(max.RssBytes <= 256L << 20, $"daemon peak RSS {max.RssBytes >> 20} MiB under load (bound 256 MiB)");
+        Assert.True(max.Threads <= before.Threads + 40, $"daemon threads: {before.Threads} idle, {max.Threads} at peak");
+        Assert.False(mount.Process.HasExited);
+    }
+
+    /// <summary>RSS, threads and open fds of a process, from /proc.</summary>
+    private sealed class DaemonSampler(int pid)
+    {
+        public readonly record struct Usage(long RssBytes, int Threads, int Fds);
+
+        public Usage Sample()
+        {
+            long rss = 0;
+            int threads = 0;
+            foreach (string line in File.ReadLines($"/proc/{pid}/status"))
+            {
+                if (line.StartsWith("VmRSS:", StringComparison.Ordinal)) rss = long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+                if (line.StartsWith("Threads:", StringComparison.Ordinal)) threads = int.Parse(line.Split('\t', ' ').Last(), System.Globalization.CultureInfo.InvariantCulture);
+            }
+            return new Usage(rss, threads, Directory.GetFileSystemEntries($"/proc/{pid}/fd").Length);
+        }
+
+        public static Usage Max(Usage a, Usage b) => new(Math.Max(a.RssBytes, b.RssBytes), Math.Max(a.Threads, b.Threads), Math.Max(a.Fds, b.Fds));
+    }
+
+    [Fact]
+    public async Task WithoutDevFuseTheMountSaysHowToGetIt()
+    {
+        _model.Add("a.bin", 10, 11);
+        string manifest = await _model.WriteManifestAsync("s3://nowhere/m");
+        string mountPoint = NewDir("nofuse");
+        // A private mount namespace whose /dev has everything a process needs except fuse (as in a container run without --device /dev/fuse).
+        string script = "mount -t tmpfs nodev /dev && mknod -m 666 /dev/null c 1 3 && mknod -m 666 /dev/zero c 1 5 && mknod -m 666 /dev/urandom c 1 9 && " +
+                        $"exec '{Repo.Mlfs}' mount --manifest '{manifest}' --cache-dir '{Path.Combine(_work.FullName, "cache")}' '{mountPoint}'";
+        var result = await Repo.RunAsync("unshare", ["--mount", "--propagation", "private", "sh", "-c", script]);
+        Assert.Equal(ExitCodes.MountError, result.ExitCode);
+        Assert.Contains("/dev/fuse is missing", result.Stderr);
+        Assert.Single(result.Stderr.Split('\n', StringSplitOptions.RemoveEmptyEntries), l => l.Contains("/dev/fuse", StringComparison.Ordinal));
     }
 
     [Fact]
@@ -252,7 +372,7 @@ public sealed class ProcessTests(S3Fixture s3) : IDisposable
             var kept = await Mlfs("cache", "clear", "--cache-dir", cacheDir);
             Assert.Equal(0, kept.ExitCode);
             Assert.Contains("removed 0 blob(s); kept 2 in use by a running mount", kept.Stdout);
-            Assert.Equal(0, Kill(mount.Process.Id, "TERM"));
+            Assert.Equal(0, Repo.Signal(mount.Process.Id, "TERM"));
             await mount.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30));
         }
         var info = await Mlfs("cache", "info", "--cache-dir", cacheDir);

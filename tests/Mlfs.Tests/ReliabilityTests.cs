@@ -74,6 +74,37 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
     }
 
     [Fact]
+    public async Task CtrlCOnAReaderBlockedOnAStalledFetchReturnsAtOnceAndTheMountStaysUsable()
+    {
+        _model.Add("weights.bin", 4 * Chunk, 21);
+        string bucket = await s3.CreateBucketAsync("ctrlc");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        await using var proxy = new FaultProxy(s3.Endpoint) { PauseAfter = 4096 }; // every body hangs after 4 KiB
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint,
+            fetcher: InProcessMount.FastRetries with { StallTimeout = TimeSpan.FromMinutes(5) });
+        // cat keeps SIGINT's default action, as most readers do: Ctrl-C is fatal, and a fatal signal ends even a
+        // page-cache read that waits on the daemon (a handled SIGINT waits for the READ: the kernel's rule, not ours).
+        using var reader = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("cat", [mount["weights.bin"]]) { RedirectStandardOutput = true })!;
+        await proxy.Paused.Task.WaitAsync(TimeSpan.FromSeconds(60));
+        for (int i = 0; i < 200 && mount.Mount.Session.PendingReads == 0; i++) await Task.Delay(20);
+        Assert.True(mount.Mount.Session.PendingReads > 0, "the reader's READ should be waiting on the stalled body");
+
+        Assert.Equal(0, Repo.Signal(reader.Id, "INT")); // Ctrl-C
+        await reader.WaitForExitAsync().WaitAsync(TimeSpan.FromSeconds(30)); // returns while the body still hangs
+        Assert.NotEqual(0, reader.ExitCode);
+        Assert.False(proxy.Release.Task.IsCompleted);
+
+        // What the reader left pending is finished into the cache once data flows, and the mount serves on.
+        proxy.PauseAfter = null;
+        proxy.Release.SetResult();
+        Check.SameBytes(_model.Files["weights.bin"], await File.ReadAllBytesAsync(mount["weights.bin"]), "weights.bin after the interrupted read");
+        for (int i = 0; i < 200 && mount.Mount.Session.PendingReads > 0; i++) await Task.Delay(20);
+        Assert.Equal(0, mount.Mount.Session.PendingReads);
+        Assert.Equal(0, mount.Mount.Stats.Failures);
+    }
+
+    [Fact]
     public async Task NoSignatureOrPresignedQueryEverReachesTheLogs()
     {
         const string signature = "f00dfeedcafe1234deadbeef5678";

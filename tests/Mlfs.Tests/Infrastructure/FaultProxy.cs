@@ -2,11 +2,22 @@ using System.Net;
 
 namespace Mlfs.Tests.Infrastructure;
 
-public enum ProxyFault { None, ServiceUnavailable, SlowDown, ConnectionReset, TruncatedBody, FlippedByte, Stall, HtmlErrorWith200 }
+public enum ProxyFault
+{
+    None, ServiceUnavailable, SlowDown, ConnectionReset, TruncatedBody, FlippedByte, Stall, HtmlErrorWith200,
+    /// <summary>206 whose Content-Range names a range one byte later than the one asked for.</summary>
+    WrongContentRange,
+    /// <summary>206 for only the first half of the range asked for, with honest headers (a short length).</summary>
+    ShortRange,
+    /// <summary>The Range header dropped: 200 with the whole object.</summary>
+    RangeIgnored,
+    /// <summary>Right status and headers, but the body shifted by one byte: only verification can tell.</summary>
+    ShiftedBody,
+}
 
 /// <summary>
 /// An HTTP reverse proxy between mlfs and the S3 server that injects faults into GET responses:
-/// 503s, SlowDown, connection resets, truncated bodies, flipped bytes, stalls. It forwards the
+/// 503s, SlowDown, connection resets, truncated bodies, flipped bytes, stalls, wrong ranges and lengths. It forwards the
 /// signed request unchanged (same Host header), so signatures still verify at the server.
 /// It also counts GETs and bytes, and can hold bodies after N bytes until released.
 /// </summary>
@@ -97,8 +108,11 @@ public sealed class FaultProxy : IAsyncDisposable
             foreach (string? name in request.Headers.AllKeys)
             {
                 if (name is null || name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase)) continue;
+                if (name.Equals("Range", StringComparison.OrdinalIgnoreCase) && fault is ProxyFault.RangeIgnored or ProxyFault.ShortRange) continue;
                 forward.Headers.TryAddWithoutValidation(name, request.Headers.GetValues(name) ?? []);
             }
+            if (fault == ProxyFault.ShortRange && ParseRange(request.Headers["Range"]) is var (first, last))
+                forward.Headers.TryAddWithoutValidation("Range", $"bytes={first}-{first + (last - first) / 2}"); // Range is not signed
             forward.Headers.Host = request.Headers["Host"]; // the signature covers it
             if (request.HasEntityBody)
             {
@@ -112,12 +126,20 @@ public sealed class FaultProxy : IAsyncDisposable
             {
                 if (h.Key.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase)) continue;
                 if (h.Key.Equals("Content-Length", StringComparison.OrdinalIgnoreCase)) { response.ContentLength64 = long.Parse(h.Value.First(), System.Globalization.CultureInfo.InvariantCulture); continue; }
-                foreach (var v in h.Value) response.Headers.Add(h.Key, v);
+                foreach (var v in h.Value)
+                {
+                    if (fault == ProxyFault.WrongContentRange && h.Key.Equals("Content-Range", StringComparison.OrdinalIgnoreCase)
+                        && upstream.Content.Headers.ContentRange is { From: { } from, To: { } to, Length: var size })
+                        response.Headers.Add(h.Key, $"bytes {from + 1}-{to + 1}/{size?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "*"}");
+                    else
+                        response.Headers.Add(h.Key, v);
+                }
             }
             await using var body2 = await upstream.Content.ReadAsStreamAsync();
             long length = upstream.Content.Headers.ContentLength ?? long.MaxValue;
             var buffer = new byte[64 * 1024];
             long sent = 0;
+            bool pendingPad = false;
             while (true)
             {
                 if (PauseAfter is { } pause && sent >= pause)
@@ -136,16 +158,35 @@ public sealed class FaultProxy : IAsyncDisposable
                 int read = await body2.ReadAsync(buffer.AsMemory(0, want));
                 if (read == 0) break;
                 if (fault == ProxyFault.FlippedByte && sent <= length / 2 && length / 2 < sent + read) buffer[length / 2 - sent] ^= 0x01;
+                if (fault == ProxyFault.ShiftedBody && sent == 0 && read > 1)
+                {
+                    // Drop the first byte and pad the end, so the length stays right and every byte is off by one.
+                    await response.OutputStream.WriteAsync(buffer.AsMemory(1, read - 1));
+                    sent += read;
+                    Interlocked.Add(ref _bytes, read);
+                    if (sent >= length) { await response.OutputStream.WriteAsync(new byte[1]); break; }
+                    pendingPad = true;
+                    continue;
+                }
                 await response.OutputStream.WriteAsync(buffer.AsMemory(0, read));
                 sent += read;
                 Interlocked.Add(ref _bytes, read);
             }
+            if (pendingPad) await response.OutputStream.WriteAsync(new byte[1]);
             response.Close();
         }
         catch (Exception e) when (e is HttpListenerException or IOException or OperationCanceledException or ObjectDisposedException or HttpRequestException)
         {
             try { response.Abort(); } catch (ObjectDisposedException) { }
         }
+    }
+
+    private static (long First, long Last)? ParseRange(string? header)
+    {
+        // "bytes=first-last", the only form mlfs sends.
+        if (header is null || !header.StartsWith("bytes=", StringComparison.Ordinal)) return null;
+        string[] parts = header["bytes=".Length..].Split('-');
+        return parts.Length == 2 && long.TryParse(parts[0], out long first) && long.TryParse(parts[1], out long last) ? (first, last) : null;
     }
 
     public async ValueTask DisposeAsync()

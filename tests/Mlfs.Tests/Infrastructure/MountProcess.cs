@@ -32,6 +32,7 @@ public sealed class MountProcess : IAsyncDisposable
             .Concat(extra).Append(mountPoint).Select(a => $"'{a}'"));
         psi.ArgumentList.Add("-c");
         psi.ArgumentList.Add($"exec {args} >'{stdout}' 2>'{stderr}'");
+        psi.Environment["DOTNET_EnableDiagnostics"] = "0"; // SIGKILL would leave its debugger pipes in /tmp
         foreach (var (k, v) in env) psi.Environment[k] = v;
         var mount = new MountProcess(Process.Start(psi)!, stdout, stderr);
         if (!waitReady) return mount;

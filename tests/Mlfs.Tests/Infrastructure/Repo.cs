@@ -27,11 +27,20 @@ public static class Repo
 
     public sealed record Result(int ExitCode, string Stdout, string Stderr);
 
+    /// <summary>Sends a signal by name (TERM, INT, KILL) with kill(1); returns its exit code.</summary>
+    public static int Signal(int pid, string signal)
+    {
+        using var p = Process.Start("kill", ["-" + signal, pid.ToString(System.Globalization.CultureInfo.InvariantCulture)])!;
+        p.WaitForExit();
+        return p.ExitCode;
+    }
+
     /// <summary>Runs a program to completion (bounded), capturing its output.</summary>
     public static async Task<Result> RunAsync(string file, IEnumerable<string> args, IDictionary<string, string?>? env = null, TimeSpan? timeout = null)
     {
         var psi = new ProcessStartInfo(file) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
         foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["DOTNET_EnableDiagnostics"] = "0"; // no debugger pipes left in /tmp by a killed child
         if (env is not null) foreach (var (k, v) in env) psi.Environment[k] = v;
         using var p = Process.Start(psi)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
