@@ -1,25 +1,70 @@
 #!/usr/bin/env python3
 """Latency measures of mlfs, each against its reference in the same run (median of --runs):
 
-  first byte   a 4 KiB read at a cold random offset through the mount vs one 4 KiB ranged GET (boto3)
+  first byte   a 4 KiB read at a cold random offset through the mount vs one 4 KiB ranged GET (boto3), with
+               the default 4 MiB chunks and with 1 MiB chunks (a read waits for its chunk to verify)
   ready        `mlfs mount` start to ready (prefetch of config.json + tokenizer.json) vs fetching those
                two files with plain GETs
   listing      walking a 100-file folder through the mount vs walking the local folder
+  switch       `mlfs switch` of a mounted, fully read v1 to a v2 that changes config.json and one 16 MiB
+               chunk of a 256 MiB file: its time vs mount-to-ready, and the bytes fetched to read all of v2
+               vs the bytes that changed
 
   python3 bench/latency.py [--runs 9]      (root, /dev/fuse, scripts/local-s3.sh; writes results/latency.json)
 """
-import argparse, json, os, random, shutil, statistics, subprocess, tempfile, time
+import argparse, hashlib, json, os, random, shutil, statistics, subprocess, tempfile, time
 
-from benchlib import ROOT, local_s3_env, run_boto, sh
+from benchlib import MLFS, ensure_mlfs, local_s3_env, machine, run_boto, sh, write_result
+
+
+def read_all(root):
+    """Reads every file under root; returns {relative path: sha256}."""
+    out = {}
+    for dp, _, fs in os.walk(root):
+        for f in fs:
+            with open(os.path.join(dp, f), "rb") as fh:
+                out[os.path.relpath(os.path.join(dp, f), root)] = hashlib.file_digest(fh, "sha256").hexdigest()
+    return out
+
+
+def switch_measure(mlfs, env, work, model, manifest, runs):
+    """Median switch time and the bytes fetched to read all of v2 after switching from a fully read v1."""
+    v2 = os.path.join(work, "model-v2")
+    shutil.copytree(model, v2)
+    with open(os.path.join(v2, "config.json"), "w") as f: json.dump({"hidden": 1024}, f)
+    with open(os.path.join(v2, "weights.bin"), "r+b") as f:
+        f.seek(64 << 20); f.write(os.urandom(16 << 20))  # one 16 MiB chunk changes
+    changed = (16 << 20) + os.path.getsize(os.path.join(v2, "config.json"))
+    manifest2 = os.path.join(work, "m2.json")
+    sh(f"{mlfs} push {v2} s3://latency/m2 --id lat --version v2 --prefetch config.json,tokenizer.json -o {manifest2}", env=env)
+    expected = read_all(v2)
+    times, refetched = [], []
+    for run in range(runs):
+        cache = tempfile.mkdtemp(prefix="cache-sw-", dir=work)
+        mp = tempfile.mkdtemp(prefix="mnt-sw-", dir=work)
+        ready = os.path.join(work, f"ready-sw-{run}")
+        p = subprocess.Popen([mlfs, "mount", "--manifest", manifest, "--cache-dir", cache, "--ready-file", ready, mp],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            while not os.path.exists(ready): time.sleep(0.005)
+            read_all(mp)
+            before = json.loads(sh(f"{mlfs} status --json {mp}"))["bytes_fetched"]
+            t = time.perf_counter()
+            sh(f"{mlfs} switch --manifest {manifest2} {mp}")
+            times.append(time.perf_counter() - t)
+            assert read_all(mp) == expected, "v2 read through the switched mount differs from v2"
+            refetched.append(json.loads(sh(f"{mlfs} status --json {mp}"))["bytes_fetched"] - before)
+        finally:
+            p.terminate(); p.wait()
+            subprocess.run(["umount", "-l", mp], capture_output=True)
+    return statistics.median(times), statistics.median(refetched), changed
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=9)
     args = ap.parse_args()
-    mlfs = f"{ROOT}/artifacts/mlfs/mlfs"
-    if not os.path.exists(mlfs):
-        sh(f"{ROOT}/scripts/build.sh")
+    mlfs = ensure_mlfs()
     env = local_s3_env()
     work = tempfile.mkdtemp(prefix="mlfs-latency-")
     procs = []
@@ -74,27 +119,56 @@ print(statistics.median(out))
             first_bytes.append(time.perf_counter() - t)
             os.close(fd)
             p.terminate(); p.wait(); procs.pop()
+        # The same first-byte read with 1 MiB verification chunks (requests stay up to 16 MiB): a cold read
+        # then waits for its own 1 MiB chunk instead of the default 4 MiB one.
+        manifest_1m = os.path.join(work, "m1m.json")
+        sh(f"{mlfs} push {model} s3://latency/m1m --id lat --version v1 --chunk-size 1M -o {manifest_1m}", env=env)
+        first_bytes_1m = []
+        for run in range(args.runs):
+            cache = tempfile.mkdtemp(prefix="cache-1m-", dir=work)
+            mp = tempfile.mkdtemp(prefix="mnt-1m-", dir=work)
+            ready = os.path.join(work, f"ready-1m-{run}")
+            p = subprocess.Popen([mlfs, "mount", "--manifest", manifest_1m, "--cache-dir", cache, "--ready-file", ready, mp],
+                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append((p, mp))
+            while not os.path.exists(ready):
+                time.sleep(0.001)
+            fd = os.open(os.path.join(mp, "weights.bin"), os.O_RDONLY)
+            t = time.perf_counter()
+            assert len(os.pread(fd, 4096, offsets[run])) == 4096
+            first_bytes_1m.append(time.perf_counter() - t)
+            os.close(fd)
+            p.terminate(); p.wait(); procs.pop()
+
         t = time.perf_counter()
         for _ in range(args.runs): sum(len(fs) for _, _, fs in os.walk(model))
         local_listing = (time.perf_counter() - t) / args.runs
 
+        switch_s, refetched, changed = switch_measure(mlfs, env, work, model, manifest, min(args.runs, 3))
+
         r = {
+            "machine": machine(),
             "first_byte_ms": round(statistics.median(first_bytes) * 1000, 1),
             "one_4KiB_ranged_GET_ms": round(ref_first_byte * 1000, 1),
             "first_byte_vs_one_GET": round(statistics.median(first_bytes) / ref_first_byte, 2),
+            "first_byte_1MiB_chunks_ms": round(statistics.median(first_bytes_1m) * 1000, 1),
+            "first_byte_1MiB_chunks_vs_one_GET": round(statistics.median(first_bytes_1m) / ref_first_byte, 2),
             "mount_to_ready_ms": round(statistics.median(ready_times) * 1000, 1),
             "plain_GETs_of_prefetch_files_ms": round(ref_ready * 1000, 1),
             "listing_100_files_ms": round(statistics.median(listings) * 1000, 2),
             "listing_local_folder_ms": round(local_listing * 1000, 2),
+            "switch_ms": round(switch_s * 1000, 1),
+            "switch_vs_mount_to_ready": round(switch_s / statistics.median(ready_times), 2),
+            "switch_bytes_refetched": refetched,
+            "switch_bytes_changed": changed,
+            "switch_refetched_vs_changed": round(refetched / changed, 3),
         }
     finally:
         for p, mp in procs:
             p.kill()
             subprocess.run(["umount", "-l", mp], capture_output=True)
         shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(f"{ROOT}/bench/results", exist_ok=True)
-    with open(f"{ROOT}/bench/results/latency.json", "w") as f:
-        json.dump(r, f, indent=2)
+    write_result("latency", r)
     for k, v in r.items():
         print(f"{k:36} {v}")
 

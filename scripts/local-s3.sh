@@ -8,8 +8,8 @@
 #   scripts/local-s3.sh run     # starts it and stays in the foreground; stops it on exit (for Aspire)
 #
 # State (rings, devices, configs, logs) lives in $MLFS_S3_DIR (default /tmp/mlfs-local-s3).
-# Ports: proxy $MLFS_S3_PORT (default 18080); account/container/object on the three ports above it;
-# memcached on $MLFS_S3_PORT+3. Everything binds to 127.0.0.1 only.
+# Ports: proxy $MLFS_S3_PORT (default 18080); account, container and object servers on $MLFS_S3_PORT+10..+12;
+# memcached on $MLFS_S3_PORT+13. Everything binds to 127.0.0.1 only.
 set -euo pipefail
 
 DIR="${MLFS_S3_DIR:-/tmp/mlfs-local-s3}"

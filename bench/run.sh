@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Every benchmark, one after the other, then one report: a table on stdout, bench/results/report.json
+# and bench/results/report.svg. Run on purpose (about 15 minutes here), never in CI. Needs root and /dev/fuse.
+#   bench/run.sh [--size-mib N] [--runs N] [--micro]
+#     --size-mib  the streamed file (default 4096: the peak-RSS target is for a 4 GiB stream)
+#     --runs      runs per measure; each figure is the median (default 3; latency uses 3x as many)
+#     --micro     also the BenchmarkDotNet microbenchmarks (several minutes more)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+size=4096 runs=3 micro=0
+while (($#)); do
+  case $1 in
+    --size-mib) size=$2; shift 2 ;;
+    --runs) runs=$2; shift 2 ;;
+    --micro) micro=1; shift ;;
+    *) echo "usage: bench/run.sh [--size-mib N] [--runs N] [--micro]" >&2; exit 2 ;;
+  esac
+done
+
+# What the benchmarks use: the local S3 server, nginx, the peers, boto3 (the plain client), torch.
+packages=(fuse3 swift swift-proxy swift-account swift-container swift-object memcached curl python3 bc
+          nginx-light rclone s3fs python3-boto3 python3-torch)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "bench/run.sh: installing ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+scripts/build.sh >/dev/null   # the AOT binary users run
+
+rm -rf bench/results/*.json bench/results/report.svg bench/results/micro   # every figure comes from this run
+echo "== throughput (${size} MiB, ${runs} runs)"; python3 bench/fuse-throughput.py --size-mib "$size" --runs "$runs"
+echo "== latency";                            python3 bench/latency.py --runs $((runs * 3))
+echo "== model load";                         python3 bench/model-load.py --runs "$runs"
+echo "== generate";                           bench/generate-speed.sh 1024
+if ((micro)); then
+  echo "== microbenchmarks"
+  dotnet run -c Release --project bench/MlArtifactFs.Benchmarks -- micro --filter '*' --job short --exporters csv --artifacts bench/results/micro
+fi
+scripts/local-s3.sh stop >/dev/null 2>&1 || true
+echo "== report"
+python3 bench/report.py
