@@ -105,7 +105,7 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
     }
 
     [Fact]
-    public async Task NoSignatureOrPresignedQueryEverReachesTheLogs()
+    public async Task NoSignatureOrPresignedQueryEverReachesTheLogsOrTraces()
     {
         const string signature = "f00dfeedcafe1234deadbeef5678";
         const string credential = "AKIAEXAMPLESECRETKEY";
@@ -115,14 +115,32 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
         string url = $"{s3.Endpoint}/{bucket}/m/weights.bin?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential={credential}%2F20261129%2Fus-east-1%2Fs3%2Faws4_request&X-Amz-Date=20261129T000000Z&X-Amz-Expires=60&X-Amz-SignedHeaders=host&X-Amz-Signature={signature}";
         string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
         await File.WriteAllTextAsync(manifest, (await File.ReadAllTextAsync(manifest)).Replace($"s3://{bucket}/m/weights.bin", url, StringComparison.Ordinal));
+
+        // Traces too: every span of every source in this process (ours and HttpClient's), with tags, events and status.
+        var spans = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        using var listener = new System.Diagnostics.ActivityListener
+        {
+            ShouldListenTo = _ => true,
+            Sample = (ref System.Diagnostics.ActivityCreationOptions<System.Diagnostics.ActivityContext> _) => System.Diagnostics.ActivitySamplingResult.AllDataAndRecorded,
+            ActivityStopped = a => spans.Enqueue(string.Join(' ', new[] { a.Source.Name, a.DisplayName, a.StatusDescription ?? "" }
+                .Concat(a.TagObjects.Select(t => $"{t.Key}={t.Value}"))
+                .Concat(a.Events.SelectMany(e => e.Tags.Select(t => $"{e.Name}:{t.Key}={t.Value}"))))),
+        };
+        System.Diagnostics.ActivitySource.AddActivityListener(listener);
+
         await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, fetcher: InProcessMount.FastRetries with { MaxAttempts = 2 });
-        await Assert.ThrowsAnyAsync<IOException>(() => File.ReadAllBytesAsync(mount["weights.bin"])); // the server refuses a bad presigned URL
+        var error = await Assert.ThrowsAnyAsync<IOException>(() => File.ReadAllBytesAsync(mount["weights.bin"])); // the server refuses a bad presigned URL
         string logs = mount.Logger.All;
         Assert.Contains("weights.bin", logs);
         Assert.Contains("(presigned)", logs);
-        Assert.DoesNotContain(signature, logs);
-        Assert.DoesNotContain(credential, logs);
-        Assert.DoesNotContain("Signature=", logs);
+        string traces = string.Join('\n', spans);
+        Assert.Contains("mlfs.fetch", traces); // the fetch spans were seen
+        foreach (string output in new[] { logs, traces, error.ToString() })
+        {
+            Assert.DoesNotContain(signature, output);
+            Assert.DoesNotContain(credential, output);
+            Assert.DoesNotContain("Signature=", output);
+        }
     }
 
     [Fact]
