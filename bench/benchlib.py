@@ -138,7 +138,8 @@ print(round(best))
 class Nginx:
     """nginx on 127.0.0.1:NGINX_PORT serving `root` (byte ranges on), with its own config and pid file."""
 
-    def __init__(self, root, work):
+    def __init__(self, root, work, limit_rate=None):
+        """limit_rate (e.g. "100m" bytes/s) caps each connection, as S3 does (~100 MB/s per connection)."""
         apt_install("nginx-light")
         self.url = f"http://127.0.0.1:{NGINX_PORT}"
         self.dir = tempfile.mkdtemp(prefix="nginx-", dir=work)
@@ -149,9 +150,11 @@ class Nginx:
 events {{ worker_connections 256; }}
 http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
   client_body_temp_path {self.dir}; proxy_temp_path {self.dir}; fastcgi_temp_path {self.dir}; uwsgi_temp_path {self.dir}; scgi_temp_path {self.dir};
-  server {{ listen 127.0.0.1:{NGINX_PORT}; root {root}; }} }}
+  server {{ listen 127.0.0.1:{NGINX_PORT}; root {root}; {f"limit_rate {limit_rate};" if limit_rate else ""} }} }}
 """)
-        sh(f"nginx -c {conf} -p {self.dir}")
+        started = subprocess.run(["nginx", "-c", conf, "-p", self.dir], capture_output=True, text=True)
+        if started.returncode != 0:
+            raise SystemExit(f"nginx did not start (port {NGINX_PORT} taken by a leftover?): {started.stderr.strip()}")
         self.conf = conf
 
     def ceiling(self, path, size, parts=16 << 20):

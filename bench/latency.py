@@ -6,6 +6,8 @@
   ready        `mlfs mount` start to ready (prefetch of config.json + tokenizer.json) vs fetching those
                two files with plain GETs
   listing      walking a 100-file folder through the mount vs walking the local folder
+  demand parts first byte through nginx capped at 100 MB/s per connection (as S3 caps one connection):
+               --demand-parts 4 (a cold chunk as 4 parallel GETs) vs 1, same mount, cold chunks
   switch       `mlfs switch` of a mounted, fully read v1 to a v2 that changes config.json and one 16 MiB
                chunk of a 256 MiB file: its time vs mount-to-ready, and the bytes fetched to read all of v2
                vs the bytes that changed
@@ -14,7 +16,7 @@
 """
 import argparse, hashlib, json, os, random, shutil, statistics, subprocess, tempfile, time
 
-from benchlib import MLFS, ensure_mlfs, local_s3_env, machine, run_boto, sh, write_result
+from benchlib import MLFS, Nginx, ensure_mlfs, local_s3_env, machine, run_boto, sh, write_result
 
 
 def read_all(root):
@@ -25,6 +27,41 @@ def read_all(root):
             with open(os.path.join(dp, f), "rb") as fh:
                 out[os.path.relpath(os.path.join(dp, f), root)] = hashlib.file_digest(fh, "sha256").hexdigest()
     return out
+
+
+def demand_parts_measure(mlfs, env, work, model, runs):
+    """Median first-byte ms (4 KiB at cold offsets, one mount each) through a per-connection-capped nginx, for 1 and 4 demand parts."""
+    nginx = Nginx(model, work, limit_rate="100m")
+    try:
+        manifest = os.path.join(work, "nginx.json")
+        sh(f"{mlfs} generate --id lat --version v1 --url-prefix {nginx.url} {model} > {manifest}")
+        size = os.path.getsize(os.path.join(model, "weights.bin"))
+        chunks = size // (4 << 20)
+        out = {}
+        for parts in (1, 4):
+            cache = tempfile.mkdtemp(prefix=f"cache-parts{parts}-", dir=work)
+            mp = tempfile.mkdtemp(prefix=f"mnt-parts{parts}-", dir=work)
+            ready = os.path.join(work, f"ready-parts{parts}")
+            p = subprocess.Popen([mlfs, "mount", "--manifest", manifest, "--cache-dir", cache, "--ready-file", ready,
+                                  "--demand-parts", str(parts), mp], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                while not os.path.exists(ready): time.sleep(0.005)
+                fd = os.open(os.path.join(mp, "weights.bin"), os.O_RDONLY)
+                times = []
+                for run in range(runs):
+                    chunk = (run * 7 + 3) % chunks  # a different cold chunk each time
+                    offset = chunk * (4 << 20) + random.Random(run).randrange(0, (4 << 20) - 4096)
+                    t = time.perf_counter()
+                    assert len(os.pread(fd, 4096, offset)) == 4096
+                    times.append(time.perf_counter() - t)
+                os.close(fd)
+                out[parts] = statistics.median(times)
+            finally:
+                p.terminate(); p.wait()
+                subprocess.run(["umount", "-l", mp], capture_output=True)
+        return out
+    finally:
+        nginx.stop()
 
 
 def switch_measure(mlfs, env, work, model, manifest, runs):
@@ -145,6 +182,7 @@ print(statistics.median(out))
         local_listing = (time.perf_counter() - t) / args.runs
 
         switch_s, refetched, changed = switch_measure(mlfs, env, work, model, manifest, min(args.runs, 3))
+        parts = demand_parts_measure(mlfs, env, work, model, args.runs)
 
         r = {
             "machine": machine(),
@@ -157,6 +195,9 @@ print(statistics.median(out))
             "plain_GETs_of_prefetch_files_ms": round(ref_ready * 1000, 1),
             "listing_100_files_ms": round(statistics.median(listings) * 1000, 2),
             "listing_local_folder_ms": round(local_listing * 1000, 2),
+            "first_byte_capped_nginx_1_part_ms": round(parts[1] * 1000, 1),
+            "first_byte_capped_nginx_4_parts_ms": round(parts[4] * 1000, 1),
+            "first_byte_4_parts_vs_1_part": round(parts[4] / parts[1], 2),
             "switch_ms": round(switch_s * 1000, 1),
             "switch_vs_mount_to_ready": round(switch_s / statistics.median(ready_times), 2),
             "switch_bytes_refetched": refetched,

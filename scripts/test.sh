@@ -40,9 +40,10 @@ tail -n 3 "$build_log"; rm -f "$build_log"
 # are removed at the end with everything else the run made.
 export MLFS_S3_DIR=/tmp/mlfs-test-s3
 log=$(mktemp)
-tmp_before=$(mktemp)
+tmp_before=$(mktemp) mounts_before=$(mktemp)
 ls -A /tmp | sort >"$tmp_before"
-trap 'rm -f "$log" "$tmp_before"' EXIT
+grep ' fuse\.mlfs ' /proc/mounts | sort >"$mounts_before" || true
+trap 'rm -f "$log" "$tmp_before" "$mounts_before"' EXIT
 set +e
 # A hung test host is killed (and named) rather than eating the CI budget.
 dotnet test MlArtifactFs.sln -c Release --no-build --blame-hang-timeout 10m 2>&1 | tee "$log"
@@ -53,7 +54,7 @@ rm -rf /tmp/mlfs-test-s3 /tmp/mlfs-test-redis
 
 # Tests clean up what they start: no mount, no process, no temp file of ours may outlive the run.
 leftovers=$(comm -13 "$tmp_before" <(ls -A /tmp | sort) | grep -E '^(mlfs-|clr-debug-pipe-|dotnet-diagnostic-)' || true)
-mounts=$(grep ' fuse\.mlfs ' /proc/mounts || true)
+mounts=$(comm -13 "$mounts_before" <(grep ' fuse\.mlfs ' /proc/mounts | sort) || true)
 if [[ -n $leftovers || -n $mounts ]]; then
   echo "test.sh: the tests left behind:" >&2
   [[ -n $leftovers ]] && sed 's|^|  /tmp/|' <<<"$leftovers" >&2

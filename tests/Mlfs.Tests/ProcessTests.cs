@@ -307,25 +307,41 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
             return settled;
         }
         var afterCold = await LoadRoundAsync(1); // fetches everything
+        var targetsCold = daemon.FdTargets();
         var afterWarm = await LoadRoundAsync(2); // served from the cache (passthrough where complete)
         sampling.Cancel();
         var max = await peak;
 
-        output.WriteLine($"daemon: {before.RssBytes >> 20} MiB RSS, {before.Threads} threads, {before.Fds} fds idle; peak {max.RssBytes >> 20} MiB, {max.Threads} threads, {max.Fds} fds; " +
+        output.WriteLine($"daemon: {before.RssBytes >> 20} MiB RSS, {before.Threads} threads, {before.Fds} fds + {before.Sockets} sockets idle; " +
+                         $"peak {max.RssBytes >> 20} MiB, {max.Threads} threads, {max.Fds} fds + {max.Sockets} sockets; " +
                          $"fds {afterCold.Fds} after the cold round, {afterWarm.Fds} after the warm one");
         Assert.Equal(0, wrong);
         // The daemon keeps up to 64 idle cache files open for reuse (a bounded pool): fds may rise once, then must not grow.
-        Assert.True(afterWarm.Fds <= afterCold.Fds, $"daemon fds: {before.Fds} idle, {afterCold.Fds} after a cold round, {afterWarm.Fds} after a warm one");
+        var targetsWarm = daemon.FdTargets();
+        string grown = string.Join(", ", targetsWarm.Where(t => t.Value > targetsCold.GetValueOrDefault(t.Key)).Select(t => $"{t.Key}: {targetsCold.GetValueOrDefault(t.Key)} -> {t.Value}"));
+        Assert.True(afterWarm.Fds <= afterCold.Fds, $"daemon fds: {before.Fds} idle, {afterCold.Fds} after a cold round, {afterWarm.Fds} after a warm one; grown: {grown}");
         Assert.True(afterCold.Fds <= before.Fds + 4 * files.Length, $"daemon fds: {before.Fds} idle, {afterCold.Fds} after a cold round of {files.Length} files");
         Assert.True(max.RssBytes <= 256L << 20, $"daemon peak RSS {max.RssBytes >> 20} MiB under load (bound 256 MiB)");
         Assert.True(max.Threads <= before.Threads + 40, $"daemon threads: {before.Threads} idle, {max.Threads} at peak");
+        Assert.True(max.Sockets <= before.Sockets + 32, $"daemon sockets: {before.Sockets} idle, {max.Sockets} at peak (the S3 connection pool holds at most 32)");
         Assert.False(mount.Process.HasExited);
     }
 
     /// <summary>RSS, threads and open fds of a process, from /proc.</summary>
     private sealed class DaemonSampler(int pid)
     {
-        public readonly record struct Usage(long RssBytes, int Threads, int Fds);
+        /// <summary>Fds counts files, pipes and devices (not assemblies); Sockets the S3 connections (a pool that may grow to its limit) and the control socket.</summary>
+        public readonly record struct Usage(long RssBytes, int Threads, int Fds, int Sockets);
+
+        /// <summary>The JIT-compiled test build opens assemblies as it first uses them (the AOT build has none): not a leak.</summary>
+        private static bool IsAssembly(string target) => target.EndsWith(".dll", StringComparison.Ordinal);
+
+        /// <summary>What the non-socket fds point at, counted per target (for a failure message).</summary>
+        public Dictionary<string, int> FdTargets() =>
+            Directory.GetFileSystemEntries($"/proc/{pid}/fd").Select(fd => { try { return new FileInfo(fd).LinkTarget ?? "?"; } catch (IOException) { return "?"; } })
+                .Where(t => !t.StartsWith("socket:", StringComparison.Ordinal) && !IsAssembly(t))
+                .Select(t => System.Text.RegularExpressions.Regex.Replace(t, @"\[\d+\]|[0-9a-f]{64}", "#"))
+                .GroupBy(t => t).ToDictionary(g => g.Key, g => g.Count());
 
         public Usage Sample()
         {
@@ -336,10 +352,22 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
                 if (line.StartsWith("VmRSS:", StringComparison.Ordinal)) rss = long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
                 if (line.StartsWith("Threads:", StringComparison.Ordinal)) threads = int.Parse(line.Split('\t', ' ').Last(), System.Globalization.CultureInfo.InvariantCulture);
             }
-            return new Usage(rss, threads, Directory.GetFileSystemEntries($"/proc/{pid}/fd").Length);
+            int fds = 0, sockets = 0;
+            foreach (string fd in Directory.GetFileSystemEntries($"/proc/{pid}/fd"))
+            {
+                try
+                {
+                    string target = new FileInfo(fd).LinkTarget ?? "";
+                    if (target.StartsWith("socket:", StringComparison.Ordinal)) sockets++;
+                    else if (!IsAssembly(target)) fds++;
+                }
+                catch (IOException) { } // closed while we looked
+            }
+            return new Usage(rss, threads, fds, sockets);
         }
 
-        public static Usage Max(Usage a, Usage b) => new(Math.Max(a.RssBytes, b.RssBytes), Math.Max(a.Threads, b.Threads), Math.Max(a.Fds, b.Fds));
+        public static Usage Max(Usage a, Usage b) =>
+            new(Math.Max(a.RssBytes, b.RssBytes), Math.Max(a.Threads, b.Threads), Math.Max(a.Fds, b.Fds), Math.Max(a.Sockets, b.Sockets));
     }
 
     [Fact]

@@ -144,6 +144,51 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
     }
 
     [Fact]
+    public async Task AColdRandomReadGetsItsChunkAsParallelPartsAndABadPartFallsBackToOneStream()
+    {
+        const int chunk = 4 << 20;
+        _model.Add("weights.bin", 4 * chunk, 22);
+        byte[] expected = _model.Files["weights.bin"];
+        string manifest = await UploadAsync(chunkSize: chunk);
+        await using var proxy = new FaultProxy(s3.Endpoint)
+        {
+            Faults = (n, _) => n switch { 6 => ProxyFault.FlippedByte, 10 => ProxyFault.ConnectionReset, _ => ProxyFault.None },
+        };
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint,
+            fetcher: InProcessMount.FastRetries with { DemandChunkParts = 4 });
+        // RandomAccess = POSIX_FADV_RANDOM: no kernel read-ahead. The reads below are > 4 MiB apart, so
+        // mlfs sees no sequential pattern either: each read asks for its own chunk only.
+        using var handle = File.OpenHandle(mount["weights.bin"], FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.RandomAccess);
+        var buffer = new byte[4096];
+        void ReadAt(long offset)
+        {
+            Assert.Equal(4096, RandomAccess.Read(handle, buffer, offset));
+            Assert.True(expected.AsSpan((int)offset, 4096).SequenceEqual(buffer), $"bytes at {offset}");
+        }
+
+        // Chunk 3: four 1 MiB GETs in parallel, nothing else.
+        ReadAt(3 * chunk + 12345);
+        Assert.Equal(Enumerable.Range(0, 4).Select(p => $"bytes={3 * chunk + p * (1 << 20)}-{3 * chunk + (p + 1) * (1 << 20) - 1}").Order(),
+            proxy.Ranges.Order());
+
+        // Chunk 0: one of its parts has a flipped byte. The chunk fails verification and is fetched again as
+        // one stream; only verified bytes are served.
+        ReadAt(7);
+        Assert.True(proxy.Gets == 9, string.Join(" | ", proxy.Ranges));
+        Assert.Equal("bytes=0-4194303", proxy.Ranges.Last());
+        Assert.Contains(mount.Logger.Lines, l => l.Contains("fetched in 4 parts does not match its SHA-256", StringComparison.Ordinal));
+
+        // Chunk 2: a part's connection is reset. The other parts are stopped; the chunk comes as one stream.
+        ReadAt(2 * chunk + 99);
+        Assert.True(proxy.Gets == 14, string.Join(" | ", proxy.Ranges));
+        Assert.Equal($"bytes={2 * chunk}-{3 * chunk - 1}", proxy.Ranges.Last());
+        Assert.Equal(2, proxy.FaultsInjected);
+
+        Check.SameBytes(expected, await File.ReadAllBytesAsync(mount["weights.bin"]), "weights.bin");
+        Assert.Equal(0, mount.Mount.Stats.Failures);
+    }
+
+    [Fact]
     public async Task CompleteFilesOpenInPassthroughAndReadTheSame()
     {
         _model.Add("weights.bin", 4 * Chunk + 5, 30);

@@ -305,6 +305,12 @@ public sealed class ChunkFetcher : IDisposable
         var blob = run.Blob;
         var d = blob.Descriptor;
         bool verifyChunks = d.HasChunkHashes;
+        if (verifyChunks && run.Priority == FetchPriority.Demand && start == d.ChunkStart(d.ChunkOf(start))
+            && await TryFetchChunkInPartsAsync(run, d.ChunkOf(start), state).ConfigureAwait(false))
+        {
+            start = d.ChunkEnd(d.ChunkOf(start));
+            if (start >= end) return;
+        }
         using var chunkHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         var chunkDigest = new System.IO.Hashing.XxHash3(); // stored in the record to detect later damage on disk
         long pos = start;
@@ -386,6 +392,101 @@ public sealed class ChunkFetcher : IDisposable
                     run.FileName, pos, end - 1, attempt, reason, (int)delay.TotalMilliseconds);
                 await Task.Delay(delay, _shutdown.Token).ConfigureAwait(false);
             }
+        }
+    }
+
+    private const long MinDemandPart = 256 << 10;
+
+    /// <summary>
+    /// Fetches one chunk a reader waits on as parallel ranged GETs into memory, verifies it, then caches
+    /// it. False (nothing cached, nothing served) when it should not or could not: the caller then
+    /// streams the chunk the ordinary way, with its retries. A full cache disk still fails the run.
+    /// </summary>
+    private async Task<bool> TryFetchChunkInPartsAsync(ChunkRun run, int chunk, FetchState state)
+    {
+        var blob = run.Blob;
+        var d = blob.Descriptor;
+        long chunkStart = d.ChunkStart(chunk);
+        int length = (int)(d.ChunkEnd(chunk) - chunkStart);
+        int parts = (int)Math.Min(_options.DemandChunkParts, length / MinDemandPart);
+        if (parts < 2) return false;
+        byte[] data = ArrayPool<byte>.Shared.Rent(length);
+        try
+        {
+            int partSize = (length + parts - 1) / parts;
+            using var stall = CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);
+            stall.CancelAfter(_options.StallTimeout);
+            var reads = new Task[parts];
+            for (int p = 0; p < parts; p++)
+            {
+                int from = p * partSize, count = Math.Min(partSize, length - from);
+                reads[p] = ReadPartAsync(run.Location, chunkStart + from, data.AsMemory(from, count), stall.Token);
+            }
+            state.Attempts++;
+            // Hash each part as soon as it and those before it are in: only the last part's hashing follows the transfer.
+            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+            try
+            {
+                for (int p = 0; p < parts; p++)
+                {
+                    await reads[p].ConfigureAwait(false);
+                    int from = p * partSize;
+                    hash.AppendData(data, from, Math.Min(partSize, length - from));
+                }
+            }
+            catch
+            {
+                await stall.CancelAsync().ConfigureAwait(false); // one part failed: stop the others
+                throw;
+            }
+            finally
+            {
+                // A part that failed: let the others finish (or fail) before the buffer goes back to the pool.
+                try { await Task.WhenAll(reads).ConfigureAwait(false); } catch (Exception) { }
+            }
+            Interlocked.Add(ref _stats.BytesFetched, length);
+            MlfsTelemetry.BytesFetched.Add(length);
+            state.Bytes += length;
+
+            var bytes = data.AsSpan(0, length);
+            string actual = Convert.ToHexStringLower(hash.GetHashAndReset());
+            if (actual != d.ChunkHashes![chunk])
+            {
+                MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "verification"));
+                _logger.LogWarning("{File}: chunk {Chunk} fetched in {Parts} parts does not match its SHA-256; fetching it again as one stream",
+                    run.FileName, chunk, parts);
+                Interlocked.Increment(ref _stats.Retries);
+                return false;
+            }
+            WriteToCache(blob, bytes, chunkStart, run.FileName);
+            blob.MarkVerified(chunk, System.IO.Hashing.XxHash3.HashToUInt64(bytes));
+            _index.Add(blob.Name, [(chunk, actual)]);
+            run.ChunkReady(chunk);
+            Interlocked.Increment(ref _stats.ChunksFetched);
+            state.Position = chunkStart + length;
+            return true;
+        }
+        catch (Exception e) when (e is not CacheFullException && !_shutdown.IsCancellationRequested)
+        {
+            _logger.LogDebug("{File}: chunk {Chunk} in parts failed ({Reason}); fetching it as one stream", run.FileName, chunk, Describe(e));
+            Interlocked.Increment(ref _stats.Retries);
+            return false;
+        }
+        finally
+        {
+            ArrayPool<byte>.Shared.Return(data);
+        }
+    }
+
+    private async Task ReadPartAsync(ObjectLocation location, long offset, Memory<byte> destination, CancellationToken cancel)
+    {
+        Interlocked.Increment(ref _stats.Requests);
+        await using var body = await _store.OpenRangeAsync(location, offset, destination.Length, cancel).ConfigureAwait(false);
+        for (int got = 0; got < destination.Length;)
+        {
+            int n = await body.ReadAsync(destination[got..], cancel).ConfigureAwait(false);
+            if (n == 0) throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {location.Display}: body ended early");
+            got += n;
         }
     }
 

@@ -25,6 +25,15 @@ public sealed record FetcherOptions
     public TimeSpan RetryBaseDelay { get; init; } = TimeSpan.FromMilliseconds(100);
     public TimeSpan RetryMaxDelay { get; init; } = TimeSpan.FromSeconds(5);
 
+    /// <summary>
+    /// A reader waiting on a cold chunk (a random read) gets it as this many parallel ranged GETs;
+    /// parts are at least 256 KiB. Nothing is served before its whole chunk verifies, so on stores
+    /// where one connection is slower than the network (S3: ~100 MB/s per connection) one stream's
+    /// rate bounds the first byte, and 4 parts cut that transfer ~4x. Off (1) by default: on a
+    /// loopback or CPU-bound server every extra request costs more than it saves (bench/README.md).
+    /// </summary>
+    public int DemandChunkParts { get; init; } = 1;
+
     /// <summary>Sequential read-ahead grows from <see cref="MaxRequestBytes"/> by doubling up to this.</summary>
     public long MaxReadAheadBytes { get; init; } = 128L << 20;
 }

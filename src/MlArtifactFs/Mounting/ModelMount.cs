@@ -32,7 +32,7 @@ public sealed class ModelMount : IAsyncDisposable
         Options = options;
         _s3 = s3;
         _logger = logger;
-        _store = new HttpObjectStore(s3, options.Fetcher.MaxConcurrentFetches * 2);
+        _store = new HttpObjectStore(s3, options.Fetcher.MaxConcurrentFetches * Math.Max(2, options.Fetcher.DemandChunkParts));
         Stats = new FetchStatistics();
         Cache = new BlobCache(options.CacheDirectory ?? BlobCache.DefaultRoot(), options.CacheSize, logger);
         Index = string.IsNullOrWhiteSpace(options.Redis) ? new LocalChunkIndex() : RedisChunkIndex.Connect(options.Redis, Cache.Root, logger);

@@ -23,6 +23,11 @@ internal static class MountCommand
     public static readonly Option<bool> NoPassthrough = new("--no-passthrough") { Description = "never use FUSE passthrough for cached files" };
     public static readonly Option<int> ReadAheadKb = new("--read-ahead-kb") { Description = "kernel read-ahead of the mount in KiB", DefaultValueFactory = _ => 8192 };
     public static readonly Option<int> MaxConnections = new("--max-connections") { Description = "ranged GETs in flight at once", DefaultValueFactory = _ => 8 };
+    public static readonly Option<int> DemandParts = new("--demand-parts")
+    {
+        Description = "parallel GETs for a cold chunk a reader waits on (4 helps on S3, where one connection is slower than the network)",
+        DefaultValueFactory = _ => 1,
+    };
     public static readonly Option<int> StallTimeout = new("--stall-timeout") { Description = "seconds without data before a GET is retried", DefaultValueFactory = _ => 30 };
     public static readonly Option<int> MaxAttempts = new("--max-attempts") { Description = "attempts per GET before reads get EIO", DefaultValueFactory = _ => 6 };
     public static readonly Option<string?> Redis = new("--redis")
@@ -38,7 +43,7 @@ internal static class MountCommand
         var command = new Command("mount", "Mount a manifest read-only; files are fetched lazily in verified chunks and cached on disk.")
         {
             Manifest, CacheDir, CacheSize, Endpoint, LogLevel, PrefetchAll, AllowOther, NoPassthrough, ReadAheadKb,
-            MaxConnections, StallTimeout, MaxAttempts, Redis, ReadyFile, MountPoint,
+            MaxConnections, DemandParts, StallTimeout, MaxAttempts, Redis, ReadyFile, MountPoint,
         };
         command.SetAction((parse, cancel) => RunAsync(parse, cancel));
         return command;
@@ -77,6 +82,7 @@ internal static class MountCommand
             Fetcher = new FetcherOptions
             {
                 MaxConcurrentFetches = Math.Max(1, parse.GetValue(MaxConnections)),
+                DemandChunkParts = Math.Clamp(parse.GetValue(DemandParts), 1, 16),
                 StallTimeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(StallTimeout))),
                 MaxAttempts = Math.Max(1, parse.GetValue(MaxAttempts)),
             },

@@ -53,6 +53,8 @@ public sealed class FaultProxy : IAsyncDisposable
     public int Gets => Volatile.Read(ref _gets);
     public long BytesSent => Interlocked.Read(ref _bytes);
     public int FaultsInjected => Volatile.Read(ref _faultsInjected);
+    /// <summary>The Range header of every GET, in arrival order ("" when none).</summary>
+    public System.Collections.Concurrent.ConcurrentQueue<string> Ranges { get; } = new();
 
     private static int FreePort()
     {
@@ -82,6 +84,7 @@ public sealed class FaultProxy : IAsyncDisposable
         try
         {
             int n = request.HttpMethod == "GET" ? Interlocked.Increment(ref _gets) : 0;
+            if (n > 0) Ranges.Enqueue(request.Headers["Range"] ?? "");
             var fault = n > 0 ? Faults(n, request.Url!.AbsolutePath) : ProxyFault.None;
             if (fault != ProxyFault.None) Interlocked.Increment(ref _faultsInjected);
             if (fault is ProxyFault.ServiceUnavailable or ProxyFault.SlowDown)
