@@ -23,13 +23,14 @@ public sealed class FetcherTests : IDisposable
         _fetcher = NewFetcher();
     }
 
-    private ChunkFetcher NewFetcher(long maxRequest = 4 * Chunk) => new(_store, _cache, new FetcherOptions
+    /// <summary>Tests that hold a body paused keep the 10 s stall timeout, so a slow, busy machine cannot turn the pause into a retry.</summary>
+    private ChunkFetcher NewFetcher(long maxRequest = 4 * Chunk, int stallMs = 10_000) => new(_store, _cache, new FetcherOptions
     {
         MaxRequestBytes = maxRequest,
         BufferSize = 64 * 1024,
         RetryBaseDelay = TimeSpan.FromMilliseconds(1),
         RetryMaxDelay = TimeSpan.FromMilliseconds(5),
-        StallTimeout = TimeSpan.FromMilliseconds(300),
+        StallTimeout = TimeSpan.FromMilliseconds(stallMs),
         MaxAttempts = 4,
     }, _stats, NullLogger.Instance);
 
@@ -141,6 +142,11 @@ public sealed class FetcherTests : IDisposable
         var bytes = Bytes(3 * Chunk + 17, 4);
         var (d, loc) = Put("a", bytes);
         _store.Faults = call => call <= 2 ? fault : Fault.None; // the first two attempts fail
+        if (fault == Fault.Stall)
+        {
+            _fetcher.Dispose();
+            _fetcher = NewFetcher(stallMs: 300);
+        }
         var blob = _cache.Open(d);
         await _fetcher.EnsureAsync(blob, loc, "a", 0, bytes.Length, FetchPriority.Demand, default).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(bytes, ReadAll(blob));

@@ -315,6 +315,7 @@ public sealed class ChunkFetcher : IDisposable
         var chunkDigest = new System.IO.Hashing.XxHash3(); // stored in the record to detect later damage on disk
         long pos = start;
         int attempt = 0;
+        blob.Preallocate(start, end - start);
         while (pos < end)
         {
             attempt++;
