@@ -77,6 +77,23 @@ public sealed class FailureTests(S3Fixture s3, ITestOutputHelper output) : Model
         Assert.DoesNotContain(wrongSecret, e.Message);
     }
 
+    [Fact]
+    public async Task ARequestTheServerRefusesIsNotRetriedAndGivesEioAtOnce()
+    {
+        _model.Add("weights.bin", 2 * Chunk, 23);
+        string bucket = await s3.CreateBucketAsync("refused");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        await using var proxy = new FaultProxy(s3.Endpoint) { Faults = (_, _) => ProxyFault.BadRequest };
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint);
+        Assert.Equal(5, ReadErrno(mount["weights.bin"], 7)); // EIO
+        // A 400 is an answer, not a hiccup: no retry. (The kernel may read the failed page once more by itself,
+        // which asks again; retried, it would take MaxAttempts GETs per read.)
+        Assert.Equal(0, mount.Mount.Stats.Retries);
+        Assert.True(proxy.Gets < InProcessMount.FastRetries.MaxAttempts, $"{proxy.Gets} GETs");
+        Assert.Contains(mount.Logger.Lines, l => l.Contains("weights.bin", StringComparison.Ordinal) && l.Contains("HTTP 400 InvalidArgument", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData(ProxyFault.ServiceUnavailable)]
     [InlineData(ProxyFault.SlowDown)]

@@ -662,6 +662,7 @@ public sealed class ChunkFetcher : IDisposable
         ObjectStoreException { Kind: ObjectStoreErrorKind.NotFound } => "not_found",
         ObjectStoreException { Kind: ObjectStoreErrorKind.AccessDenied } => "access_denied",
         ObjectStoreException { Kind: ObjectStoreErrorKind.BadResponse } => "bad_response",
+        ObjectStoreException { Kind: ObjectStoreErrorKind.Rejected } => "rejected",
         ObjectStoreException => "transient",
         ChunkVerificationException => "verification",
         CacheFullException => "cache_full",

@@ -67,7 +67,9 @@ public sealed class HttpObjectStore : IObjectStore, IDisposable
                     404 => ObjectStoreErrorKind.NotFound,
                     401 or 403 => ObjectStoreErrorKind.AccessDenied,
                     408 or 429 or >= 500 => ObjectStoreErrorKind.Transient,
-                    _ => ObjectStoreErrorKind.BadResponse,
+                    400 when code is "RequestTimeout" or "SlowDown" => ObjectStoreErrorKind.Transient,
+                    >= 400 => ObjectStoreErrorKind.Rejected,
+                    _ => ObjectStoreErrorKind.BadResponse, // 1xx/3xx: nothing we can read
                 };
                 string hint = kind switch
                 {

@@ -23,6 +23,8 @@ public enum ObjectStoreErrorKind
     AccessDenied,
     /// <summary>The server answered something we cannot use (bad Content-Range, wrong length, HTML with 200).</summary>
     BadResponse,
+    /// <summary>The server refused the request itself (4xx such as 400 InvalidBucketName): asking again cannot help.</summary>
+    Rejected,
 }
 
 /// <summary>A storage failure. The message names the object (without query or signature), the range and the status.</summary>

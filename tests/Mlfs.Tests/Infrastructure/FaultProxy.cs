@@ -13,6 +13,8 @@ public enum ProxyFault
     RangeIgnored,
     /// <summary>Right status and headers, but the body shifted by one byte: only verification can tell.</summary>
     ShiftedBody,
+    /// <summary>400 InvalidArgument: the server refuses the request itself.</summary>
+    BadRequest,
 }
 
 /// <summary>
@@ -94,6 +96,13 @@ public sealed class FaultProxy : IAsyncDisposable
                     ? "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
                     : "<Error><Code>ServiceUnavailable</Code></Error>");
                 await response.OutputStream.WriteAsync(body);
+                response.Close();
+                return;
+            }
+            if (fault == ProxyFault.BadRequest)
+            {
+                response.StatusCode = 400;
+                await response.OutputStream.WriteAsync("<Error><Code>InvalidArgument</Code><Message>Invalid argument.</Message></Error>"u8.ToArray());
                 response.Close();
                 return;
             }
