@@ -92,7 +92,7 @@ def table(report):
 def svg(report, path):
     """A bar per ratio that has a target: the bar is the ratio, the tick the target; green met, red missed."""
     rows = [r for r in report["rows"] if r["target"] and r["ratio"] is not None]
-    left, width, bar_h, gap, top = 360, 420, 18, 10, 50
+    left, width, bar_h, gap, top = 470, 420, 18, 10, 50
     scale = width / max(2.0, max(max(r["ratio"], r["target"][1]) for r in rows) * 1.05)
     height = top + len(rows) * (bar_h + gap) + 40
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{left + width + 80}" height="{height}" font-family="sans-serif" font-size="12">',
@@ -105,10 +105,10 @@ def svg(report, path):
         w = r["ratio"] * scale
         tx = left + r["target"][1] * scale
         label = f"{r['measure']} ({r['target'][0]} {r['target'][1]})"
-        out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{escape(label[:58])}</text>')
+        out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{escape(label[:78])}</text>')
         out.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="{color}"/>')
         out.append(f'<line x1="{tx:.1f}" y1="{y - 3}" x2="{tx:.1f}" y2="{y + bar_h + 3}" stroke="black" stroke-width="2"/>')
-        out.append(f'<text x="{left + w + 4:.1f}" y="{y + 13}">{r["ratio"]}</text>')
+        out.append(f'<text x="{max(left + w, tx) + 5:.1f}" y="{y + 13}">{r["ratio"]}</text>')
     y = top + len(rows) * (bar_h + gap) + 10
     out.append(f'<line x1="{left}" y1="{top - 5}" x2="{left}" y2="{y}" stroke="#999"/>')
     out.append(f'<text x="{left}" y="{y + 16}" fill="#555">bar = ratio, black tick = target; green = met, red = missed</text>')
