@@ -206,6 +206,40 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
     }
 
     [Fact]
+    public async Task AfterARestartFilesCachedWholeAreCheckedInTheBackgroundAndOpenInPassthrough()
+    {
+        _model.Add("weights.bin", 4 * Chunk + 5, 31).Add("damaged.bin", 3 * Chunk, 32).Add("never-read.bin", Chunk, 33);
+        string manifest = await UploadAsync();
+        await using (var first = await InProcessMount.StartAsync(s3, manifest, _cache.FullName))
+        {
+            foreach (string path in new[] { "weights.bin", "damaged.bin" })
+                Check.SameBytes(_model.Files[path], await File.ReadAllBytesAsync(first[path]), path);
+        }
+        // Damage one byte of damaged.bin's cache file while no mount runs.
+        string damaged = Directory.EnumerateFiles(_cache.FullName, "*.data", SearchOption.AllDirectories)
+            .Single(f => new FileInfo(f).Length == 3 * Chunk);
+        await using (var stream = new FileStream(damaged, FileMode.Open, FileAccess.ReadWrite))
+        {
+            stream.Position = Chunk + 77;
+            int b = stream.ReadByte();
+            stream.Position = Chunk + 77;
+            stream.WriteByte((byte)(b ^ 0x20));
+        }
+        int cacheFiles = Directory.EnumerateFiles(_cache.FullName, "*.rec", SearchOption.AllDirectories).Count();
+
+        await using var again = await InProcessMount.StartAsync(s3, manifest, _cache.FullName);
+        await again.Mount.CachedFilesChecked.WaitAsync(TimeSpan.FromMinutes(1));
+        Assert.Equal(cacheFiles, Directory.EnumerateFiles(_cache.FullName, "*.rec", SearchOption.AllDirectories).Count()); // nothing created for never-read.bin
+        Check.SameBytes(_model.Files["weights.bin"], await File.ReadAllBytesAsync(again["weights.bin"]), "weights.bin");
+        Assert.Equal(1, again.Mount.GetStatus().PassthroughOpens); // its first open, checked before it
+        Assert.Equal(0, again.Mount.Stats.Requests);
+        // The damaged chunk was found by the check, dropped, and is fetched again on read; nothing wrong is served.
+        Check.SameBytes(_model.Files["damaged.bin"], await File.ReadAllBytesAsync(again["damaged.bin"]), "damaged.bin");
+        Assert.True(again.Mount.Stats.ChunksFetched == 1, $"{again.Mount.Stats.ChunksFetched} chunks fetched");
+        Assert.Contains(again.Logger.Lines, l => l.Contains("damaged.bin", StringComparison.Ordinal) && l.Contains("is damaged", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task SequentialReadAheadFetchesInParallelAndReadsAreExact()
     {
         _model.Add("big.bin", 40 << 20, 40);

@@ -64,14 +64,24 @@ public sealed class BlobCache : IDisposable
         return blobName.Length > 65 && blobName[64] == '-' && long.TryParse(blobName.AsSpan(65), out long size) && size > 0 ? size : null;
     }
 
+    // A different chunking of the same content gets its own blob (records are per chunk size).
+    private static string NameOf(BlobDescriptor descriptor) =>
+        descriptor.HasChunkHashes || descriptor.ChunkSize != Manifest.ModelManifest.DefaultChunkSize
+            ? $"{descriptor.Sha256}-{descriptor.ChunkSize}" : descriptor.Sha256;
+
+    /// <summary>Whether an earlier run (or another process) left a record of this blob's chunks.</summary>
+    public bool HasRecord(BlobDescriptor descriptor)
+    {
+        string name = NameOf(descriptor);
+        return File.Exists(Path.Combine(BlobDirectory, descriptor.Sha256[..2], name + ".rec"));
+    }
+
     /// <summary>Opens (or shares) the blob for a file; pair with <see cref="Release"/>.</summary>
     public CachedBlob Open(BlobDescriptor descriptor)
     {
         lock (_lock)
         {
-            // A different chunking of the same content gets its own blob (records are per chunk size).
-            string name = descriptor.HasChunkHashes || descriptor.ChunkSize != Manifest.ModelManifest.DefaultChunkSize
-                ? $"{descriptor.Sha256}-{descriptor.ChunkSize}" : descriptor.Sha256;
+            string name = NameOf(descriptor);
             int idle = _idle.FindIndex(b => b.Name == name);
             if (idle >= 0)
             {

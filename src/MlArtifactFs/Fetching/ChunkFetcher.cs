@@ -506,14 +506,20 @@ public sealed class ChunkFetcher : IDisposable
     }
 
     /// <summary>Checks every recorded chunk of a blob in the background, so a fully cached file can open in passthrough.</summary>
-    public void Scrub(CachedBlob blob, string fileName)
+    public void Scrub(CachedBlob blob, string fileName) => _ = ScrubAsync(blob, fileName, CancellationToken.None);
+
+    /// <summary>
+    /// <see cref="Scrub"/>, awaitable: completes when every recorded chunk was checked (damaged ones are
+    /// dropped, to be fetched again), at once when there is nothing to check or a check already runs.
+    /// </summary>
+    public Task ScrubAsync(CachedBlob blob, string fileName, CancellationToken cancel)
     {
-        if (!blob.AllRecorded || blob.IsComplete || Interlocked.Exchange(ref blob.Scrubbing, 1) != 0) return;
-        _ = Task.Run(() =>
+        if (!blob.AllRecorded || blob.IsComplete || Interlocked.Exchange(ref blob.Scrubbing, 1) != 0) return Task.CompletedTask;
+        return Task.Run(() =>
         {
-            for (int c = 0; c < blob.Descriptor.ChunkCount && !_shutdown.IsCancellationRequested; c++)
+            for (int c = 0; c < blob.Descriptor.ChunkCount && !_shutdown.IsCancellationRequested && !cancel.IsCancellationRequested; c++)
                 Adopt(blob, c, fileName);
-        });
+        }, CancellationToken.None);
     }
 
     /// <summary>Publishes the verified chunks of a blob to the index (once per opened blob), so other files and processes can reuse them.</summary>

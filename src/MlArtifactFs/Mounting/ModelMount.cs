@@ -26,6 +26,7 @@ public sealed class ModelMount : IAsyncDisposable
     private FuseSession? _session;
     private ControlServer? _control;
     private CancellationTokenSource? _background;
+    private Task _backgroundWork = Task.CompletedTask;
 
     private ModelMount(MountOptions options, S3Settings s3, ILogger logger)
     {
@@ -86,11 +87,11 @@ public sealed class ModelMount : IAsyncDisposable
                 }, logger);
             }
             mount._control = ControlServer.TryStart(options.ControlSocket ?? ControlServer.DefaultPath(options.MountPoint), mount, logger);
-            if (options.PrefetchAll)
-            {
-                mount._background = new CancellationTokenSource();
-                _ = mount.PrefetchAllAsync(mount._background.Token);
-            }
+            mount._background = new CancellationTokenSource();
+            mount.CachedFilesChecked = mount.CheckCachedFilesAsync(mount._background.Token);
+            mount._backgroundWork = options.PrefetchAll
+                ? Task.WhenAll(mount.CachedFilesChecked, mount.PrefetchAllAsync(mount._background.Token))
+                : mount.CachedFilesChecked;
             return mount;
         }
         catch
@@ -153,6 +154,29 @@ public sealed class ModelMount : IAsyncDisposable
         {
             if (blob.Poison is { } poison) throw poison;
             await Task.Delay(10, cancel).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Completes when the files an earlier run cached whole have been checked (see <see cref="CheckCachedFilesAsync"/>).</summary>
+    public Task CachedFilesChecked { get; private set; } = Task.CompletedTask;
+
+    /// <summary>
+    /// After a restart, chunks recorded by the earlier run are trusted only once their bytes match the
+    /// recorded digest. Files cached whole are checked here, one at a time in the background, so their
+    /// first open can use passthrough instead of checking chunk by chunk on the read path.
+    /// </summary>
+    private async Task CheckCachedFilesAsync(CancellationToken cancel)
+    {
+        await Task.Yield(); // not on the mount's start path
+        foreach (var file in FileSystem.Current.Files.Select(n => n.File!))
+        {
+            if (cancel.IsCancellationRequested) return;
+            if (!Cache.HasRecord(file.Blob)) continue; // never cached: nothing to check, and no file to create
+            CachedBlob blob;
+            try { blob = Cache.Open(file.Blob); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException) { continue; } // its first open will say why
+            try { await Fetcher.ScrubAsync(blob, file.Path, cancel).ConfigureAwait(false); }
+            finally { Cache.Release(blob); }
         }
     }
 
@@ -237,6 +261,9 @@ public sealed class ModelMount : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _background?.Cancel();
+        // Background checks and prefetch stop at their next chunk; let them before the cache closes under them.
+        try { await _backgroundWork.WaitAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false); }
+        catch (Exception e) when (e is OperationCanceledException or TimeoutException or IOException or ObjectDisposedException) { }
         _control?.Dispose();
         _session?.Dispose();   // unmounts; pending reads get an error
         Fetcher.Dispose();
@@ -245,7 +272,6 @@ public sealed class ModelMount : IAsyncDisposable
         Index.Dispose();
         _store.Dispose();
         _background?.Dispose();
-        await Task.CompletedTask.ConfigureAwait(false);
     }
 }
 
