@@ -43,6 +43,23 @@ public sealed class MountTests : IDisposable
     }
 
     [Fact]
+    public void OtherUsersAreKeptOutUnlessAllowOtherIsAsked()
+    {
+        string[] asNobody = ["--reuid=65534", "--regid=65534", "--clear-groups", "cat"];
+        var denied = TestMount.Run("setpriv", [.. asNobody, _mount["names/with space.txt"]]);
+        Assert.NotEqual(0, denied.Code);
+        Assert.Contains("Permission denied", denied.Error);
+
+        var fs = new InMemoryFileSystem();
+        fs.AddFile("shared.txt", "for everyone"u8.ToArray());
+        using var open = new TestMount(fs, o => o with { AllowOther = true });
+        Assert.Contains("allow_other", File.ReadAllLines("/proc/mounts").Single(l => l.Split(' ')[1] == open.MountPoint).Split(' ')[3].Split(','));
+        var allowed = TestMount.Run("setpriv", [.. asNobody, open["shared.txt"]]);
+        Assert.True(allowed.Code == 0, allowed.Error);
+        Assert.Equal("for everyone", allowed.Output);
+    }
+
+    [Fact]
     public void ListsNestedDirectoriesLikeLsR()
     {
         var (code, output, _) = TestMount.Run("ls", "-R", _mount.MountPoint);
