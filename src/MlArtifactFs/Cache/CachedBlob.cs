@@ -287,7 +287,6 @@ public sealed class CachedBlob : IDisposable
         return false;
     }
 
-    /// <summary>Frees the disk blocks of a chunk that failed verification (nothing unverified stays).</summary>
     /// <summary>
     /// Allocates disk blocks for a range about to be written (best effort: a full disk shows at the write).
     /// Writes into allocated blocks skip ext4's per-block delayed-allocation bookkeeping.
@@ -295,6 +294,7 @@ public sealed class CachedBlob : IDisposable
     internal void Preallocate(long offset, long length) =>
         Libc.Fallocate((int)_data.DangerousGetHandle(), Libc.FALLOC_FL_KEEP_SIZE, offset, length);
 
+    /// <summary>Frees the disk blocks of a chunk that failed verification (nothing unverified stays).</summary>
     internal void PunchHole(long offset, long length) =>
         Libc.Fallocate((int)_data.DangerousGetHandle(), Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, offset, length);
 
