@@ -31,6 +31,9 @@ if ((${#missing[@]})); then
 fi
 scripts/build.sh >/dev/null   # the AOT binary users run
 
+# The S3 server's state (4 GiB and more of objects) lives apart and goes at the end.
+export MLFS_S3_DIR=/tmp/mlfs-bench-s3
+trap 'scripts/local-s3.sh stop >/dev/null 2>&1 || true; rm -rf "$MLFS_S3_DIR"' EXIT
 rm -rf bench/results/*.json bench/results/report.svg bench/results/micro   # every figure comes from this run
 echo "== throughput (${size} MiB, ${runs} runs)"; python3 bench/fuse-throughput.py --size-mib "$size" --runs "$runs"
 echo "== latency";                            python3 bench/latency.py --runs $((runs * 3))
@@ -40,6 +43,5 @@ if ((micro)); then
   echo "== microbenchmarks"
   dotnet run -c Release --project bench/MlArtifactFs.Benchmarks -- micro --filter '*' --job short --exporters csv --artifacts bench/results/micro
 fi
-scripts/local-s3.sh stop >/dev/null 2>&1 || true
 echo "== report"
 python3 bench/report.py
