@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark, one after the other, then one report: a table on stdout, bench/results/report.json
-# and bench/results/report.svg. Run on purpose (about 15 minutes here), never in CI. Needs root and /dev/fuse.
+# and bench/results/report.svg. Run on purpose (about 13 minutes here), never in CI. Needs root and /dev/fuse.
 #   bench/run.sh [--size-mib N] [--runs N] [--micro]
 #     --size-mib  the streamed file (default 4096: the peak-RSS target is for a 4 GiB stream)
 #     --runs      runs per measure; each figure is the median (default 3; latency 3x, model load 2x+1 as many)
