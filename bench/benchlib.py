@@ -3,7 +3,6 @@ server (uploads and a plain boto3 client: the reference every S3 figure is compa
 serving the same bytes unsigned, and the peers (rclone mount, s3fs) mounted on the same objects."""
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import tempfile

@@ -16,7 +16,7 @@
 """
 import argparse, hashlib, json, os, random, shutil, statistics, subprocess, tempfile, time
 
-from benchlib import MLFS, Nginx, ensure_mlfs, local_s3_env, machine, run_boto, sh, write_result
+from benchlib import Nginx, ensure_mlfs, local_s3_env, machine, run_boto, sh, write_result
 
 
 def read_all(root):
