@@ -19,11 +19,8 @@ def sh(cmd, **kw):
 
 
 def apt_install(*packages):
-    """Installs the Debian packages not yet installed (idempotent)."""
-    missing = [p for p in packages
-               if "install ok installed" not in subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True).stdout]
-    if missing:
-        sh("apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq " + " ".join(missing) + " >/dev/null")
+    """Installs the Debian packages not yet installed (idempotent; scripts/ensure-packages.sh)."""
+    subprocess.run([f"{ROOT}/scripts/ensure-packages.sh", *packages], check=True, stdout=subprocess.DEVNULL)
 
 
 def ensure_mlfs():

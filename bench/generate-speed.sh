@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 size=${1:-1024}
-command -v bc >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bc >/dev/null
+scripts/ensure-packages.sh bc
 [[ -x artifacts/mlfs/mlfs ]] || scripts/build.sh >/dev/null
 dir=$(mktemp -d /tmp/mlfs-genbench-XXXX)
 trap 'rm -rf "$dir"' EXIT

@@ -18,17 +18,8 @@ while (($#)); do
 done
 
 # What the benchmarks use: the local S3 server, nginx, the peers, boto3 (the plain client), torch.
-packages=(fuse3 swift swift-proxy swift-account swift-container swift-object memcached curl python3 bc
-          nginx-light rclone s3fs python3-boto3 python3-torch)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "bench/run.sh: installing ${missing[*]}" >&2
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+scripts/ensure-packages.sh fuse3 swift swift-proxy swift-account swift-container swift-object memcached curl python3 bc \
+  nginx-light rclone s3fs python3-boto3 python3-torch
 scripts/build.sh >/dev/null   # the AOT binary users run
 
 # The S3 server's state (4 GiB and more of objects) lives apart and goes at the end.

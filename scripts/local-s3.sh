@@ -33,6 +33,7 @@ install_packages() {
   command -v swift-object-server >/dev/null || need+=(swift-object)
   command -v memcached >/dev/null || need+=(memcached)
   command -v swift-ring-builder >/dev/null || need+=(swift)
+  command -v curl >/dev/null || need+=(curl)
   if ((${#need[@]})); then
     echo "local-s3: installing ${need[*]}" >&2
     export DEBIAN_FRONTEND=noninteractive
@@ -150,7 +151,6 @@ start_one() { # name command...
 start() {
   if is_up; then print_env; return; fi
   install_packages
-  command -v curl >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >&2; }
   write_configs
   start_one memcached memcached -l 127.0.0.1 -p "$MEMCACHED_PORT" -U 0 -u "$(id -un)" -m 64
   start_one account swift-account-server "$DIR/account-server.conf"

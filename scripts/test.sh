@@ -12,19 +12,10 @@ if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 # System packages the tests use: fuse3 (fusermount3), the local S3 server (swift + memcached),
 # redis-server (and redis-cli), curl (the scripts' health checks), python3 (the mmap test's child
 # process, the sample model), coreutils (ls, stat, dd, sha256sum, cat), procps (kill),
-# mount (mount, umount: tmpfs for the disk-full test) and util-linux (setpriv: the unprivileged test).
-packages=(fuse3 swift swift-proxy swift-account swift-container swift-object memcached redis-server redis-tools
-          curl python3 coreutils procps mount util-linux)
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  echo "test.sh: installing ${missing[*]}" >&2
-  export DEBIAN_FRONTEND=noninteractive
-  $SUDO apt-get update -qq
-  $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# mount (mount, umount: tmpfs for the disk-full test) and util-linux (setpriv: the unprivileged tests;
+# unshare: the no-/dev/fuse test).
+scripts/ensure-packages.sh fuse3 swift swift-proxy swift-account swift-container swift-object memcached \
+  redis-server redis-tools curl python3 coreutils procps mount util-linux
 [[ -e /dev/fuse ]] || $SUDO modprobe fuse || { echo "test.sh: /dev/fuse is missing and the fuse module could not be loaded" >&2; exit 1; }
 
 # Warnings are errors by Directory.Build.props; on failure show every error, not just a summary.
