@@ -64,7 +64,7 @@ def wait_for(path, proc, timeout=120):
             raise SystemExit(f"process exited with {proc.returncode}")
         if time.time() - t > timeout:
             raise SystemExit(f"timed out waiting for {path}")
-        time.sleep(0.005)
+        time.sleep(0.001)  # latency.py times mount-to-ready with this
 
 
 def median(xs):
@@ -108,13 +108,13 @@ s3 = boto3.client("s3", endpoint_url="{env['AWS_ENDPOINT_URL']}", aws_access_key
                           capture_output=True, text=True, check=True).stdout
 
 
-def s3_ceiling(env, bucket, key, size, parts=16 << 20):
-    """MB/s of 1, 4 and 8 parallel 16 MiB ranged GETs with boto3 (no hashing, no writes): the best is the ceiling."""
-    body = f'''
+def ceiling_script(size, parts=16 << 20):
+    """The ceiling both plain clients measure, given `open_range(offset, length)` returning a readable body:
+    MB/s of 1, 4 and 8 parallel 16 MiB ranged GETs (no hashing, no writes); prints the best."""
+    return f'''
 import time, concurrent.futures as cf
 def get(o):
-    body = s3.get_object(Bucket="{bucket}", Key="{key}", Range=f"bytes={{o}}-{{o+{parts}-1}}")["Body"]
-    n = 0
+    body, n = open_range(o, {parts}), 0
     while True:
         c = body.read(1 << 20)
         if not c: return n
@@ -126,7 +126,15 @@ for w in (1, 4, 8):
     best = max(best, n / (time.time() - t) / 1e6)
 print(round(best))
 '''
-    return int(run_boto(env, body).strip())
+
+
+def s3_ceiling(env, bucket, key, size):
+    """The ceiling from the S3 server with boto3."""
+    body = f'''
+def open_range(o, n):
+    return s3.get_object(Bucket="{bucket}", Key="{key}", Range=f"bytes={{o}}-{{o+n-1}}")["Body"]
+'''
+    return int(run_boto(env, body + ceiling_script(size)).strip())
 
 
 # ---- nginx: the same bytes over plain, unsigned HTTP ------------------------------------------
@@ -153,26 +161,16 @@ http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
             raise SystemExit(f"nginx did not start (port {NGINX_PORT} taken by a leftover?): {started.stderr.strip()}")
         self.conf = conf
 
-    def ceiling(self, path, size, parts=16 << 20):
-        """MB/s of 1, 4 and 8 parallel 16 MiB ranged GETs with a plain HTTP client (http.client): the best."""
+    def ceiling(self, path, size):
+        """The ceiling from nginx with a plain HTTP client (http.client, a keep-alive connection per thread)."""
         body = f'''
-import http.client, time, concurrent.futures as cf, threading
+import http.client, threading
 local = threading.local()
-def get(o):
+def open_range(o, n):
     if not hasattr(local, "c"): local.c = http.client.HTTPConnection("127.0.0.1", {NGINX_PORT})
-    local.c.request("GET", "{path}", headers={{"Range": f"bytes={{o}}-{{o+{parts}-1}}"}})
-    r = local.c.getresponse(); n = 0
-    while True:
-        c = r.read(1 << 20)
-        if not c: return n
-        n += len(c)
-best = 0
-for w in (1, 4, 8):
-    t = time.time()
-    with cf.ThreadPoolExecutor(w) as ex: n = sum(ex.map(get, range(0, {size}, {parts})))
-    best = max(best, n / (time.time() - t) / 1e6)
-print(round(best))
-'''
+    local.c.request("GET", "{path}", headers={{"Range": f"bytes={{o}}-{{o+n-1}}"}})
+    return local.c.getresponse()
+''' + ceiling_script(size)
         return int(subprocess.run(["/usr/bin/python3", "-c", body], capture_output=True, text=True, check=True).stdout.strip())
 
     def stop(self):

@@ -14,9 +14,9 @@
 
   python3 bench/latency.py [--runs 9]      (root, /dev/fuse, scripts/local-s3.sh; writes results/latency.json)
 """
-import argparse, hashlib, json, os, random, shutil, statistics, subprocess, tempfile, time
+import argparse, hashlib, json, os, random, shutil, statistics, tempfile, time
 
-from benchlib import Nginx, ensure_mlfs, local_s3_env, machine, run_boto, sh, write_result
+from benchlib import Mounts, Nginx, ensure_mlfs, local_s3_env, machine, run_boto, sh, write_result
 
 
 def read_all(root):
@@ -29,42 +29,37 @@ def read_all(root):
     return out
 
 
-def demand_parts_measure(mlfs, env, work, model, runs):
-    """Median first-byte ms (4 KiB at cold offsets, one mount each) through a per-connection-capped nginx, for 1 and 4 demand parts."""
+def first_byte(path, offset):
+    """Seconds for a 4 KiB pread at offset (the open is not timed)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        t = time.perf_counter()
+        assert len(os.pread(fd, 4096, offset)) == 4096
+        return time.perf_counter() - t
+    finally:
+        os.close(fd)
+
+
+def demand_parts_measure(mlfs, mounts, work, model, runs):
+    """Median first byte at cold offsets (distinct chunks, one mount) through a per-connection-capped nginx, for 1 and 4 demand parts."""
     nginx = Nginx(model, work, limit_rate="100m")
     try:
         manifest = os.path.join(work, "nginx.json")
         sh(f"{mlfs} generate --id lat --version v1 --url-prefix {nginx.url} {model} > {manifest}")
-        size = os.path.getsize(os.path.join(model, "weights.bin"))
-        chunks = size // (4 << 20)
+        chunks = os.path.getsize(os.path.join(model, "weights.bin")) // (4 << 20)
         out = {}
         for parts in (1, 4):
-            cache = tempfile.mkdtemp(prefix=f"cache-parts{parts}-", dir=work)
-            mp = tempfile.mkdtemp(prefix=f"mnt-parts{parts}-", dir=work)
-            ready = os.path.join(work, f"ready-parts{parts}")
-            p = subprocess.Popen([mlfs, "mount", "--manifest", manifest, "--cache-dir", cache, "--ready-file", ready,
-                                  "--demand-parts", str(parts), mp], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                while not os.path.exists(ready): time.sleep(0.005)
-                fd = os.open(os.path.join(mp, "weights.bin"), os.O_RDONLY)
-                times = []
-                for run in range(runs):
-                    chunk = (run * 7 + 3) % chunks  # a different cold chunk each time
-                    offset = chunk * (4 << 20) + random.Random(run).randrange(0, (4 << 20) - 4096)
-                    t = time.perf_counter()
-                    assert len(os.pread(fd, 4096, offset)) == 4096
-                    times.append(time.perf_counter() - t)
-                os.close(fd)
-                out[parts] = statistics.median(times)
-            finally:
-                p.terminate(); p.wait()
-                subprocess.run(["umount", "-l", mp], capture_output=True)
+            _, mp = mounts.mlfs(manifest, tempfile.mkdtemp(prefix="cache-", dir=work), "--demand-parts", str(parts))
+            out[parts] = statistics.median(
+                first_byte(os.path.join(mp, "weights.bin"), (run * 7 + 3) % chunks * (4 << 20) + random.Random(run).randrange(0, (4 << 20) - 4096))
+                for run in range(runs))
+            mounts.stop(mp)
         return out
     finally:
         nginx.stop()
 
 
-def switch_measure(mlfs, env, work, model, manifest, runs):
+def switch_measure(mlfs, mounts, env, work, model, manifest, runs):
     """Median switch time and the bytes fetched to read all of v2 after switching from a fully read v1."""
     v2 = os.path.join(work, "model-v2")
     shutil.copytree(model, v2)
@@ -76,24 +71,16 @@ def switch_measure(mlfs, env, work, model, manifest, runs):
     sh(f"{mlfs} push {v2} s3://latency/m2 --id lat --version v2 --prefetch config.json,tokenizer.json -o {manifest2}", env=env)
     expected = read_all(v2)
     times, refetched = [], []
-    for run in range(runs):
-        cache = tempfile.mkdtemp(prefix="cache-sw-", dir=work)
-        mp = tempfile.mkdtemp(prefix="mnt-sw-", dir=work)
-        ready = os.path.join(work, f"ready-sw-{run}")
-        p = subprocess.Popen([mlfs, "mount", "--manifest", manifest, "--cache-dir", cache, "--ready-file", ready, mp],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            while not os.path.exists(ready): time.sleep(0.005)
-            read_all(mp)
-            before = json.loads(sh(f"{mlfs} status --json {mp}"))["bytes_fetched"]
-            t = time.perf_counter()
-            sh(f"{mlfs} switch --manifest {manifest2} {mp}")
-            times.append(time.perf_counter() - t)
-            assert read_all(mp) == expected, "v2 read through the switched mount differs from v2"
-            refetched.append(json.loads(sh(f"{mlfs} status --json {mp}"))["bytes_fetched"] - before)
-        finally:
-            p.terminate(); p.wait()
-            subprocess.run(["umount", "-l", mp], capture_output=True)
+    for _ in range(runs):
+        _, mp = mounts.mlfs(manifest, tempfile.mkdtemp(prefix="cache-", dir=work))
+        read_all(mp)
+        before = json.loads(sh(f"{mlfs} status --json {mp}"))["bytes_fetched"]
+        t = time.perf_counter()
+        sh(f"{mlfs} switch --manifest {manifest2} {mp}")
+        times.append(time.perf_counter() - t)
+        assert read_all(mp) == expected, "v2 read through the switched mount differs from v2"
+        refetched.append(json.loads(sh(f"{mlfs} status --json {mp}"))["bytes_fetched"] - before)
+        mounts.stop(mp)
     return statistics.median(times), statistics.median(refetched), changed
 
 
@@ -104,7 +91,7 @@ def main():
     mlfs = ensure_mlfs()
     env = local_s3_env()
     work = tempfile.mkdtemp(prefix="mlfs-latency-")
-    procs = []
+    mounts = Mounts(work, env)
     try:
         model = os.path.join(work, "model")
         os.makedirs(os.path.join(model, "files"))
@@ -115,7 +102,6 @@ def main():
             with open(os.path.join(model, "files", f"f{i:03d}.json"), "wb") as f: f.write(os.urandom(1000))
         manifest = os.path.join(work, "m.json")
         sh(f"{mlfs} push {model} s3://latency/m --id lat --version v1 --prefetch config.json,tokenizer.json -o {manifest}", env=env)
-
         boto = '''
 import sys, time, statistics
 s3.get_object(Bucket="latency", Key="m/config.json")["Body"].read()  # warm the connection, as mlfs has one
@@ -134,55 +120,36 @@ print(statistics.median(out))
         ref_first_byte = float(run_boto(env, boto, "range", *offsets))
         ref_ready = float(run_boto(env, boto, "prefetch", *["0"] * args.runs))
 
+        def fresh_cache():
+            return tempfile.mkdtemp(prefix="cache-", dir=work)
+
         ready_times, first_bytes, listings = [], [], []
         for run in range(args.runs):
-            cache = tempfile.mkdtemp(prefix="cache-", dir=work)
-            mp = tempfile.mkdtemp(prefix="mnt-", dir=work)
-            ready = os.path.join(work, f"ready-{run}")
             t = time.perf_counter()
-            p = subprocess.Popen([mlfs, "mount", "--manifest", manifest, "--cache-dir", cache, "--ready-file", ready, mp],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append((p, mp))
-            while not os.path.exists(ready):
-                time.sleep(0.001)
+            _, mp = mounts.mlfs(manifest, fresh_cache())
             ready_times.append(time.perf_counter() - t)
             t = time.perf_counter()
             n = sum(len(fs) for _, _, fs in os.walk(mp))
             listings.append(time.perf_counter() - t)
             assert n == 103, n
-            fd = os.open(os.path.join(mp, "weights.bin"), os.O_RDONLY)
-            t = time.perf_counter()
-            assert len(os.pread(fd, 4096, offsets[run])) == 4096
-            first_bytes.append(time.perf_counter() - t)
-            os.close(fd)
-            p.terminate(); p.wait(); procs.pop()
+            first_bytes.append(first_byte(os.path.join(mp, "weights.bin"), offsets[run]))
+            mounts.stop(mp)
         # The same first-byte read with 1 MiB verification chunks (requests stay up to 16 MiB): a cold read
         # then waits for its own 1 MiB chunk instead of the default 4 MiB one.
         manifest_1m = os.path.join(work, "m1m.json")
         sh(f"{mlfs} push {model} s3://latency/m1m --id lat --version v1 --chunk-size 1M -o {manifest_1m}", env=env)
         first_bytes_1m = []
         for run in range(args.runs):
-            cache = tempfile.mkdtemp(prefix="cache-1m-", dir=work)
-            mp = tempfile.mkdtemp(prefix="mnt-1m-", dir=work)
-            ready = os.path.join(work, f"ready-1m-{run}")
-            p = subprocess.Popen([mlfs, "mount", "--manifest", manifest_1m, "--cache-dir", cache, "--ready-file", ready, mp],
-                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            procs.append((p, mp))
-            while not os.path.exists(ready):
-                time.sleep(0.001)
-            fd = os.open(os.path.join(mp, "weights.bin"), os.O_RDONLY)
-            t = time.perf_counter()
-            assert len(os.pread(fd, 4096, offsets[run])) == 4096
-            first_bytes_1m.append(time.perf_counter() - t)
-            os.close(fd)
-            p.terminate(); p.wait(); procs.pop()
+            _, mp = mounts.mlfs(manifest_1m, fresh_cache())
+            first_bytes_1m.append(first_byte(os.path.join(mp, "weights.bin"), offsets[run]))
+            mounts.stop(mp)
 
         t = time.perf_counter()
         for _ in range(args.runs): sum(len(fs) for _, _, fs in os.walk(model))
         local_listing = (time.perf_counter() - t) / args.runs
 
-        switch_s, refetched, changed = switch_measure(mlfs, env, work, model, manifest, min(args.runs, 3))
-        parts = demand_parts_measure(mlfs, env, work, model, args.runs)
+        switch_s, refetched, changed = switch_measure(mlfs, mounts, env, work, model, manifest, min(args.runs, 3))
+        parts = demand_parts_measure(mlfs, mounts, work, model, args.runs)
 
         r = {
             "machine": machine(),
@@ -205,9 +172,7 @@ print(statistics.median(out))
             "switch_refetched_vs_changed": round(refetched / changed, 3),
         }
     finally:
-        for p, mp in procs:
-            p.kill()
-            subprocess.run(["umount", "-l", mp], capture_output=True)
+        mounts.close()
         shutil.rmtree(work, ignore_errors=True)
     write_result("latency", r)
     for k, v in r.items():
