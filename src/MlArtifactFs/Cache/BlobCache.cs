@@ -69,12 +69,11 @@ public sealed class BlobCache : IDisposable
         descriptor.HasChunkHashes || descriptor.ChunkSize != Manifest.ModelManifest.DefaultChunkSize
             ? $"{descriptor.Sha256}-{descriptor.ChunkSize}" : descriptor.Sha256;
 
+    private string DirectoryOf(BlobDescriptor descriptor) => Path.Combine(BlobDirectory, descriptor.Sha256[..2]);
+
     /// <summary>Whether an earlier run (or another process) left a record of this blob's chunks.</summary>
-    public bool HasRecord(BlobDescriptor descriptor)
-    {
-        string name = NameOf(descriptor);
-        return File.Exists(Path.Combine(BlobDirectory, descriptor.Sha256[..2], name + ".rec"));
-    }
+    public bool HasRecord(BlobDescriptor descriptor) =>
+        File.Exists(Path.Combine(DirectoryOf(descriptor), NameOf(descriptor) + ".rec"));
 
     /// <summary>Opens (or shares) the blob for a file; pair with <see cref="Release"/>.</summary>
     public CachedBlob Open(BlobDescriptor descriptor)
@@ -98,7 +97,7 @@ public sealed class BlobCache : IDisposable
                 blob.LastAccess = Environment.TickCount64;
                 return blob;
             }
-            string dir = Path.Combine(BlobDirectory, descriptor.Sha256[..2]);
+            string dir = DirectoryOf(descriptor);
             Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
             blob = new CachedBlob(descriptor, name, Path.Combine(dir, name + ".data"), Path.Combine(dir, name + ".rec")) { RefCount = 1 };
             _open[name] = blob;

@@ -365,10 +365,8 @@ public sealed class ChunkFetcher : IDisposable
                                     $"{run.FileName}: chunk {chunk} (bytes {d.ChunkStart(chunk)}-{chunkEnd - 1}) does not match its SHA-256 " +
                                     $"(expected {d.ChunkHashes[chunk][..16]}…, got {actual[..16]}…): not cached");
                             }
-                            blob.MarkVerified(chunk, chunkDigest.GetCurrentHashAsUInt64());
+                            ChunkVerified(run, chunk, actual, chunkDigest.GetCurrentHashAsUInt64());
                             chunkDigest.Reset();
-                            _index.Add(blob.Name, [(chunk, actual)]);
-                            run.ChunkReady(chunk); // readers of this chunk may go on
                         }
                         else if (blob.MarkLanded(chunk))
                         {
@@ -460,9 +458,7 @@ public sealed class ChunkFetcher : IDisposable
                 return false;
             }
             WriteToCache(blob, bytes, chunkStart, run.FileName);
-            blob.MarkVerified(chunk, System.IO.Hashing.XxHash3.HashToUInt64(bytes));
-            _index.Add(blob.Name, [(chunk, actual)]);
-            run.ChunkReady(chunk);
+            ChunkVerified(run, chunk, actual, System.IO.Hashing.XxHash3.HashToUInt64(bytes));
             Interlocked.Increment(ref _stats.ChunksFetched);
             state.Position = chunkStart + length;
             return true;
@@ -479,9 +475,15 @@ public sealed class ChunkFetcher : IDisposable
         }
     }
 
-    private async Task ReadPartAsync(ObjectLocation location, long offset, Memory<byte> destination, CancellationToken cancel)
+    private Task ReadPartAsync(ObjectLocation location, long offset, Memory<byte> destination, CancellationToken cancel)
     {
         Interlocked.Increment(ref _stats.Requests);
+        return ReadRangeAsync(location, offset, destination, cancel);
+    }
+
+    /// <summary>GETs exactly destination.Length bytes at offset into memory; a short body is a transient error.</summary>
+    private async Task ReadRangeAsync(ObjectLocation location, long offset, Memory<byte> destination, CancellationToken cancel)
+    {
         await using var body = await _store.OpenRangeAsync(location, offset, destination.Length, cancel).ConfigureAwait(false);
         for (int got = 0; got < destination.Length;)
         {
@@ -489,6 +491,14 @@ public sealed class ChunkFetcher : IDisposable
             if (n == 0) throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {location.Display}: body ended early");
             got += n;
         }
+    }
+
+    /// <summary>A fetched chunk matched its SHA-256 and is in the cache file: record it, publish it, release its readers.</summary>
+    private void ChunkVerified(ChunkRun run, int chunk, string sha256, ulong digest)
+    {
+        run.Blob.MarkVerified(chunk, digest);
+        _index.Add(run.Blob.Name, [(chunk, sha256)]);
+        run.ChunkReady(chunk);
     }
 
     /// <summary>A recorded chunk becomes servable once its bytes match the recorded digest; damage is logged and re-fetched.</summary>
@@ -596,15 +606,8 @@ public sealed class ChunkFetcher : IDisposable
                 {
                     using var stall = CancellationTokenSource.CreateLinkedTokenSource(cancel, _shutdown.Token);
                     stall.CancelAfter(_options.StallTimeout);
-                    await using var body = await _store.OpenRangeAsync(location, start, end - start, stall.Token).ConfigureAwait(false);
-                    int got = 0;
-                    while (got < end - start)
-                    {
-                        int n = await body.ReadAsync(buffer.AsMemory(got, (int)(end - start) - got), stall.Token).ConfigureAwait(false);
-                        if (n == 0) throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {location.Display}: body ended early");
-                        got += n;
-                    }
-                    Interlocked.Add(ref _stats.BytesFetched, got);
+                    await ReadRangeAsync(location, start, buffer.AsMemory(0, (int)(end - start)), stall.Token).ConfigureAwait(false);
+                    Interlocked.Add(ref _stats.BytesFetched, end - start);
                     if (d.HasChunkHashes)
                         for (int c = d.ChunkOf(start); c <= d.ChunkOf(end - 1); c++)
                         {
