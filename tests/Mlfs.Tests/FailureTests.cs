@@ -65,9 +65,7 @@ public sealed class FailureTests(S3Fixture s3, ITestOutputHelper output) : Model
     public async Task WrongCredentialsRefuseTheMountWithAClearMessageAndNoSecret()
     {
         _model.Add("config.json", 100, 4);
-        string bucket = await s3.CreateBucketAsync("fail");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", prefetch: ["config.json"]);
+        string manifest = await _model.PublishAsync(s3, "fail", prefetch: ["config.json"]);
         const string wrongSecret = "definitely-not-the-secret-0123456789";
         var e = await Assert.ThrowsAsync<MountException>(() => InProcessMount.StartAsync(s3, manifest, _cache.FullName, secret: wrongSecret));
         Assert.Contains("prefetch failed", e.Message);
@@ -81,9 +79,7 @@ public sealed class FailureTests(S3Fixture s3, ITestOutputHelper output) : Model
     public async Task ARequestTheServerRefusesIsNotRetriedAndGivesEioAtOnce()
     {
         _model.Add("weights.bin", 2 * Chunk, 23);
-        string bucket = await s3.CreateBucketAsync("refused");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string manifest = await _model.PublishAsync(s3, "refused");
         await using var proxy = new FaultProxy(s3.Endpoint) { Faults = (_, _) => ProxyFault.BadRequest };
         await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint);
         Assert.Equal(5, ReadErrno(mount["weights.bin"], 7)); // EIO
@@ -108,9 +104,7 @@ public sealed class FailureTests(S3Fixture s3, ITestOutputHelper output) : Model
     public async Task InjectedFaultsAreRetriedAndEveryByteIsCorrect(ProxyFault fault)
     {
         _model.Add("a.bin", 3 * Chunk + 7, 5).Add("b.bin", 2 * Chunk, 6);
-        string bucket = await s3.CreateBucketAsync("fault");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string manifest = await _model.PublishAsync(s3, "fault");
         await using var proxy = new FaultProxy(s3.Endpoint) { Faults = (n, _) => n % 2 == 1 ? fault : ProxyFault.None }; // every other GET fails
         await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint);
         long wrongBytes = 0, servedBytes = 0;
@@ -132,9 +126,7 @@ public sealed class FailureTests(S3Fixture s3, ITestOutputHelper output) : Model
     public async Task ACacheSmallerThanTheModelStaysUnderItsBoundAndReadsStayCorrect()
     {
         for (int i = 0; i < 6; i++) _model.Add($"shard-{i}.bin", 2 * Chunk, 10 + i);
-        string bucket = await s3.CreateBucketAsync("bound");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string manifest = await _model.PublishAsync(s3, "bound");
         long bound = 5L * Chunk; // the model is 12 MiB
         await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, cacheSize: bound);
         for (int round = 0; round < 2; round++)

@@ -76,9 +76,7 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
     public async Task WrongCredentialsExitWithTheStorageCodeAndNeverPrintTheSecret()
     {
         _model.Add("config.json", 100, 5);
-        string bucket = await s3.CreateBucketAsync("cred");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", prefetch: ["config.json"]);
+        string manifest = await _model.PublishAsync(s3, "cred", prefetch: ["config.json"]);
         const string secret = "wrong-secret-that-must-not-leak-42";
         await using var mount = await StartMountAsync(manifest, NewDir("mnt"), Path.Combine(_work.FullName, "cache"), s3.Environment(secret: secret), waitReady: false);
         await mount.Process.WaitForExitAsync().WaitAsync(TimeSpan.FromMinutes(1));
@@ -114,9 +112,7 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
     public async Task KillNineDuringAFetchThenRemountServesOnlyVerifiedBytes()
     {
         _model.Add("weights.bin", 24 << 20, 7);
-        string bucket = await s3.CreateBucketAsync("crash");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", chunkSize: 1 << 20);
+        string manifest = await _model.PublishAsync(s3, "crash", chunkSize: 1 << 20);
         string mountPoint = NewDir("mnt"), cacheDir = Path.Combine(_work.FullName, "cache");
 
         await using var proxy = new FaultProxy(s3.Endpoint) { PauseAfter = 5 << 20 }; // bodies hang after 5 MiB
@@ -158,9 +154,7 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
     public async Task OperationalErrorsAreOneClearLineWithTheirExitCode()
     {
         _model.Add("config.json", 100, 8);
-        string bucket = await s3.CreateBucketAsync("ops");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", prefetch: ["config.json"]);
+        string manifest = await _model.PublishAsync(s3, "ops", prefetch: ["config.json"]);
         string cache = Path.Combine(_work.FullName, "cache");
 
         // S3 unreachable: nothing listens on the endpoint.
@@ -214,9 +208,7 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
         const int rounds = 6;
         _model.Add("weights.bin", 16 << 20, 10);
         byte[] expected = _model.Files["weights.bin"];
-        string bucket = await s3.CreateBucketAsync("crashes");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", chunkSize: 1 << 20);
+        string manifest = await _model.PublishAsync(s3, "crashes", chunkSize: 1 << 20);
         string mountPoint = NewDir("mnt"), cacheDir = Path.Combine(_work.FullName, "cache");
         string file = Path.Combine(mountPoint, "weights.bin");
         var random = new Random(7);
@@ -261,9 +253,7 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
     public async Task UnderSixtyFourReadersTheDaemonsMemoryThreadsAndFdsStayBounded()
     {
         for (int i = 0; i < 16; i++) _model.Add($"shard-{i:D2}.bin", (8 << 20) + i * 4099, 200 + i);
-        string bucket = await s3.CreateBucketAsync("loadproc");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", chunkSize: 1 << 20);
+        string manifest = await _model.PublishAsync(s3, "loadproc", chunkSize: 1 << 20);
         string mountPoint = NewDir("mnt"), cacheDir = Path.Combine(_work.FullName, "cache");
         await using var mount = await StartMountAsync(manifest, mountPoint, cacheDir, s3.Environment());
         var daemon = new DaemonSampler(mount.Process.Id);
@@ -389,9 +379,7 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
     public async Task CacheClearKeepsWhatARunningMountHoldsAndEmptiesTheRest()
     {
         _model.Add("a.bin", 3 << 20, 11).Add("b.bin", 1 << 20, 12);
-        string bucket = await s3.CreateBucketAsync("cachecmd");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string manifest = await _model.PublishAsync(s3, "cachecmd");
         string mountPoint = NewDir("mnt"), cacheDir = Path.Combine(_work.FullName, "cache");
         await using (var mount = await StartMountAsync(manifest, mountPoint, cacheDir, s3.Environment()))
         {

@@ -8,12 +8,8 @@ namespace Mlfs.Tests;
 public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
 {
 
-    private async Task<string> UploadAsync(string prefix = "m", bool seedFormat = false, long chunkSize = Chunk, string[]? prefetch = null)
-    {
-        string bucket = await s3.CreateBucketAsync("read");
-        await s3.UploadFolderAsync(bucket, prefix, _model.Folder);
-        return await _model.WriteManifestAsync($"s3://{bucket}/{prefix}", chunkSize: chunkSize, prefetch: prefetch, seedFormat: seedFormat);
-    }
+    private Task<string> UploadAsync(bool seedFormat = false, long chunkSize = Chunk, string[]? prefetch = null) =>
+        _model.PublishAsync(s3, "read", chunkSize, prefetch, seedFormat);
 
     private static void AssertRandomReadsExact(InProcessMount mount, IReadOnlyDictionary<string, byte[]> files, int seed, int reads = 60)
     {

@@ -12,9 +12,7 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
     public async Task AStalledServerGivesEioAfterTheConfiguredAttemptsAndTheMountStaysUsable()
     {
         _model.Add("stalls.bin", 2 * Chunk, 1).Add("fine.bin", Chunk, 2);
-        string bucket = await s3.CreateBucketAsync("stall");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string manifest = await _model.PublishAsync(s3, "stall");
         await using var proxy = new FaultProxy(s3.Endpoint) { Faults = (_, key) => key.EndsWith("stalls.bin", StringComparison.Ordinal) ? ProxyFault.Stall : ProxyFault.None };
         var fetcher = InProcessMount.FastRetries with { StallTimeout = TimeSpan.FromMilliseconds(500), MaxAttempts = 2 };
         await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint, fetcher: fetcher);
@@ -28,9 +26,7 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
     public async Task SixtyFourReadersOverSixteenFilesAllCorrectAndNothingLeaks()
     {
         for (int i = 0; i < 16; i++) _model.Add($"shard-{i:D2}.bin", 2 * Chunk + i * 4099, 100 + i);
-        string bucket = await s3.CreateBucketAsync("load");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", chunkSize: 256 * 1024);
+        string manifest = await _model.PublishAsync(s3, "load", chunkSize: 256 * 1024);
         int fdsBefore = Directory.GetFiles("/proc/self/fd").Length;
 
         await using (var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName,
@@ -77,9 +73,7 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
     public async Task CtrlCOnAReaderBlockedOnAStalledFetchReturnsAtOnceAndTheMountStaysUsable()
     {
         _model.Add("weights.bin", 4 * Chunk, 21);
-        string bucket = await s3.CreateBucketAsync("ctrlc");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string manifest = await _model.PublishAsync(s3, "ctrlc");
         await using var proxy = new FaultProxy(s3.Endpoint) { PauseAfter = 4096 }; // every body hangs after 4 KiB
         await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint,
             fetcher: InProcessMount.FastRetries with { StallTimeout = TimeSpan.FromMinutes(5) });
@@ -147,9 +141,7 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
     public async Task WhenTheCacheDiskIsFullReadsAreStillServedAndNothingCorruptIsCached()
     {
         _model.Add("big.bin", 10 * Chunk + 123, 9);
-        string bucket = await s3.CreateBucketAsync("full");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string manifest = await _model.PublishAsync(s3, "full");
         string small = Path.Combine(_cache.FullName, "small");
         Directory.CreateDirectory(small);
         var tmpfs = await Repo.RunAsync("mount", ["-t", "tmpfs", "-o", "size=4m", "mlfs-test-full", small]); // a 4 MiB disk for a 10 MiB file

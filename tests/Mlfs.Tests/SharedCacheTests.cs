@@ -49,9 +49,7 @@ public sealed class SharedCacheTests(S3Fixture s3, RedisFixture redis) : IDispos
     public async Task TwoMountProcessesOnOneCacheFetchEachColdChunkOnce()
     {
         _model.Add("weights.bin", 32 * Chunk, 2);
-        string bucket = await s3.CreateBucketAsync("twoproc");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string manifest = await _model.PublishAsync(s3, "twoproc");
         await using var proxy = new FaultProxy(s3.Endpoint);
         var env = s3.Environment(endpoint: proxy.Endpoint);
         string a = _work.CreateSubdirectory("a").FullName, b = _work.CreateSubdirectory("b").FullName;
@@ -80,9 +78,7 @@ public sealed class SharedCacheTests(S3Fixture s3, RedisFixture redis) : IDispos
     public async Task RedisKilledDuringReadsChangesNothingAndTheIndexCatchesUpWhenItReturns()
     {
         _model.Add("weights.bin", 12 * Chunk, 3);
-        string bucket = await s3.CreateBucketAsync("redis");
-        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string manifest = await _model.PublishAsync(s3, "redis");
         await using var mount = await InProcessMount.StartAsync(s3, manifest, Cache, redis: redis.ConnectionString);
         var index = Assert.IsType<RedisChunkIndex>(mount.Mount.Index);
         Assert.True(index.IsConnected);

@@ -30,6 +30,14 @@ public sealed class TestModel : IDisposable
         return this;
     }
 
+    /// <summary>Uploads the folder to a fresh bucket under "m" and writes its manifest: the usual start of a test.</summary>
+    public async Task<string> PublishAsync(S3Fixture s3, string bucketPrefix, long chunkSize = 1 << 20, string[]? prefetch = null, bool seedFormat = false)
+    {
+        string bucket = await s3.CreateBucketAsync(bucketPrefix);
+        await s3.UploadFolderAsync(bucket, "m", Folder);
+        return await WriteManifestAsync($"s3://{bucket}/m", chunkSize: chunkSize, prefetch: prefetch, seedFormat: seedFormat);
+    }
+
     public async Task<string> WriteManifestAsync(string urlPrefix, string version = "v1", long chunkSize = 1 << 20, string[]? prefetch = null, bool seedFormat = false)
     {
         var manifest = await ManifestGenerator.GenerateAsync(Folder, new GenerateOptions("test-model", version, urlPrefix, prefetch ?? [], chunkSize));
