@@ -112,7 +112,6 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
         });
         int n = await read.WaitAsync(TimeSpan.FromSeconds(60)); // completes while the body is held
         Assert.Equal(4096, n);
-        Assert.False(proxy.Release.Task.IsCompleted);
         Assert.True(proxy.BytesSent < 16 << 20, $"{proxy.BytesSent} bytes had been sent");
         Assert.Equal(_model.Files["weights.bin"][..4096], first);
         proxy.Release.SetResult();
