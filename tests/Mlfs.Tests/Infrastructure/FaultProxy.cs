@@ -89,20 +89,18 @@ public sealed class FaultProxy : IAsyncDisposable
             if (n > 0) Ranges.Enqueue(request.Headers["Range"] ?? "");
             var fault = n > 0 ? Faults(n, request.Url!.AbsolutePath) : ProxyFault.None;
             if (fault != ProxyFault.None) Interlocked.Increment(ref _faultsInjected);
-            if (fault is ProxyFault.ServiceUnavailable or ProxyFault.SlowDown)
+            // S3 error answers: the status and an XML body naming the code.
+            (int Status, string Code)? error = fault switch
             {
-                response.StatusCode = 503;
-                byte[] body = System.Text.Encoding.UTF8.GetBytes(fault == ProxyFault.SlowDown
-                    ? "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
-                    : "<Error><Code>ServiceUnavailable</Code></Error>");
-                await response.OutputStream.WriteAsync(body);
-                response.Close();
-                return;
-            }
-            if (fault == ProxyFault.BadRequest)
+                ProxyFault.ServiceUnavailable => (503, "ServiceUnavailable"),
+                ProxyFault.SlowDown => (503, "SlowDown"),
+                ProxyFault.BadRequest => (400, "InvalidArgument"),
+                _ => null,
+            };
+            if (error is var (status, code))
             {
-                response.StatusCode = 400;
-                await response.OutputStream.WriteAsync("<Error><Code>InvalidArgument</Code><Message>Invalid argument.</Message></Error>"u8.ToArray());
+                response.StatusCode = status;
+                await response.OutputStream.WriteAsync(System.Text.Encoding.UTF8.GetBytes($"<Error><Code>{code}</Code></Error>"));
                 response.Close();
                 return;
             }
@@ -176,7 +174,6 @@ public sealed class FaultProxy : IAsyncDisposable
                     await response.OutputStream.WriteAsync(buffer.AsMemory(1, read - 1));
                     sent += read;
                     Interlocked.Add(ref _bytes, read);
-                    if (sent >= length) { await response.OutputStream.WriteAsync(new byte[1]); break; }
                     pendingPad = true;
                     continue;
                 }
