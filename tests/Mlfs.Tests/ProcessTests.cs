@@ -326,10 +326,16 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
         /// <summary>The JIT-compiled test build opens assemblies as it first uses them (the AOT build has none): not a leak.</summary>
         private static bool IsAssembly(string target) => target.EndsWith(".dll", StringComparison.Ordinal);
 
-        /// <summary>What the non-socket fds point at, counted per target (for a failure message).</summary>
+        /// <summary>What each open fd points at; an fd closed while we look is skipped.</summary>
+        private IEnumerable<string> LinkTargets() =>
+            Directory.GetFileSystemEntries($"/proc/{pid}/fd").Select(fd => { try { return new FileInfo(fd).LinkTarget ?? "?"; } catch (IOException) { return null; } })
+                .OfType<string>();
+
+        private static bool IsSocket(string target) => target.StartsWith("socket:", StringComparison.Ordinal);
+
+        /// <summary>The non-socket fds per target, numbers folded (for a failure message).</summary>
         public Dictionary<string, int> FdTargets() =>
-            Directory.GetFileSystemEntries($"/proc/{pid}/fd").Select(fd => { try { return new FileInfo(fd).LinkTarget ?? "?"; } catch (IOException) { return "?"; } })
-                .Where(t => !t.StartsWith("socket:", StringComparison.Ordinal) && !IsAssembly(t))
+            LinkTargets().Where(t => !IsSocket(t) && !IsAssembly(t))
                 .Select(t => System.Text.RegularExpressions.Regex.Replace(t, @"\[\d+\]|[0-9a-f]{64}", "#"))
                 .GroupBy(t => t).ToDictionary(g => g.Key, g => g.Count());
 
@@ -342,18 +348,8 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
                 if (line.StartsWith("VmRSS:", StringComparison.Ordinal)) rss = long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
                 if (line.StartsWith("Threads:", StringComparison.Ordinal)) threads = int.Parse(line.Split('\t', ' ').Last(), System.Globalization.CultureInfo.InvariantCulture);
             }
-            int fds = 0, sockets = 0;
-            foreach (string fd in Directory.GetFileSystemEntries($"/proc/{pid}/fd"))
-            {
-                try
-                {
-                    string target = new FileInfo(fd).LinkTarget ?? "";
-                    if (target.StartsWith("socket:", StringComparison.Ordinal)) sockets++;
-                    else if (!IsAssembly(target)) fds++;
-                }
-                catch (IOException) { } // closed while we looked
-            }
-            return new Usage(rss, threads, fds, sockets);
+            var targets = LinkTargets().ToList();
+            return new Usage(rss, threads, targets.Count(t => !IsSocket(t) && !IsAssembly(t)), targets.Count(IsSocket));
         }
 
         public static Usage Max(Usage a, Usage b) =>
