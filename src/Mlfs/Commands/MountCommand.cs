@@ -25,7 +25,7 @@ internal static class MountCommand
     public static readonly Option<int> MaxConnections = new("--max-connections") { Description = "ranged GETs in flight at once", DefaultValueFactory = _ => 8 };
     public static readonly Option<int> DemandParts = new("--demand-parts")
     {
-        Description = "parallel GETs for a cold chunk a reader waits on (4 helps on S3, where one connection is slower than the network)",
+        Description = "parallel GETs for a cold chunk a reader waits on (4 helps where one connection is slower than the network, as on S3)",
         DefaultValueFactory = _ => 1,
     };
     public static readonly Option<int> StallTimeout = new("--stall-timeout") { Description = "seconds without data before a GET is retried", DefaultValueFactory = _ => 30 };
