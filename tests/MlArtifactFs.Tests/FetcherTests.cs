@@ -219,10 +219,12 @@ public sealed class FetcherTests : IDisposable
         var location = _store.Put("bad", bytes);
         var d = new BlobDescriptor(new string('a', 64), bytes.Length, Chunk, null); // sha256 that cannot match
         var blob = _cache.Open(d);
-        await _fetcher.EnsureAsync(blob, location, "bad", 0, bytes.Length, FetchPriority.Demand, default);
-        for (int i = 0; i < 500 && blob.Poison is null; i++) await Task.Delay(10);
+        // The check runs as the last byte lands: the read that waits for it may already see the failure.
+        try { await _fetcher.EnsureAsync(blob, location, "bad", 0, bytes.Length, FetchPriority.Demand, default); }
+        catch (ChunkVerificationException) { }
+        await Assert.ThrowsAsync<ChunkVerificationException>(() => blob.WholeVerified.WaitAsync(TimeSpan.FromSeconds(30)));
         Assert.NotNull(blob.Poison);
-        Assert.Contains("dropped from the cache", blob.Poison!.Message);
+        Assert.Contains("dropped, never cached", blob.Poison!.Message);
         await Assert.ThrowsAsync<ChunkVerificationException>(() => _fetcher.EnsureAsync(blob, location, "bad", 0, 1, FetchPriority.Demand, default).AsTask());
         _cache.Release(blob);
         Restart();
@@ -255,7 +257,7 @@ public sealed class FetcherTests : IDisposable
         var (d, loc) = Put("a", bytes);
         var blob = _cache.Open(d);
         await _fetcher.EnsureAsync(blob, loc, "a", 0, bytes.Length, FetchPriority.Demand, default);
-        string record = blob.RecordPath, data = blob.DataPath;
+        string record = blob.RecordPath!, data = blob.DataPath;
         _cache.Release(blob);
 
         Restart();
@@ -284,7 +286,7 @@ public sealed class FetcherTests : IDisposable
         var blob = _cache.Open(d);
         await _fetcher.EnsureAsync(blob, loc, "a", 0, 10, FetchPriority.Demand, default);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(blob.DataPath));
-        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(blob.RecordPath));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(blob.RecordPath!));
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(_cacheDir.FullName));
         _cache.Release(blob);
     }

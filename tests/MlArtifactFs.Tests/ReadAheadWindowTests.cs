@@ -1,4 +1,4 @@
-using MlArtifactFs.Mounting;
+using MlArtifactFs.Reading;
 
 namespace MlArtifactFs.Tests;
 

@@ -42,7 +42,7 @@ public sealed class FailureTests(S3Fixture s3, ITestOutputHelper output) : Model
         Assert.Contains("Input/output error", error.Message);
         Assert.Contains(mount.Logger.Lines, l => l.Contains("weights.bin: chunk 1", StringComparison.Ordinal) && l.Contains("does not match its SHA-256", StringComparison.Ordinal));
         var blobRecord = Directory.EnumerateFiles(_cache.FullName, "*.rec", SearchOption.AllDirectories).Single();
-        Assert.Equal(32 + 16, new FileInfo(blobRecord).Length); // header + one 16-byte entry (chunk 0): the bad chunk was never recorded
+        Assert.Equal(64 + 48, new FileInfo(blobRecord).Length); // header + one 48-byte entry (chunk 0): the bad chunk was never recorded
     }
 
     [Fact]

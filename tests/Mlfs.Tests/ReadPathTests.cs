@@ -80,10 +80,10 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
             Assert.True(mount.Mount.Stats.UnverifiedBytesServed > 0); // weights.bin was served as it landed, and counted
             foreach (var path in _model.Files.Keys)
             {
-                // Whole-file verification runs in the background once the last chunk lands.
-                var blob = mount.Mount.Cache.Open(mount.Mount.FileSystem.Current.FindPath(path)!.File!.Blob);
-                var sw = Stopwatch.StartNew();
-                while (!blob.IsComplete && blob.Poison is null && sw.Elapsed < TimeSpan.FromSeconds(30)) await Task.Delay(20);
+                // Whole-file verification runs once the last chunk lands.
+                var file = mount.Mount.FileSystem.Current.FindPath(path)!.File!;
+                var blob = file.OpenBlob(mount.Mount.Cache);
+                await blob.WholeVerified.WaitAsync(TimeSpan.FromSeconds(30));
                 Assert.True(blob.IsComplete, $"{path} verified whole");
                 mount.Mount.Cache.Release(blob);
             }

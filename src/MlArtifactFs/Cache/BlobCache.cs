@@ -4,13 +4,15 @@ using MlArtifactFs.Fuse.Interop;
 namespace MlArtifactFs.Cache;
 
 /// <summary>
-/// The content-addressed disk cache: <c>ROOT/blobs/ab/&lt;sha256&gt;.data</c> (sparse) and
-/// <c>.rec</c> (its <see cref="ChunkRecord"/>). Directory 0700, files 0600. Shared by every mount
-/// and manifest using the same directory; identical files are stored once.
+/// The disk cache: <c>ROOT/blobs/xy/NAME.data</c> (sparse), <c>NAME.rec</c> (its <see cref="ChunkRecord"/>,
+/// chunked blobs) and <c>NAME.lock</c>, plus <c>ROOT/tmp/</c> for whole blobs still landing. Names come
+/// from <see cref="BlobDescriptor.Name"/>: what a reader can verify, never a claim. Directories are
+/// 0700 and ours, files 0600 and ours (<see cref="CacheFiles"/>). Shared by every mount, manifest and
+/// process using the same directory; identical files are stored once.
 /// <para>
 /// Bounded by <see cref="Capacity"/>: before a fetch writes, <see cref="EnsureRoom"/> evicts whole
-/// blobs, least recently used first, never one open in this process or locked (open) by another.
-/// Disk use counts allocated blocks, not apparent sizes.
+/// blobs, least recently used first, never one open (or held by a fetch run) in this process or
+/// locked (open) by another. Disk use counts allocated blocks, not apparent sizes.
 /// </para>
 /// </summary>
 public sealed class BlobCache : IDisposable
@@ -18,10 +20,10 @@ public sealed class BlobCache : IDisposable
     private readonly ILogger _logger;
     private readonly Dictionary<string, CachedBlob> _open = new(StringComparer.Ordinal); // refcount > 0; guarded by _lock
     /// <summary>
-    /// Recently released blobs, kept open (oldest first) so what this process already checked stays
-    /// trusted when the file is opened again; evictable, disposed first. Guarded by _lock.
+    /// Recently released blobs, kept open (oldest first) so what this process already verified stays
+    /// servable when the file is opened again; evictable, disposed first. Guarded by _lock.
     /// </summary>
-    private readonly List<CachedBlob> _idle = [];
+    private readonly List<(string Key, CachedBlob Blob)> _idle = [];
     private const int MaxIdleBlobs = 64;
     private readonly Lock _lock = new();
     private long _usedBytes;      // on disk: an estimate between evictions, measured (st_blocks) at each
@@ -33,15 +35,21 @@ public sealed class BlobCache : IDisposable
         Root = Path.GetFullPath(root);
         Capacity = capacity;
         _logger = logger;
-        Directory.CreateDirectory(Root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        File.SetUnixFileMode(Root, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-        Directory.CreateDirectory(BlobDirectory, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        CacheFiles.EnsurePrivateDirectory(Root);
+        CacheFiles.EnsurePrivateDirectory(BlobDirectory);
+        CacheFiles.EnsurePrivateDirectory(PrivateDirectory);
+        RemoveLeftovers();
         _usedBytes = MeasureUsage();
     }
 
     public string Root { get; }
     public long Capacity { get; }
     private string BlobDirectory => Path.Combine(Root, "blobs");
+    /// <summary>Where whole blobs land before they verify: files of this process only.</summary>
+    internal string PrivateDirectory => Path.Combine(Root, "tmp");
+
+    /// <summary>Chunks named by the chunk index that were not usable (a name not ours, an index out of range, damaged bytes).</summary>
+    public long IgnoredIndexEntries;
 
     /// <summary>Default: $XDG_CACHE_HOME/mlfs, ~/.cache/mlfs, or /var/cache/mlfs as root.</summary>
     public static string DefaultRoot()
@@ -53,55 +61,66 @@ public sealed class BlobCache : IDisposable
 
     public long UsedBytes => Interlocked.Read(ref _usedBytes);
 
-    /// <summary>The data file of a blob named by the chunk index (null for a name that is not ours).</summary>
-    public string? DataPathOf(string blobName) =>
-        blobName.Length >= 64 && Manifest.ManifestLoader.IsSha256Hex(blobName[..64]) ? Path.Combine(BlobDirectory, blobName[..2], blobName + ".data") : null;
+    private string DirectoryOf(string blobName) => Path.Combine(BlobDirectory, blobName.Substring(2, 2));
 
-    /// <summary>Chunk size encoded in a blob name ("SHA-CHUNKSIZE"); the seed default for a bare SHA.</summary>
-    public static long? ChunkSizeOf(string blobName)
+    /// <summary>Whether an earlier run (or another process) left this blob in the cache.</summary>
+    public bool HasCached(BlobDescriptor descriptor) =>
+        File.Exists(Path.Combine(DirectoryOf(descriptor.Name), descriptor.Name + (descriptor.HasChunkHashes ? ".rec" : ".data")));
+
+    /// <summary>
+    /// Opens (or shares) the blob for a file; pair with <see cref="Release"/>. Whole blobs (no chunk
+    /// hashes) are shared in this process only between openers of the same <paramref name="source"/>:
+    /// their bytes are served before they verify, so one manifest's URL must not feed another's reads.
+    /// </summary>
+    public CachedBlob Open(BlobDescriptor descriptor, string? source = null)
     {
-        if (blobName.Length == 64) return Manifest.ModelManifest.DefaultChunkSize;
-        return blobName.Length > 65 && blobName[64] == '-' && long.TryParse(blobName.AsSpan(65), out long size) && size > 0 ? size : null;
-    }
-
-    // A different chunking of the same content gets its own blob (records are per chunk size).
-    private static string NameOf(BlobDescriptor descriptor) =>
-        descriptor.HasChunkHashes || descriptor.ChunkSize != Manifest.ModelManifest.DefaultChunkSize
-            ? $"{descriptor.Sha256}-{descriptor.ChunkSize}" : descriptor.Sha256;
-
-    private string DirectoryOf(BlobDescriptor descriptor) => Path.Combine(BlobDirectory, descriptor.Sha256[..2]);
-
-    /// <summary>Whether an earlier run (or another process) left a record of this blob's chunks.</summary>
-    public bool HasRecord(BlobDescriptor descriptor) =>
-        File.Exists(Path.Combine(DirectoryOf(descriptor), NameOf(descriptor) + ".rec"));
-
-    /// <summary>Opens (or shares) the blob for a file; pair with <see cref="Release"/>.</summary>
-    public CachedBlob Open(BlobDescriptor descriptor)
-    {
+        string key = descriptor.HasChunkHashes ? descriptor.Name : descriptor.Name + "|" + source;
         lock (_lock)
         {
-            string name = NameOf(descriptor);
-            int idle = _idle.FindIndex(b => b.Name == name);
+            int idle = _idle.FindIndex(b => b.Key == key);
             if (idle >= 0)
             {
-                var kept = _idle[idle];
+                var kept = _idle[idle].Blob;
                 _idle.RemoveAt(idle);
                 kept.RefCount = 1;
                 kept.LastAccess = Environment.TickCount64;
-                _open[name] = kept;
+                _open[key] = kept;
                 return kept;
             }
-            if (_open.TryGetValue(name, out var blob))
+            if (_open.TryGetValue(key, out var blob))
             {
                 blob.RefCount++;
                 blob.LastAccess = Environment.TickCount64;
                 return blob;
             }
-            string dir = DirectoryOf(descriptor);
-            Directory.CreateDirectory(dir, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
-            blob = new CachedBlob(descriptor, name, Path.Combine(dir, name + ".data"), Path.Combine(dir, name + ".rec")) { RefCount = 1 };
-            _open[name] = blob;
+            string dir = DirectoryOf(descriptor.Name);
+            CacheFiles.EnsurePrivateDirectory(dir);
+            blob = descriptor.HasChunkHashes ? OpenChunkedLocked(descriptor, dir) : CachedBlob.OpenWhole(descriptor, dir, PrivateDirectory);
+            if (blob.SetAside is { } reason)
+                _logger.LogWarning("cache: {Blob} held {Reason}; set it aside and starting it afresh", descriptor.Name, reason);
+            blob.RefCount = 1;
+            blob.OpenKey = key;
+            _open[key] = blob;
             return blob;
+        }
+    }
+
+    /// <summary>Creation and the first read of the record happen under the blob's lock file, so two processes never see a half-made blob.</summary>
+    private static CachedBlob OpenChunkedLocked(BlobDescriptor descriptor, string dir)
+    {
+        int lockFd = CacheFiles.OpenLock(Path.Combine(dir, descriptor.Name + ".lock"));
+        if (lockFd >= 0) Libc.Flock(lockFd, Libc.LOCK_EX);
+        try { return CachedBlob.OpenChunked(descriptor, dir); }
+        finally { if (lockFd >= 0) Libc.Close(lockFd); }
+    }
+
+    /// <summary>Another reference to an open blob (a fetch run holds one until it ends); pair with <see cref="Release"/>.</summary>
+    public void Retain(CachedBlob blob)
+    {
+        lock (_lock)
+        {
+            if (blob.RefCount <= 0) throw new InvalidOperationException($"{blob.Name} is not open");
+            blob.RefCount++;
         }
     }
 
@@ -111,16 +130,76 @@ public sealed class BlobCache : IDisposable
         lock (_lock)
         {
             if (--blob.RefCount > 0) return;
-            _open.Remove(blob.Name);
-            _idle.Add(blob);
-            if (_idle.Count > MaxIdleBlobs)
+            _open.Remove(blob.OpenKey);
+            if (blob.Poison is not null) retired = blob; // a failed whole file: the next open starts over
+            else
             {
-                retired = _idle[0];
-                _idle.RemoveAt(0);
+                _idle.Add((blob.OpenKey, blob));
+                if (_idle.Count > MaxIdleBlobs)
+                {
+                    retired = _idle[0].Blob;
+                    _idle.RemoveAt(0);
+                }
             }
         }
-        try { File.SetLastWriteTimeUtc(blob.RecordPath, DateTime.UtcNow); } catch (IOException) { } // LRU order across restarts
+        if (!blob.IsPrivate)
+            try { File.SetLastWriteTimeUtc(blob.UsePath, DateTime.UtcNow); } catch (IOException) { } catch (UnauthorizedAccessException) { } // LRU order across restarts
         retired?.Dispose();
+    }
+
+    /// <summary>
+    /// Reads chunk <paramref name="chunk"/> of another chunked blob named by the chunk index into
+    /// <paramref name="destination"/> (exactly its length). The name and index are input: a name that is
+    /// not ours, a chunk out of range or of another length is refused (false, counted). The caller
+    /// verifies the bytes against its own chunk hash before they count.
+    /// </summary>
+    public bool TryReadIndexedChunk(string blobName, long chunk, Memory<byte> destination)
+    {
+        if (!BlobDescriptor.IsBlobName(blobName) || !blobName.StartsWith(BlobDescriptor.ChunkedPrefix, StringComparison.Ordinal) || chunk < 0)
+        {
+            Interlocked.Increment(ref IgnoredIndexEntries);
+            return false;
+        }
+        string dir = DirectoryOf(blobName);
+        try
+        {
+            using var record = CacheFiles.OpenExisting(Path.Combine(dir, blobName + ".rec"));
+            using var data = CacheFiles.OpenExisting(Path.Combine(dir, blobName + ".data"));
+            if (record is null || data is null) return false; // evicted since: stale, not hostile
+            Span<byte> header = stackalloc byte[ChunkRecord.HeaderSize];
+            if (RandomAccess.Read(record, header, 0) != ChunkRecord.HeaderSize || !ChunkRecord.TryReadHeader(header, out long chunkSize, out long size)
+                || chunk >= (size + chunkSize - 1) / chunkSize || Math.Min(chunkSize, size - chunk * chunkSize) != destination.Length)
+            {
+                Interlocked.Increment(ref IgnoredIndexEntries);
+                return false;
+            }
+            for (int got = 0; got < destination.Length;)
+            {
+                int n = RandomAccess.Read(data, destination.Span[got..], chunk * chunkSize + got);
+                if (n <= 0) return false;
+                got += n;
+            }
+            return true;
+        }
+        catch (IOException e)
+        {
+            _logger.LogDebug("cache: chunk {Chunk} of {Blob} named by the index is unusable: {Error}", chunk, blobName, e.Message);
+            Interlocked.Increment(ref IgnoredIndexEntries);
+            return false;
+        }
+    }
+
+    /// <summary>Temporary files of processes that died while a whole file landed (no lock held on them).</summary>
+    private void RemoveLeftovers()
+    {
+        foreach (var part in Directory.EnumerateFiles(PrivateDirectory, "*.part"))
+        {
+            int fd = Libc.Open(part, Libc.O_RDONLY | Libc.O_CLOEXEC | 0x20000 /* O_NOFOLLOW */);
+            if (fd < 0) continue;
+            try { if (Libc.Flock(fd, Libc.LOCK_EX | Libc.LOCK_NB) == 0) File.Delete(part); }
+            catch (IOException) { }
+            finally { Libc.Close(fd); }
+        }
     }
 
     /// <summary>
@@ -146,10 +225,10 @@ public sealed class BlobCache : IDisposable
                 {
                     if (used <= Capacity) break;
                     // An idle blob is evictable: close it first (its own shared lock would block the delete).
-                    int idle = _idle.FindIndex(b => b.DataPath == candidate.DataPath);
+                    int idle = _idle.FindIndex(b => b.Blob.DataPath == candidate.DataPath);
                     if (idle >= 0)
                     {
-                        _idle[idle].Dispose();
+                        _idle[idle].Blob.Dispose();
                         _idle.RemoveAt(idle);
                     }
                     if (TryDelete(candidate.DataPath, candidate.RecordPath))
@@ -186,7 +265,7 @@ public sealed class BlobCache : IDisposable
             if (Libc.Flock(fd, Libc.LOCK_EX | Libc.LOCK_NB) != 0) return false;
             File.Delete(recordPath); // record first: a data file without a record is never trusted
             File.Delete(dataPath);
-            File.Delete(Path.ChangeExtension(recordPath, ".lock"));
+            File.Delete(Path.ChangeExtension(dataPath, ".lock"));
             _logger.LogDebug("evicted {Blob}", Path.GetFileName(dataPath));
             return true;
         }
@@ -201,9 +280,13 @@ public sealed class BlobCache : IDisposable
         if (!Directory.Exists(BlobDirectory)) yield break;
         foreach (var data in Directory.EnumerateFiles(BlobDirectory, "*.data", SearchOption.AllDirectories))
         {
+            // Blobs of earlier formats (other names) are listed too: never opened, they are the first to go.
             string record = Path.ChangeExtension(data, ".rec");
-            if (Libc.Stat(data, out var st) != 0) continue;
-            DateTime lastUse = File.Exists(record) ? File.GetLastWriteTimeUtc(record) : DateTime.MinValue;
+            if (Libc.LStat(data, out var st) != 0 || !st.IsRegularFile) continue;
+            string name = Path.GetFileNameWithoutExtension(data);
+            DateTime lastUse = !BlobDescriptor.IsBlobName(name) ? DateTime.MinValue
+                : name.StartsWith(BlobDescriptor.WholePrefix, StringComparison.Ordinal) ? DateTimeOffset.FromUnixTimeSeconds(st.MTimeSec).UtcDateTime
+                : File.Exists(record) ? File.GetLastWriteTimeUtc(record) : DateTime.MinValue;
             yield return new BlobOnDisk(data, record, st.Blocks * 512, lastUse);
         }
     }
@@ -218,7 +301,7 @@ public sealed class BlobCache : IDisposable
     {
         lock (_lock)
         {
-            foreach (var idle in _idle) idle.Dispose();
+            foreach (var (_, idle) in _idle) idle.Dispose();
             _idle.Clear();
             var openPaths = new HashSet<string>(_open.Values.Select(b => b.DataPath), StringComparer.Ordinal);
             int removed = 0, inUse = 0;
@@ -244,7 +327,7 @@ public sealed class BlobCache : IDisposable
         lock (_lock)
         {
             foreach (var blob in _open.Values) blob.Dispose();
-            foreach (var blob in _idle) blob.Dispose();
+            foreach (var (_, blob) in _idle) blob.Dispose();
             _open.Clear();
             _idle.Clear();
         }

@@ -1,208 +1,227 @@
-using System.Security.Cryptography;
+using System.Buffers;
 using Microsoft.Win32.SafeHandles;
-using MlArtifactFs.Fetching;
 using MlArtifactFs.Fuse.Interop;
 
 namespace MlArtifactFs.Cache;
 
 /// <summary>
-/// One blob in the cache: a sparse data file plus its <see cref="ChunkRecord"/>. Tracks which
-/// chunks may be served: verified chunks (per-chunk hashes), or — for seed manifests — chunks that
-/// landed in this process before the whole-file check (served unverified, as the seed does, and
-/// counted), until the file completes and is verified whole. Never serves a byte of a chunk that
-/// failed its check. Chunks known only from the record (an earlier run, another process) are
-/// "recorded" but not yet servable: the first read in this process checks their bytes against the
-/// recorded digest (<see cref="TryAdoptRecorded"/>), so a cache file damaged on disk is re-fetched,
-/// never served.
-/// <para>Threading: readers test bits without locks (Volatile); <see cref="Sync"/> guards the
-/// in-flight table; record appends are single O_APPEND writes.</para>
+/// One blob of the cache: a store of verified chunks that knows nothing of fetching.
+/// <para>
+/// <b>Chunked blobs</b> (the manifest lists chunk hashes): a sparse data file shared by every process on
+/// the cache directory, and its <see cref="ChunkRecord"/>. A chunk may be served by this process
+/// (<see cref="IsServable"/>) only once it verified against the descriptor's hash here: written by
+/// <see cref="WriteVerified"/> from a <see cref="VerifiedChunk"/>, or adopted by <see cref="TryAdopt"/>,
+/// which hashes what another process (or an earlier run) recorded. Only verified bytes are ever
+/// written into the data file, and a region the record names is never written, truncated or punched:
+/// a damaged one is first dropped from the record, then rewritten.
+/// </para>
+/// <para>
+/// <b>Whole blobs</b> (no chunk hashes, the seed format): bytes can only be verified once the file is
+/// complete, and are served before that (unverified, counted by the reader). So they land in a private
+/// temporary file that no other process sees; once the whole file matches its sha256 it is renamed
+/// into the shared directory. A shared whole blob found at open is adopted only after this process
+/// hashed it whole (<see cref="TryAdoptWhole"/>).
+/// </para>
+/// <para>Threading: readers test bits without locks; record reads and appends are under
+/// <c>_recordLock</c>; appends are single O_APPEND writes (atomic between processes).</para>
 /// </summary>
 public sealed class CachedBlob : IDisposable
 {
-    private readonly FileStream _dataStream, _recordStream; // own the handles below
-    private readonly SafeFileHandle _data;
-    private readonly SafeFileHandle _record;
-    private readonly int _recordAppendFd;
-    private readonly ChunkSet _servable;   // verified or checked by this process: may be served
-    private readonly ChunkSet _recorded;   // in the record (this or another process), maybe unchecked
-    private readonly ulong[] _digests;     // XxHash3 per chunk, from the record or as written here
-    private long _recordEnd;               // guarded by Sync
-    private bool _recordComplete;          // the record has the complete marker (seed blobs)
+    private const int ScratchSize = 256 << 10;
+
+    private SafeFileHandle _data;                    // whole blobs: swapped once for a private file when the shared one fails its check
+    private readonly SafeFileHandle? _record;        // chunked only
+    private int _appendFd = -1;                      // chunked only: the record, O_APPEND
+    private readonly ChunkSet _servable;             // verified in this process: may be served
+    private readonly ChunkSet _recorded;             // named Verified by the record (a hint: adopt before serving)
+    private readonly Lock _recordLock = new();
+    private long _recordEnd;                         // guarded by _recordLock
+    private string? _privatePath;                    // whole blobs still landing: our temporary file
+    private bool _sharedCandidate;                   // whole blobs: the shared file exists and awaits our check
+    private Task<bool>? _wholeCheck;                 // guarded by _recordLock
     private volatile bool _complete;
     private volatile Exception? _poison;
+    private readonly TaskCompletionSource _completed = new(TaskCreationOptions.RunContinuationsAsynchronously);
 
-    /// <summary>Guards <see cref="Inflight"/> and the read position in the record (appends use O_APPEND, no lock).</summary>
-    internal readonly Lock Sync = new();
-
-    /// <summary>The run fetching each chunk right now, if any (single flight per chunk). Guarded by <see cref="Sync"/>.</summary>
-    internal readonly ChunkRun?[] Inflight;
-
-    internal CachedBlob(BlobDescriptor descriptor, string name, string dataPath, string recordPath)
+    private CachedBlob(BlobDescriptor descriptor, string dataPath, string? recordPath, SafeFileHandle data, SafeFileHandle? record)
     {
-        Name = name;
         Descriptor = descriptor;
         DataPath = dataPath;
         RecordPath = recordPath;
-        int chunks = descriptor.ChunkCount;
-        _servable = new ChunkSet(chunks);
-        _recorded = new ChunkSet(chunks);
-        _digests = new ulong[chunks];
-        Inflight = new ChunkRun?[chunks];
-
-        _dataStream = OpenPrivate(dataPath);
-        _recordStream = OpenPrivate(recordPath);
-        _data = _dataStream.SafeFileHandle;
-        _record = _recordStream.SafeFileHandle;
-        // Appends go through O_APPEND: several processes sharing the cache append to one record,
-        // and a 16-byte append is atomic, so no entry overwrites another.
-        _recordAppendFd = Libc.Open(recordPath, 1 /* O_WRONLY */ | 0x400 /* O_APPEND */ | Libc.O_CLOEXEC);
-        if (_recordAppendFd < 0) throw new IOException($"cannot open {recordPath} for appending: {Libc.StrError(Libc.LastErrno)}");
-        // Shared lock while open: another process evicting the cache skips blobs someone has open.
-        Libc.Flock((int)_data.DangerousGetHandle(), Libc.LOCK_SH);
-        // Exclusive while reading (or creating) the record: a process opening the blob at the same
-        // moment must not see a half-written header and reset what the first one just created.
-        // A separate lock file, because .NET itself takes flock(LOCK_SH|LOCK_NB) on files it opens.
-        int lockFd = Libc.Open(Path.ChangeExtension(recordPath, ".lock"), Libc.O_RDWR | 0x40 /* O_CREAT */ | Libc.O_CLOEXEC, 0x180 /* 0600 */);
-        if (lockFd >= 0) Libc.Flock(lockFd, Libc.LOCK_EX);
-        try { LoadRecord(); }
-        finally { if (lockFd >= 0) Libc.Close(lockFd); }
+        _data = data;
+        _record = record;
+        _servable = new ChunkSet(descriptor.ChunkCount);
+        _recorded = new ChunkSet(descriptor.ChunkCount);
+        if (descriptor.ChunkCount == 0) SetComplete();
     }
 
-    /// <summary>Cache files are 0600: model weights can be private.</summary>
-    private static FileStream OpenPrivate(string path) => new(path, new FileStreamOptions
+    private void SetComplete()
     {
-        Mode = FileMode.OpenOrCreate, Access = FileAccess.ReadWrite, Share = FileShare.ReadWrite, BufferSize = 0,
-        UnixCreateMode = UnixFileMode.UserRead | UnixFileMode.UserWrite,
-    });
+        _complete = true;
+        _completed.TrySetResult();
+    }
+
+    private void SetPoison(Exception error)
+    {
+        _poison ??= error;
+        _completed.TrySetException(_poison);
+    }
 
     public BlobDescriptor Descriptor { get; }
-    /// <summary>File name stem in the cache: the sha256, plus the chunk size when chunked.</summary>
-    public string Name { get; }
+    public string Name => Descriptor.Name;
+    /// <summary>The shared data file (for a whole blob still landing, where it will be once verified).</summary>
     public string DataPath { get; }
-    public string RecordPath { get; }
+    /// <summary>The record (chunked blobs only).</summary>
+    public string? RecordPath { get; }
+    /// <summary>The file whose modification time orders eviction (the record, or a whole blob's data).</summary>
+    internal string UsePath => RecordPath ?? DataPath;
 
-    /// <summary>Every chunk present and verified (by chunk hashes or whole): eligible for passthrough.</summary>
+    /// <summary>Every chunk verified in this process (or the whole file): eligible for passthrough.</summary>
     public bool IsComplete => _complete;
 
-    /// <summary>Set when a seed-format blob failed its whole-file check: every read fails.</summary>
+    /// <summary>Set when a whole blob failed its whole-file check: every read of this blob fails.</summary>
     public Exception? Poison => _poison;
 
-    internal SafeFileHandle DataHandle => _data;
+    /// <summary>Completes when the blob is complete and verified; faults when a whole-file check failed or could not run.</summary>
+    public Task WholeVerified => _completed.Task;
+
+    /// <summary>What was found unusable at open and set aside (a blob of the wrong size, an unreadable record).</summary>
+    public string? SetAside { get; private set; }
+
+    /// <summary>The data file's descriptor, for passthrough registration (the kernel takes its own reference).</summary>
+    public int DataFd => CacheFiles.Fd(_data);
+
     internal int RefCount;
+    /// <summary>The key it is open under in its <see cref="BlobCache"/>.</summary>
+    internal string OpenKey = "";
     internal long LastAccess = Environment.TickCount64;
     /// <summary>1 once its verified chunks were published to the chunk index.</summary>
     internal int Registered;
-    /// <summary>1 once a background scrub started.</summary>
+    /// <summary>1 once a background check started.</summary>
     internal int Scrubbing;
+
+    /// <summary>Chunks found damaged on disk (and dropped from the record) by this process.</summary>
+    public long DamagedChunks;
 
     public int ServableChunks => _servable.Count;
 
-    private void LoadRecord()
-    {
-        var d = Descriptor;
-        Span<byte> header = stackalloc byte[ChunkRecord.HeaderSize];
-        int got = RandomAccess.Read(_record, header, 0);
-        long dataLength = RandomAccess.GetLength(_data);
-        if (got < ChunkRecord.HeaderSize || !ChunkRecord.HeaderMatches(header, d.ChunkSize, d.Size) || dataLength != d.Size)
-        {
-            // New, from another chunking, or damaged (wrong size): start over. Nothing in it is trusted.
-            Reset();
-        }
-        else
-        {
-            // A torn append (crash mid-write) leaves a partial entry: cut it, or every later O_APPEND
-            // entry would be misaligned and unreadable.
-            long length = RandomAccess.GetLength(_record);
-            long aligned = length - (length - ChunkRecord.HeaderSize) % ChunkRecord.EntrySize;
-            if (aligned != length) RandomAccess.SetLength(_record, aligned);
-            _recordEnd = ChunkRecord.ReadEntries(_record, ChunkRecord.HeaderSize, ApplyEntry);
-        }
-        if (d.ChunkCount == 0) _complete = true;
-    }
+    /// <summary>True when every chunk is recorded (or a shared whole file awaits its check): a check can complete it without fetching.</summary>
+    public bool AllRecorded => Descriptor.HasChunkHashes ? Descriptor.ChunkCount > 0 && _recorded.Count == Descriptor.ChunkCount : _sharedCandidate;
 
-    private void Reset()
-    {
-        RandomAccess.SetLength(_record, 0);
-        RandomAccess.Write(_record, ChunkRecord.Header(Descriptor.ChunkSize, Descriptor.Size), 0);
-        RandomAccess.SetLength(_data, 0);               // drop old bytes...
-        RandomAccess.SetLength(_data, Descriptor.Size); // ...and keep a sparse file of the right size
-        _recordEnd = ChunkRecord.HeaderSize;
-    }
+    /// <summary>The record names this chunk as verified (by us, another process or an earlier run).</summary>
+    public bool IsRecorded(int chunk) => Descriptor.HasChunkHashes && _recorded.Contains(chunk);
 
-    private void ApplyEntry(uint chunk, ulong digest)
-    {
-        if (chunk == ChunkRecord.CompleteMarker)
-        {
-            _recordComplete = true;
-            return;
-        }
-        if (chunk >= Descriptor.ChunkCount) return;
-        _digests[chunk] = digest;
-        _recorded.Add((int)chunk);
-    }
+    // ---- opening -------------------------------------------------------------------------------
 
     /// <summary>
-    /// Seed blobs: per-chunk entries count only under a complete marker (they are written, with the
-    /// marker, after the whole-file check; landed-but-unverified data never survives a restart).
+    /// Opens or creates a chunked blob in <paramref name="directory"/>. Called under the blob's lock
+    /// file, so processes opening it at once never see a half-made pair of files.
     /// </summary>
-    internal bool IsRecorded(int chunk) =>
-        (Descriptor.HasChunkHashes || _recordComplete) && _recorded.Contains(chunk);
-
-    /// <summary>True when every chunk is recorded, so a scrub can make the blob complete without fetching.</summary>
-    public bool AllRecorded => Descriptor.ChunkCount > 0 && (Descriptor.HasChunkHashes || _recordComplete) && _recorded.Count == Descriptor.ChunkCount;
-
-    /// <summary>
-    /// Makes a recorded chunk servable after checking its bytes against the recorded digest. A
-    /// mismatch means the cache file was damaged: the chunk is dropped (hole punched, no longer
-    /// recorded here) and false is returned, so it gets fetched again. False too when not recorded.
-    /// </summary>
-    public bool TryAdoptRecorded(int chunk)
+    internal static CachedBlob OpenChunked(BlobDescriptor d, string directory)
     {
-        if (IsServable(chunk)) return true;
-        if (!IsRecorded(chunk)) return false;
-        long start = Descriptor.ChunkStart(chunk), length = Descriptor.ChunkEnd(chunk) - start;
-        byte[] buffer = System.Buffers.ArrayPool<byte>.Shared.Rent((int)length);
+        string dataPath = Path.Combine(directory, d.Name + ".data"), recordPath = Path.Combine(directory, d.Name + ".rec");
+        SafeFileHandle? data = CacheFiles.OpenExisting(dataPath), record = null;
+        string? setAside = null;
         try
         {
-            int n = Read(start, buffer.AsSpan(0, (int)length));
-            if (n == length && ChunkRecord.Digest(buffer.AsSpan(0, n)) == _digests[chunk])
+            record = CacheFiles.OpenExisting(recordPath);
+            if (data is not null || record is not null)
             {
-                _servable.Add(chunk);
-                if (_servable.Count == Descriptor.ChunkCount) _complete = true;
-                return true;
+                Span<byte> header = stackalloc byte[ChunkRecord.HeaderSize];
+                bool usable = data is not null && record is not null
+                    && RandomAccess.GetLength(data) == d.Size
+                    && RandomAccess.Read(record, header, 0) == ChunkRecord.HeaderSize && ChunkRecord.HeaderMatches(header, d);
+                if (!usable)
+                {
+                    // Wrong size, no record, another header: nothing in it is trusted. Set it aside (unlink:
+                    // a process that has it open keeps its inode, and nothing it reads changes under it).
+                    setAside = data is null ? "a record without data" : record is null ? "data without a record"
+                        : RandomAccess.GetLength(data) != d.Size ? $"a data file of {RandomAccess.GetLength(data)} bytes, not {d.Size}" : "a record of another chunking";
+                    data?.Dispose();
+                    record?.Dispose();
+                    data = record = null;
+                    File.Delete(recordPath); // record first: data without a record is never trusted
+                    File.Delete(dataPath);
+                }
             }
+            if (data is null)
+            {
+                data = CacheFiles.Create(dataPath) ?? throw new IOException($"cache file {dataPath} appeared while being created");
+                RandomAccess.SetLength(data, d.Size); // our new file: sparse, of the right size
+                record = CacheFiles.Create(recordPath) ?? throw new IOException($"cache file {recordPath} appeared while being created");
+                RandomAccess.Write(record, ChunkRecord.Header(d), 0);
+            }
+            var blob = new CachedBlob(d, dataPath, recordPath, data, record) { SetAside = setAside };
+            try
+            {
+                // Shared lock while open: a process evicting the cache skips blobs someone has open.
+                Libc.Flock(CacheFiles.Fd(data), Libc.LOCK_SH);
+                blob._appendFd = CacheFiles.OpenAppend(recordPath);
+                blob.Refresh();
+            }
+            catch
+            {
+                blob.Dispose();
+                throw;
+            }
+            return blob;
         }
-        finally
+        catch
         {
-            System.Buffers.ArrayPool<byte>.Shared.Return(buffer);
+            data?.Dispose();
+            record?.Dispose();
+            throw;
         }
-        _recorded.Remove(chunk);
-        PunchHole(start, length);
-        Interlocked.Increment(ref DamagedChunks);
-        return false;
     }
 
-    /// <summary>Chunks found damaged on disk (and dropped) in this process.</summary>
-    public long DamagedChunks;
-
-    /// <summary>Picks up chunks another process recorded since we last looked (shared cache directory).</summary>
-    internal void Refresh()
+    /// <summary>
+    /// Opens a whole blob: the shared verified file when one exists (adopted only after
+    /// <see cref="TryAdoptWhole"/>), else a private temporary file in <paramref name="privateDirectory"/>.
+    /// </summary>
+    internal static CachedBlob OpenWhole(BlobDescriptor d, string directory, string privateDirectory)
     {
-        lock (Sync)
-            _recordEnd = ChunkRecord.ReadEntries(_record, _recordEnd, ApplyEntry);
+        string dataPath = Path.Combine(directory, d.Name + ".data");
+        var shared = CacheFiles.OpenExisting(dataPath);
+        string? setAside = null;
+        if (shared is not null && RandomAccess.GetLength(shared) != d.Size)
+        {
+            setAside = $"a data file of {RandomAccess.GetLength(shared)} bytes, not {d.Size}";
+            shared.Dispose();
+            shared = null;
+            File.Delete(dataPath);
+        }
+        if (shared is not null)
+        {
+            var blob = new CachedBlob(d, dataPath, null, shared, null) { _sharedCandidate = d.Size > 0 };
+            Libc.Flock(blob.DataFd, Libc.LOCK_SH);
+            return blob;
+        }
+        var (temp, data) = CreatePrivate(d, privateDirectory);
+        return new CachedBlob(d, dataPath, null, data, null) { _privatePath = temp, SetAside = setAside };
     }
 
-    /// <summary>May be served now: verified by this process, or recorded and checked against its digest.</summary>
+    private static (string Path, SafeFileHandle Data) CreatePrivate(BlobDescriptor d, string privateDirectory)
+    {
+        string temp = Path.Combine(privateDirectory, $"{d.Name}.{Environment.ProcessId}.{Guid.NewGuid():N}.part");
+        var data = CacheFiles.Create(temp) ?? throw new IOException($"temporary cache file {temp} exists already");
+        RandomAccess.SetLength(data, d.Size);
+        // Held while it lands: a later process removing leftovers of dead ones skips it.
+        Libc.Flock(CacheFiles.Fd(data), Libc.LOCK_SH);
+        return (temp, data);
+    }
+
+    // ---- reading -------------------------------------------------------------------------------
+
+    /// <summary>May be served now by this process.</summary>
     public bool IsServable(int chunk) => _servable.Contains(chunk);
 
     /// <summary>True when every chunk overlapping [offset, offset+length) can be served now.</summary>
     public bool IsRangeServable(long offset, long length)
     {
-        if (_complete) return true;
-        if (length <= 0) return true;
+        if (_complete || length <= 0) return true;
         int first = Descriptor.ChunkOf(offset), last = Descriptor.ChunkOf(offset + length - 1);
         for (int c = first; c <= last; c++)
-            if (!IsServable(c)) return false;
+            if (!_servable.Contains(c)) return false;
         return true;
     }
 
@@ -220,92 +239,214 @@ public sealed class CachedBlob : IDisposable
         return total;
     }
 
-    internal void Write(ReadOnlySpan<byte> bytes, long offset) => RandomAccess.Write(_data, bytes, offset);
+    // ---- chunked: verified writes, adoption, the record ----------------------------------------------
 
-    /// <summary>Records a chunk whose bytes are written and whose SHA-256 matched; <paramref name="digest"/> is their XxHash3.</summary>
-    internal void MarkVerified(int chunk, ulong digest)
+    /// <summary>
+    /// Stores a chunk that verified in memory. When the record already names it (another process got
+    /// there first) the region is not written: equal bytes on disk are adopted as they are, different
+    /// ones are damage, dropped from the record before they are rewritten. A full disk throws
+    /// <see cref="CacheFullException"/> with nothing recorded and nothing punched.
+    /// </summary>
+    public void WriteVerified(in VerifiedChunk chunk)
     {
-        _digests[chunk] = digest;
-        _recorded.Add(chunk);
-        if (!_servable.Add(chunk)) return;
-        AppendEntry((uint)chunk, digest);
-        if (_servable.Count == Descriptor.ChunkCount) _complete = true;
+        if (!ReferenceEquals(chunk.Blob, Descriptor) && chunk.Blob != Descriptor)
+            throw new ArgumentException("a chunk verified for another blob", nameof(chunk));
+        int c = chunk.Index;
+        if (_servable.Contains(c)) return;
+        long start = Descriptor.ChunkStart(c);
+        Refresh();
+        if (_recorded.Contains(c))
+        {
+            if (DiskEquals(start, chunk.Bytes.Span)) { MarkServable(c); return; }
+            Drop(c);
+        }
+        try { RandomAccess.Write(_data, chunk.Bytes.Span, start); }
+        catch (IOException e) when ((e.HResult & 0xFFFF) is Libc.ENOSPC or 122 /* EDQUOT */)
+        {
+            throw new CacheFullException($"the cache disk is full ({DataPath})", e);
+        }
+        AppendEntry((uint)c, ChunkRecord.Verified, Descriptor.ChunkHash(c));
+        _recorded.Add(c);
+        MarkServable(c);
     }
 
-    /// <summary>Seed manifests: the chunk's bytes landed (unverified). True when this was the last one.</summary>
-    internal bool MarkLanded(int chunk) =>
-        _servable.Add(chunk) && _servable.Count == Descriptor.ChunkCount;
+    /// <summary>
+    /// Makes a recorded chunk servable once its bytes on disk hash to the descriptor's chunk hash.
+    /// False when it is not recorded, or (then counted in <see cref="DamagedChunks"/> and dropped from the
+    /// record) when its bytes do not match: the caller fetches it again.
+    /// </summary>
+    public bool TryAdopt(int chunk)
+    {
+        if (_servable.Contains(chunk)) return true;
+        if (!IsRecorded(chunk)) return false;
+        byte[] scratch = ArrayPool<byte>.Shared.Rent(ScratchSize);
+        try
+        {
+            long start = Descriptor.ChunkStart(chunk);
+            if (ChunkVerifier.RegionMatches(_data, start, Descriptor.ChunkLength(chunk), Descriptor.ChunkHash(chunk), scratch.AsSpan(0, ScratchSize)))
+            {
+                MarkServable(chunk);
+                return true;
+            }
+        }
+        finally { ArrayPool<byte>.Shared.Return(scratch); }
+        Drop(chunk);
+        Interlocked.Increment(ref DamagedChunks);
+        return false;
+    }
 
-    private unsafe void AppendEntry(uint chunk, ulong digest)
+    /// <summary>Picks up entries other processes appended since we last looked.</summary>
+    public void Refresh()
+    {
+        if (_record is null) return;
+        lock (_recordLock)
+            _recordEnd = ChunkRecord.ReadEntries(_record, Math.Max(_recordEnd, ChunkRecord.HeaderSize), ApplyEntry);
+    }
+
+    private void ApplyEntry(ChunkRecord.Entry entry)
+    {
+        if (entry.Chunk >= (uint)Descriptor.ChunkCount) return; // input: an index out of range names nothing
+        int c = (int)entry.Chunk;
+        if (entry.Kind == ChunkRecord.Dropped) _recorded.Remove(c);
+        else if (entry.Sha256.AsSpan().SequenceEqual(Descriptor.ChunkHash(c))) _recorded.Add(c);
+    }
+
+    private void Drop(int chunk)
+    {
+        AppendEntry((uint)chunk, ChunkRecord.Dropped, Descriptor.ChunkHash(chunk));
+        _recorded.Remove(chunk);
+    }
+
+    private bool DiskEquals(long offset, ReadOnlySpan<byte> expected)
+    {
+        byte[] scratch = ArrayPool<byte>.Shared.Rent(ScratchSize);
+        try
+        {
+            for (int done = 0; done < expected.Length;)
+            {
+                int want = Math.Min(ScratchSize, expected.Length - done);
+                int n = RandomAccess.Read(_data, scratch.AsSpan(0, want), offset + done);
+                if (n <= 0 || !scratch.AsSpan(0, n).SequenceEqual(expected.Slice(done, n))) return false;
+                done += n;
+            }
+            return true;
+        }
+        finally { ArrayPool<byte>.Shared.Return(scratch); }
+    }
+
+    private void MarkServable(int chunk)
+    {
+        if (_servable.Add(chunk) && _servable.Count == Descriptor.ChunkCount) SetComplete();
+    }
+
+    private unsafe void AppendEntry(uint chunk, uint kind, ReadOnlySpan<byte> sha256)
     {
         byte* entry = stackalloc byte[ChunkRecord.EntrySize];
-        ChunkRecord.WriteEntry(new Span<byte>(entry, ChunkRecord.EntrySize), chunk, digest);
-        if (Libc.Write(_recordAppendFd, entry, ChunkRecord.EntrySize) == ChunkRecord.EntrySize) return;
+        ChunkRecord.WriteEntry(new Span<byte>(entry, ChunkRecord.EntrySize), chunk, kind, sha256);
+        if (Libc.Write(_appendFd, entry, ChunkRecord.EntrySize) == ChunkRecord.EntrySize) return;
         int errno = Libc.LastErrno;
-        // Disk full: the chunk stays servable in this process, it just will not survive a restart.
+        // Disk full: a verified chunk stays servable in this process, it just will not survive a restart.
+        // A drop that cannot be recorded is held in memory (not recorded here) and never served unchecked.
         if (errno is Libc.ENOSPC or 122 /* EDQUOT */) return;
         throw new IOException($"cannot append to {RecordPath}: {Libc.StrError(errno)}");
     }
 
-    /// <summary>
-    /// Seed manifests: hashes the whole data file against the manifest's sha256. On success the blob
-    /// becomes complete (recorded); on mismatch it is poisoned and its data dropped.
-    /// </summary>
-    internal bool VerifyWhole()
+    // ---- whole blobs ----------------------------------------------------------------------------
+
+    /// <summary>Whole blobs still landing: writes bytes into our private temporary file (nobody else reads it).</summary>
+    public void WriteLanded(ReadOnlySpan<byte> bytes, long offset)
     {
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var d = Descriptor;
-        var digests = new ulong[d.ChunkCount];
-        var buffer = new byte[d.ChunkSize];
-        for (int c = 0; c < d.ChunkCount; c++)
+        if (_privatePath is null) throw new InvalidOperationException($"{DataPath} is shared: only verified chunks may be written");
+        try { RandomAccess.Write(_data, bytes, offset); }
+        catch (IOException e) when ((e.HResult & 0xFFFF) is Libc.ENOSPC or 122 /* EDQUOT */)
         {
-            int length = (int)(d.ChunkEnd(c) - d.ChunkStart(c));
-            int n = Read(d.ChunkStart(c), buffer.AsSpan(0, length));
-            hash.AppendData(buffer, 0, n);
-            digests[c] = ChunkRecord.Digest(buffer.AsSpan(0, n));
+            throw new CacheFullException($"the cache disk is full ({_privatePath})", e);
         }
-        string actual = Convert.ToHexStringLower(hash.GetHashAndReset());
-        if (actual == d.Sha256)
+    }
+
+    /// <summary>Whole blobs: the chunk's bytes landed (unverified). True when this was the last one.</summary>
+    public bool MarkLanded(int chunk) => _servable.Add(chunk) && _servable.Count == Descriptor.ChunkCount;
+
+    /// <summary>Ends every read of this blob with <paramref name="error"/> (whole-file verification could not run).</summary>
+    public void PoisonWith(Exception error) => SetPoison(error);
+
+    /// <summary>Whole blobs still landing: the bytes are private, so they may be rewritten by a retry.</summary>
+    public bool IsPrivate => _privatePath is not null;
+
+    /// <summary>
+    /// Whole blobs: checks the complete private file against the sha256 and, when it matches, renames it
+    /// into the shared directory. On a mismatch the blob is poisoned and its file deleted: nothing of it
+    /// ever reached another process.
+    /// </summary>
+    public bool CompleteWhole()
+    {
+        if (_complete) return true;
+        if (!VerifyWholeFile())
         {
-            // Per-chunk digests first, then the marker that makes them count (a crash in between leaves no marker).
-            for (int c = 0; c < d.ChunkCount; c++)
-            {
-                _digests[c] = digests[c];
-                _recorded.Add(c);
-                AppendEntry((uint)c, digests[c]);
-            }
-            AppendEntry(ChunkRecord.CompleteMarker, 0);
-            _recordComplete = true;
-            _complete = true;
-            return true;
+            SetPoison(new ChunkVerificationException($"the file's SHA-256 does not match the manifest's {Descriptor.Sha256[..16]}…: dropped, never cached"));
+            _servable.Clear();
+            TryDelete(_privatePath);
+            _privatePath = null;
+            return false;
         }
-        _poison = new ChunkVerificationException(
-            $"the file's SHA-256 is {actual}, the manifest says {d.Sha256}: dropped from the cache");
-        lock (Sync) Reset();
-        _servable.Clear();
-        _recorded.Clear();
-        return false;
+        File.Move(_privatePath!, DataPath, overwrite: true); // atomic; a verified copy there already holds the same bytes
+        _privatePath = null;
+        SetComplete();
+        return true;
     }
 
     /// <summary>
-    /// Allocates disk blocks for a range about to be written (best effort: a full disk shows at the write).
-    /// Writes into allocated blocks skip ext4's per-block delayed-allocation bookkeeping.
+    /// Whole blobs found shared at open: hashes the file once (shared by concurrent callers) and adopts
+    /// it when it matches. A mismatch sets it aside and switches to a private file to fetch into; false.
     /// </summary>
-    internal void Preallocate(long offset, long length) =>
-        Libc.Fallocate((int)_data.DangerousGetHandle(), Libc.FALLOC_FL_KEEP_SIZE, offset, length);
+    public Task<bool> TryAdoptWhole(string privateDirectory)
+    {
+        lock (_recordLock)
+        {
+            if (_complete) return Task.FromResult(true);
+            if (!_sharedCandidate) return Task.FromResult(false);
+            return _wholeCheck ??= Task.Run(() =>
+            {
+                if (VerifyWholeFile())
+                {
+                    for (int c = 0; c < Descriptor.ChunkCount; c++) _servable.Add(c);
+                    SetComplete();
+                    return true;
+                }
+                // Damaged on disk: set it aside (only if the name still is the file we checked) and land a fresh copy privately.
+                // Nothing of it was servable, so no reader sees the swap.
+                Interlocked.Increment(ref DamagedChunks);
+                if (Libc.Stat(DataPath, out var st) == 0 && Libc.FStat(DataFd, out var ours) == 0 && st.Ino == ours.Ino) TryDelete(DataPath);
+                var (temp, data) = CreatePrivate(Descriptor, privateDirectory);
+                var old = _data;
+                _data = data;
+                _privatePath = temp;
+                _sharedCandidate = false;
+                SetAside = "a shared whole file that does not match its sha256";
+                old.Dispose();
+                return false;
+            });
+        }
+    }
 
-    /// <summary>Frees the disk blocks of a chunk that failed verification (nothing unverified stays).</summary>
-    internal void PunchHole(long offset, long length) =>
-        Libc.Fallocate((int)_data.DangerousGetHandle(), Libc.FALLOC_FL_PUNCH_HOLE | Libc.FALLOC_FL_KEEP_SIZE, offset, length);
+    private bool VerifyWholeFile()
+    {
+        byte[] scratch = ArrayPool<byte>.Shared.Rent(ScratchSize);
+        try { return ChunkVerifier.RegionMatches(_data, 0, Descriptor.Size, Descriptor.FileHash(), scratch.AsSpan(0, ScratchSize)); }
+        finally { ArrayPool<byte>.Shared.Return(scratch); }
+    }
 
+    private static void TryDelete(string? path)
+    {
+        if (path is null) return;
+        try { File.Delete(path); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+    }
 
     public void Dispose()
     {
-        Libc.Close(_recordAppendFd);
-        _dataStream.Dispose();
-        _recordStream.Dispose();
+        if (_appendFd >= 0) Libc.Close(_appendFd);
+        _data.Dispose();
+        _record?.Dispose();
+        TryDelete(_privatePath); // a whole blob that never verified leaves nothing behind
     }
 }
-
-/// <summary>Bytes that do not hash to what the manifest says. Never served.</summary>
-public sealed class ChunkVerificationException(string message) : Exception(message);

@@ -4,65 +4,94 @@ using Microsoft.Win32.SafeHandles;
 namespace MlArtifactFs.Cache;
 
 /// <summary>
-/// The persisted record of which chunks of a blob are present and verified: an append-only log
-/// next to the sparse data file. A 32-byte header (magic, chunk size, file size) then 16-byte
-/// entries: chunk index, a check word, and the XxHash3 digest of the chunk's bytes as written.
-/// An entry is appended only after its chunk's bytes were written and its SHA-256 matched, so after
-/// a crash (even kill -9 mid-write) the record never claims a chunk that is not there; a torn or
-/// garbage entry fails its check and is ignored. The digest lets a later process detect a cache file
-/// damaged on disk (bit rot, a stray write) cheaply (~10 GB/s) before serving from it.
-/// <see cref="CompleteMarker"/> says the whole file was verified (seed manifests have no chunk hashes).
+/// The persisted record of a chunked blob: an append-only log next to its sparse data file.
+/// A 64-byte header (magic, chunk size, file size, the blob's chunk-list id) then 48-byte entries:
+/// chunk index, kind, the chunk's SHA-256, and a check word over the entry.
+/// <list type="bullet">
+/// <item><c>Verified</c> is appended only after the chunk's bytes matched its SHA-256 in memory and were
+/// written, so after a crash (even kill -9 mid-write) no entry names bytes that are not there.</item>
+/// <item><c>Dropped</c> takes a chunk back (its bytes on disk were found damaged); the last entry of a
+/// chunk wins. A damaged region is dropped first and only then rewritten from verified bytes.</item>
+/// </list>
+/// Entries are appended with O_APPEND as single writes, so processes sharing the cache never
+/// interleave inside one. A torn or garbage entry fails its check and is skipped.
+/// The record is a hint, never proof: a process that did not verify a chunk itself checks its bytes
+/// against the reading manifest's chunk hash before serving them (<see cref="CachedBlob"/>).
 /// </summary>
 internal static class ChunkRecord
 {
-    public const int HeaderSize = 32;
-    public const int EntrySize = 16;
-    public const uint CompleteMarker = uint.MaxValue;
-    private static ReadOnlySpan<byte> Magic => "MLFSREC2"u8;
+    public const int HeaderSize = 64;
+    public const int EntrySize = 48;
+    public const uint Verified = 1, Dropped = 2;
+    private static ReadOnlySpan<byte> Magic => "MLFSREC3"u8;
 
-    public static byte[] Header(long chunkSize, long fileSize)
+    public static byte[] Header(BlobDescriptor blob)
     {
         var header = new byte[HeaderSize];
         Magic.CopyTo(header);
-        BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(8), chunkSize);
-        BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(16), fileSize);
+        BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(8), blob.ChunkSize);
+        BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(16), blob.Size);
+        blob.ChunkListId().CopyTo(header.AsSpan(32));
         return header;
     }
 
-    public static bool HeaderMatches(ReadOnlySpan<byte> header, long chunkSize, long fileSize) =>
-        header.Length >= HeaderSize && header[..8].SequenceEqual(Magic)
-        && BinaryPrimitives.ReadInt64LittleEndian(header[8..]) == chunkSize
-        && BinaryPrimitives.ReadInt64LittleEndian(header[16..]) == fileSize;
+    public static bool HeaderMatches(ReadOnlySpan<byte> header, BlobDescriptor blob) =>
+        header.Length >= HeaderSize && header.SequenceEqual(Header(blob));
 
-    public static void WriteEntry(Span<byte> destination, uint chunk, ulong digest)
+    /// <summary>Reads the chunk size and file size of a header (for a check of the cache without manifests).</summary>
+    public static bool TryReadHeader(ReadOnlySpan<byte> header, out long chunkSize, out long size)
+    {
+        chunkSize = size = 0;
+        if (header.Length < HeaderSize || !header[..8].SequenceEqual(Magic)) return false;
+        chunkSize = BinaryPrimitives.ReadInt64LittleEndian(header[8..]);
+        size = BinaryPrimitives.ReadInt64LittleEndian(header[16..]);
+        return chunkSize > 0 && size >= 0;
+    }
+
+    public static void WriteEntry(Span<byte> destination, uint chunk, uint kind, ReadOnlySpan<byte> sha256)
     {
         BinaryPrimitives.WriteUInt32LittleEndian(destination, chunk);
-        BinaryPrimitives.WriteUInt32LittleEndian(destination[4..], Check(chunk, digest));
-        BinaryPrimitives.WriteUInt64LittleEndian(destination[8..], digest);
+        BinaryPrimitives.WriteUInt32LittleEndian(destination[4..], kind);
+        sha256.CopyTo(destination[8..40]);
+        BinaryPrimitives.WriteUInt64LittleEndian(destination[40..], Check(destination[..40]));
     }
 
-    public static bool TryReadEntry(ReadOnlySpan<byte> source, out uint chunk, out ulong digest)
+    public readonly record struct Entry(uint Chunk, uint Kind, byte[] Sha256);
+
+    public static bool TryReadEntry(ReadOnlySpan<byte> source, out Entry entry)
     {
-        chunk = BinaryPrimitives.ReadUInt32LittleEndian(source);
-        digest = BinaryPrimitives.ReadUInt64LittleEndian(source[8..]);
-        return BinaryPrimitives.ReadUInt32LittleEndian(source[4..]) == Check(chunk, digest);
+        entry = default;
+        if (BinaryPrimitives.ReadUInt64LittleEndian(source[40..]) != Check(source[..40])) return false;
+        uint kind = BinaryPrimitives.ReadUInt32LittleEndian(source[4..]);
+        if (kind is not (Verified or Dropped)) return false;
+        entry = new Entry(BinaryPrimitives.ReadUInt32LittleEndian(source), kind, source[8..40].ToArray());
+        return true;
     }
 
-    private static uint Check(uint chunk, ulong digest) => ~(chunk * 0x9E3779B1u) ^ 0x4D4C4653u ^ (uint)digest ^ (uint)(digest >> 32);
+    private static ulong Check(ReadOnlySpan<byte> body) => System.IO.Hashing.XxHash3.HashToUInt64(body, seed: 0x4D4C4653_52454333);
 
-    /// <summary>The digest stored per chunk: fast, non-cryptographic (SHA-256 did the verification).</summary>
-    public static ulong Digest(ReadOnlySpan<byte> bytes) => System.IO.Hashing.XxHash3.HashToUInt64(bytes);
-
-    /// <summary>Reads entries from <paramref name="offset"/> to the end of the record; returns the new end.</summary>
-    public static long ReadEntries(SafeFileHandle record, long offset, Action<uint, ulong> onEntry)
+    /// <summary>
+    /// Reads entries from <paramref name="offset"/> to the end of the record; returns where the next read
+    /// starts (an entry still being appended is read next time). A torn entry (a crash mid-append) is
+    /// skipped byte by byte until a valid entry follows, so the shared record is never truncated and
+    /// entries other processes append after it stay readable.
+    /// </summary>
+    public static long ReadEntries(SafeFileHandle record, long offset, Action<Entry> onEntry)
     {
         long length = RandomAccess.GetLength(record);
         if (length <= offset) return offset;
         var buffer = new byte[length - offset];
         int read = RandomAccess.Read(record, buffer, offset);
-        int usable = read - read % EntrySize;
-        for (int i = 0; i < usable; i += EntrySize)
-            if (TryReadEntry(buffer.AsSpan(i, EntrySize), out uint chunk, out ulong digest)) onEntry(chunk, digest);
-        return offset + usable;
+        int i = 0;
+        while (read - i >= EntrySize)
+        {
+            if (TryReadEntry(buffer.AsSpan(i, EntrySize), out var entry))
+            {
+                onEntry(entry);
+                i += EntrySize;
+            }
+            else i++;
+        }
+        return offset + i;
     }
 }

@@ -1,6 +1,5 @@
 using System.Buffers;
 using System.Diagnostics;
-using System.Security.Cryptography;
 using Microsoft.Extensions.Logging;
 using MlArtifactFs.Cache;
 using MlArtifactFs.Index;
@@ -10,44 +9,53 @@ using MlArtifactFs.Telemetry;
 namespace MlArtifactFs.Fetching;
 
 /// <summary>
-/// Makes byte ranges of blobs servable: finds the chunks missing from the cache, fetches each one
-/// once however many readers (and prefetchers) want it, streams it into the cache file, verifies
-/// it, records it, and releases each waiting reader as soon as its own bytes are in.
+/// Makes byte ranges of blobs servable: finds the chunks this process cannot serve yet, gets each
+/// one once however many readers (and prefetchers) want it, and releases each waiting reader as soon
+/// as its own chunks are verified and stored.
 /// <para>
-/// Before fetching, a run takes what the cache already has: chunks recorded earlier (checked against
-/// their digest), identical chunks of other blobs (copied and re-verified, via the chunk index), and
-/// chunks another process holds the fetch lease for (waited for, bounded by the lease time).
+/// A run takes, in order: chunks recorded in the cache (by an earlier run or another process), each
+/// hashed against the reader's chunk hash before it counts; identical chunks of other blobs named by
+/// the chunk index (copied into memory, verified, then written); chunks another process holds the
+/// fetch lease for (waited for, bounded); and the rest from storage through the <see cref="RangeSource"/>,
+/// each chunk verified in memory before it touches the shared file.
 /// </para>
 /// <para>
-/// Retries transient failures (5xx, SlowDown, resets, stalls, truncated bodies, bytes that fail
-/// their hash) with jittered exponential backoff, resuming at the first unverified chunk; 403 and 404
-/// fail at once. A failure reaches the reader as an exception (EIO), never as wrong bytes. When the
-/// cache's disk is full, readers fall back to <see cref="ReadUncachedAsync"/>.
+/// A run holds a reference on its blob until it ends, so neither the idle pool nor eviction can close
+/// the files under it. A failure reaches the reader as an exception (EIO), never as wrong bytes.
+/// When the cache's disk is full, readers fall back to <see cref="ReadUncachedAsync"/>.
 /// </para>
 /// </summary>
 public sealed class ChunkFetcher : IDisposable
 {
-    private readonly IObjectStore _store;
     private readonly BlobCache _cache;
     private readonly FetcherOptions _options;
     private readonly FetchStatistics _stats;
     private readonly ILogger _logger;
     private readonly FetchScheduler _scheduler;
+    private readonly SingleFlight _flights = new();
+    private readonly RangeSource _source;
     private readonly CancellationTokenSource _shutdown = new();
     private readonly IChunkIndex _index;
 
     public ChunkFetcher(IObjectStore store, BlobCache cache, FetcherOptions options, FetchStatistics stats, ILogger logger, IChunkIndex? index = null)
     {
         _index = index ?? new LocalChunkIndex();
-        _store = store;
         _cache = cache;
         _options = options;
         _stats = stats;
         _logger = logger;
+        _source = new RangeSource(store, options, stats, logger, _shutdown.Token);
+        Buffers = new ChunkBuffers(options.BufferBudgetBytes);
         _scheduler = new FetchScheduler(options.MaxConcurrentFetches, run => _ = Task.Run(() => ExecuteAsync(run)));
     }
 
     public FetcherOptions Options => _options;
+
+    /// <summary>The budget every chunk-sized buffer comes from.</summary>
+    public ChunkBuffers Buffers { get; }
+
+    /// <summary>How long another process may hold a chunk's fetch lease (a crashed holder frees it by expiry).</summary>
+    private static readonly TimeSpan LeaseTime = TimeSpan.FromSeconds(30);
 
     /// <summary>Completes when [offset, offset+length) of the blob can be read from the cache.</summary>
     public ValueTask EnsureAsync(CachedBlob blob, ObjectLocation location, string fileName, long offset, long length,
@@ -61,10 +69,6 @@ public sealed class ChunkFetcher : IDisposable
         static async ValueTask SlowAsync(ChunkFetcher self, CachedBlob blob, ObjectLocation location, string fileName,
             long offset, long length, FetchPriority priority, CancellationToken cancel)
         {
-            blob.Refresh(); // another process may have fetched it meanwhile
-            var d = blob.Descriptor;
-            for (int c = d.ChunkOf(offset); c <= d.ChunkOf(offset + length - 1); c++) self.Adopt(blob, c, fileName);
-            if (blob.IsRangeServable(offset, length)) return;
             long end = offset + length;
             var runs = self.Schedule(blob, location, fileName, offset, end, priority);
             foreach (var run in runs)
@@ -81,7 +85,7 @@ public sealed class ChunkFetcher : IDisposable
         Schedule(blob, location, fileName, offset, offset + length, priority);
     }
 
-    /// <summary>Registers runs for the missing chunks of [offset, end) and returns every run the range depends on.</summary>
+    /// <summary>Registers runs for the chunks of [offset, end) not servable yet and returns every run the range depends on.</summary>
     private List<ChunkRun> Schedule(CachedBlob blob, ObjectLocation location, string fileName, long offset, long end, FetchPriority priority)
     {
         var d = blob.Descriptor;
@@ -89,22 +93,24 @@ public sealed class ChunkFetcher : IDisposable
         int maxChunksPerRun = (int)Math.Max(1, _options.MaxRequestBytes / d.ChunkSize);
         var runs = new List<ChunkRun>();
         var toStart = new List<ChunkRun>();
-        lock (blob.Sync)
+        var flights = _flights.For(blob);
+        lock (flights.Sync)
         {
             for (int c = first; c <= last; c++)
             {
                 if (blob.IsServable(c)) continue;
-                if (blob.Inflight[c] is { } existing)
+                if (flights.Runs[c] is { } existing)
                 {
                     if (runs.Count == 0 || !ReferenceEquals(runs[^1], existing)) runs.Add(existing);
                     if (priority < existing.Priority) _scheduler.Promote(existing, priority);
                     continue;
                 }
                 int stop = c;
-                while (stop + 1 <= last && stop + 1 - c < maxChunksPerRun && !blob.IsServable(stop + 1) && blob.Inflight[stop + 1] is null)
+                while (stop + 1 <= last && stop + 1 - c < maxChunksPerRun && !blob.IsServable(stop + 1) && flights.Runs[stop + 1] is null)
                     stop++;
                 var run = new ChunkRun(blob, location, fileName, c, stop, priority);
-                for (int k = c; k <= stop; k++) blob.Inflight[k] = run;
+                _cache.Retain(blob); // released when the run ends: its files stay open until then
+                for (int k = c; k <= stop; k++) flights.Runs[k] = run;
                 runs.Add(run);
                 toStart.Add(run);
                 c = stop;
@@ -118,7 +124,6 @@ public sealed class ChunkFetcher : IDisposable
     {
         var blob = run.Blob;
         var d = blob.Descriptor;
-        byte[] buffer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
         using var activity = MlfsTelemetry.Source.StartActivity("mlfs.fetch");
         activity?.SetTag("mlfs.file", run.FileName);
         activity?.SetTag("mlfs.chunk.first", run.FirstChunk);
@@ -129,68 +134,32 @@ public sealed class ChunkFetcher : IDisposable
         MlfsTelemetry.FetchesInFlight.Add(1);
         bool reserved = false;
         var leases = new List<string>();
-        var state = new FetchState();
+        var progress = new FetchProgress { Position = run.Start };
+        ChunkBuffers.Rental? chunkBuffer = null;
         try
         {
             _cache.EnsureRoom(run.End - run.Start);
             reserved = true;
-            // 1. Chunks already in the cache: recorded earlier (by this or another process; checked
-            //    against their digest) or, with chunk hashes, identical chunks of other blobs (copied
-            //    and re-verified). Read-ahead and prefetch runs reach here without the reader's check.
-            var missing = new List<int>();
-            blob.Refresh();
-            for (int c = run.FirstChunk; c <= run.LastChunk; c++)
+            if (d.HasChunkHashes)
             {
-                if (Adopt(blob, c, run.FileName) || (d.HasChunkHashes && await TryCopyDuplicateAsync(blob, c, buffer).ConfigureAwait(false)))
-                    run.ChunkReady(c);
-                else missing.Add(c);
+                chunkBuffer = await Buffers.RentAsync((int)d.ChunkSize, _shutdown.Token).ConfigureAwait(false);
+                await FetchChunkedAsync(run, chunkBuffer.Memory, leases, progress).ConfigureAwait(false);
             }
-            if (!d.HasChunkHashes)
-            {
-                foreach (var (first, last) in Segments(missing))
-                    await FetchRangeAsync(run, d.ChunkStart(first), d.ChunkEnd(last), buffer, state).ConfigureAwait(false);
-            }
-            else
-            {
-                // 2. Cross-process single flight: fetch the chunks we lease; wait for those another process is fetching.
-                var ours = new List<int>();
-                var theirs = new List<int>();
-                foreach (int c in missing)
-                {
-                    string key = $"{blob.Name}:{c}";
-                    if (await _index.TryLeaseAsync(key, LeaseTime).ConfigureAwait(false))
-                    {
-                        leases.Add(key);
-                        // The lease may be free because its holder just finished: look again before fetching.
-                        blob.Refresh();
-                        if (Adopt(blob, c, run.FileName)) run.ChunkReady(c);
-                        else ours.Add(c);
-                    }
-                    else theirs.Add(c);
-                }
-                foreach (var (first, last) in Segments(ours))
-                    await FetchRangeAsync(run, d.ChunkStart(first), d.ChunkEnd(last), buffer, state).ConfigureAwait(false);
-                if (theirs.Count > 0)
-                {
-                    Interlocked.Add(ref _stats.ChunksFromOtherProcesses, theirs.Count);
-                    var stillMissing = await WaitForOtherProcessAsync(run, theirs).ConfigureAwait(false);
-                    foreach (var (first, last) in Segments(stillMissing))
-                        await FetchRangeAsync(run, d.ChunkStart(first), d.ChunkEnd(last), buffer, state).ConfigureAwait(false);
-                }
-            }
-            activity?.SetTag("mlfs.attempts", state.Attempts);
-            activity?.SetTag("mlfs.bytes", state.Bytes);
+            else await FetchWholeAsync(run, progress).ConfigureAwait(false);
+            activity?.SetTag("mlfs.attempts", progress.Attempts);
+            activity?.SetTag("mlfs.bytes", progress.Bytes);
             run.Advance(run.End);
         }
         catch (Exception e)
         {
             Interlocked.Increment(ref _stats.Failures);
-            string reason = e is OperationCanceledException && _shutdown.IsCancellationRequested ? "the mount is stopping" : Describe(e);
-            MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", ErrorKind(e)));
+            string reason = e is OperationCanceledException && _shutdown.IsCancellationRequested ? "the mount is stopping" : RangeSource.Describe(e);
+            MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", RangeSource.ErrorKind(e)));
             activity?.SetStatus(ActivityStatusCode.Error, reason);
-            if (!_shutdown.IsCancellationRequested && e is not CacheFullException)
+            if (e is CacheFullException) NoteCacheFull(run.FileName);
+            else if (!_shutdown.IsCancellationRequested)
                 _logger.LogError("fetch {File} bytes {Start}-{End} failed after {Attempts} attempt(s): {Reason}; reads of these bytes get EIO",
-                    run.FileName, state.Position, run.End - 1, state.Attempts, reason);
+                    run.FileName, progress.Position, run.End - 1, progress.Attempts, reason);
             run.Fail(new IOException($"{run.FileName}: {reason}", e));
         }
         finally
@@ -198,24 +167,87 @@ public sealed class ChunkFetcher : IDisposable
             foreach (var key in leases) _index.ReleaseLease(key);
             MlfsTelemetry.FetchesInFlight.Add(-1);
             if (reserved) _cache.ReleaseReservation(run.End - run.Start);
-            ArrayPool<byte>.Shared.Return(buffer);
-            lock (blob.Sync)
-            {
-                for (int c = run.FirstChunk; c <= run.LastChunk; c++)
-                    if (ReferenceEquals(blob.Inflight[c], run)) blob.Inflight[c] = null;
-            }
+            chunkBuffer?.Dispose();
+            _flights.Finished(run);
+            _cache.Release(blob);
             _scheduler.Finished();
         }
     }
 
-    /// <summary>How long another process may hold a chunk's fetch lease (a crashed holder frees it by expiry).</summary>
-    private static readonly TimeSpan LeaseTime = TimeSpan.FromSeconds(30);
-
-    private sealed class FetchState
+    /// <summary>A chunked run: adopt, copy duplicates, wait for other processes, fetch the rest; every chunk verified before it counts.</summary>
+    private async Task FetchChunkedAsync(ChunkRun run, Memory<byte> buffer, List<string> leases, FetchProgress progress)
     {
-        public int Attempts;
-        public long Position;
-        public long Bytes;
+        var blob = run.Blob;
+        var d = blob.Descriptor;
+        var missing = new List<int>();
+        blob.Refresh();
+        for (int c = run.FirstChunk; c <= run.LastChunk; c++)
+        {
+            if (Adopt(blob, c, run.FileName) || await TryCopyDuplicateAsync(blob, c, buffer).ConfigureAwait(false)) run.ChunkReady(c);
+            else missing.Add(c);
+        }
+        // Cross-process single flight: fetch the chunks we lease; wait for those another process is fetching.
+        var ours = new List<int>();
+        var theirs = new List<int>();
+        foreach (int c in missing)
+        {
+            string key = $"{blob.Name}:{c}";
+            if (await _index.TryLeaseAsync(key, LeaseTime).ConfigureAwait(false))
+            {
+                leases.Add(key);
+                blob.Refresh(); // the lease may be free because its holder just finished: look again before fetching
+                if (Adopt(blob, c, run.FileName)) run.ChunkReady(c);
+                else ours.Add(c);
+            }
+            else theirs.Add(c);
+        }
+        foreach (var (first, last) in Segments(ours))
+            await FetchChunksAsync(run, first, last, buffer, progress).ConfigureAwait(false);
+        if (theirs.Count > 0)
+        {
+            Interlocked.Add(ref _stats.ChunksFromOtherProcesses, theirs.Count);
+            var stillMissing = await WaitForOtherProcessAsync(run, theirs).ConfigureAwait(false);
+            foreach (var (first, last) in Segments(stillMissing))
+                await FetchChunksAsync(run, first, last, buffer, progress).ConfigureAwait(false);
+        }
+    }
+
+    /// <summary>Streams chunks [first, last] from storage, each verified in <paramref name="buffer"/> before it is written.</summary>
+    private async Task FetchChunksAsync(ChunkRun run, int first, int last, Memory<byte> buffer, FetchProgress progress)
+    {
+        var d = run.Blob.Descriptor;
+        if (run.Priority == FetchPriority.Demand && await TryFetchChunkInPartsAsync(run, first, buffer, progress).ConfigureAwait(false))
+        {
+            if (first == last) return;
+            first++;
+        }
+        var consumer = new VerifyingConsumer(run, buffer, ChunkVerified);
+        await _source.StreamAsync(run.Location, run.FileName, d.ChunkStart(first), d.ChunkEnd(last), consumer, progress).ConfigureAwait(false);
+    }
+
+    /// <summary>A whole-file run: adopt a shared verified copy, or land the missing chunks privately; the last landing verifies the file.</summary>
+    private async Task FetchWholeAsync(ChunkRun run, FetchProgress progress)
+    {
+        var blob = run.Blob;
+        var d = blob.Descriptor;
+        if (blob.AllRecorded)
+        {
+            if (await blob.TryAdoptWhole(_cache.PrivateDirectory).ConfigureAwait(false)) return;
+            MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "cache_damaged"));
+            _logger.LogWarning("{File}: the cached copy {Path} does not match its sha256; set aside and fetched again", run.FileName, blob.DataPath);
+        }
+        byte[] buffer = ArrayPool<byte>.Shared.Rent(_options.BufferSize);
+        try
+        {
+            var consumer = new LandingConsumer(run, buffer.AsMemory(0, _options.BufferSize), () => Interlocked.Increment(ref _stats.ChunksFetched));
+            var missing = new List<int>();
+            for (int c = run.FirstChunk; c <= run.LastChunk; c++)
+                if (!blob.IsServable(c)) missing.Add(c);
+            foreach (var (first, last) in Segments(missing))
+                await _source.StreamAsync(run.Location, run.FileName, d.ChunkStart(first), d.ChunkEnd(last), consumer, progress).ConfigureAwait(false);
+            if (consumer.LandedLast) VerifyWholeFile(run);
+        }
+        finally { ArrayPool<byte>.Shared.Return(buffer); }
     }
 
     private static IEnumerable<(int First, int Last)> Segments(List<int> chunks)
@@ -259,139 +291,33 @@ public sealed class ChunkFetcher : IDisposable
         }
     }
 
-    /// <summary>Copies a chunk with the same SHA-256 from another blob of the cache, verifying it again. False when none is usable.</summary>
-    private async Task<bool> TryCopyDuplicateAsync(CachedBlob blob, int chunk, byte[] buffer)
+    /// <summary>
+    /// Copies a chunk with the same SHA-256 from another blob named by the chunk index: into memory,
+    /// verified against this blob's hash, then written. False when no named copy is usable.
+    /// </summary>
+    private async Task<bool> TryCopyDuplicateAsync(CachedBlob blob, int chunk, Memory<byte> buffer)
     {
         var d = blob.Descriptor;
-        string expected = d.ChunkHashes![chunk];
-        var locations = await _index.FindAsync(expected).ConfigureAwait(false);
-        long length = d.ChunkEnd(chunk) - d.ChunkStart(chunk);
+        var locations = await _index.FindAsync(d.ChunkHashes![chunk]).ConfigureAwait(false);
+        var bytes = buffer[..d.ChunkLength(chunk)];
         foreach (var location in locations)
         {
             if (location.BlobName == blob.Name && location.Chunk == chunk) continue;
-            string? source = _cache.DataPathOf(location.BlobName);
-            long? sourceChunkSize = BlobCache.ChunkSizeOf(location.BlobName);
-            if (source is null || sourceChunkSize is null || !File.Exists(source)) continue;
-            try
+            if (!_cache.TryReadIndexedChunk(location.BlobName, location.Chunk, bytes)) continue;
+            if (!ChunkVerifier.TryVerify(d, chunk, bytes, out var verified))
             {
-                using var handle = File.OpenHandle(source);
-                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-                var digest = new System.IO.Hashing.XxHash3();
-                long sourceOffset = location.Chunk * sourceChunkSize.Value;
-                for (long done = 0; done < length;)
-                {
-                    int want = (int)Math.Min(buffer.Length, length - done);
-                    int n = await RandomAccess.ReadAsync(handle, buffer.AsMemory(0, want), sourceOffset + done).ConfigureAwait(false);
-                    if (n <= 0) break;
-                    hash.AppendData(buffer, 0, n);
-                    digest.Append(buffer.AsSpan(0, n));
-                    blob.Write(buffer.AsSpan(0, n), d.ChunkStart(chunk) + done);
-                    done += n;
-                }
-                if (Convert.ToHexStringLower(hash.GetHashAndReset()) != expected) continue; // stale or damaged copy: fetch instead
-                blob.MarkVerified(chunk, digest.GetCurrentHashAsUInt64());
-                Interlocked.Increment(ref _stats.ChunksDeduplicated);
-                Interlocked.Add(ref _stats.BytesDeduplicated, length);
-                return true;
+                Interlocked.Increment(ref _cache.IgnoredIndexEntries); // stale or damaged copy: fetch instead
+                continue;
             }
-            catch (IOException) { }
+            try { blob.WriteVerified(verified); }
+            catch (CacheFullException) { throw; }
+            catch (IOException) { return false; }
+            _index.Add(blob.Name, [(chunk, d.ChunkHashes[chunk])]);
+            Interlocked.Increment(ref _stats.ChunksDeduplicated);
+            Interlocked.Add(ref _stats.BytesDeduplicated, bytes.Length);
+            return true;
         }
         return false;
-    }
-
-    /// <summary>Streams [start, end) of the run's object into the cache with retries, verifying chunk by chunk.</summary>
-    private async Task FetchRangeAsync(ChunkRun run, long start, long end, byte[] buffer, FetchState state)
-    {
-        var blob = run.Blob;
-        var d = blob.Descriptor;
-        bool verifyChunks = d.HasChunkHashes;
-        if (verifyChunks && run.Priority == FetchPriority.Demand && start == d.ChunkStart(d.ChunkOf(start))
-            && await TryFetchChunkInPartsAsync(run, d.ChunkOf(start), state).ConfigureAwait(false))
-        {
-            start = d.ChunkEnd(d.ChunkOf(start));
-            if (start >= end) return;
-        }
-        using var chunkHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var chunkDigest = new System.IO.Hashing.XxHash3(); // stored in the record to detect later damage on disk
-        long pos = start;
-        int attempt = 0;
-        blob.Preallocate(start, end - start);
-        while (pos < end)
-        {
-            attempt++;
-            state.Attempts++;
-            long attemptStart = pos;
-            var started = Stopwatch.GetTimestamp();
-            using var stall = CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);
-            try
-            {
-                stall.CancelAfter(_options.StallTimeout);
-                Interlocked.Increment(ref _stats.Requests);
-                await using var body = await _store.OpenRangeAsync(run.Location, pos, end - pos, stall.Token).ConfigureAwait(false);
-                while (pos < end)
-                {
-                    int chunk = d.ChunkOf(pos);
-                    long chunkEnd = d.ChunkEnd(chunk);
-                    int want = (int)Math.Min(buffer.Length, chunkEnd - pos);
-                    stall.CancelAfter(_options.StallTimeout);
-                    int n = await body.ReadAsync(buffer.AsMemory(0, want), stall.Token).ConfigureAwait(false);
-                    if (n == 0)
-                        throw new ObjectStoreException(ObjectStoreErrorKind.Transient,
-                            $"GET {run.Location.Display} bytes {attemptStart}-{end - 1}: body ended after {pos - attemptStart} of {end - attemptStart} bytes");
-                    WriteToCache(blob, buffer.AsSpan(0, n), pos, run.FileName);
-                    if (verifyChunks)
-                    {
-                        chunkHash.AppendData(buffer, 0, n);
-                        chunkDigest.Append(buffer.AsSpan(0, n));
-                    }
-                    pos += n;
-                    state.Position = pos;
-                    state.Bytes += n;
-                    Interlocked.Add(ref _stats.BytesFetched, n);
-                    MlfsTelemetry.BytesFetched.Add(n);
-
-                    if (pos == chunkEnd)
-                    {
-                        if (verifyChunks)
-                        {
-                            string actual = Convert.ToHexStringLower(chunkHash.GetHashAndReset());
-                            if (actual != d.ChunkHashes![chunk])
-                            {
-                                blob.PunchHole(d.ChunkStart(chunk), chunkEnd - d.ChunkStart(chunk));
-                                chunkDigest.Reset();
-                                MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "verification"));
-                                pos = d.ChunkStart(chunk);
-                                throw new ChunkVerificationException(
-                                    $"{run.FileName}: chunk {chunk} (bytes {d.ChunkStart(chunk)}-{chunkEnd - 1}) does not match its SHA-256 " +
-                                    $"(expected {d.ChunkHashes[chunk][..16]}…, got {actual[..16]}…): not cached");
-                            }
-                            ChunkVerified(run, chunk, actual, chunkDigest.GetCurrentHashAsUInt64());
-                            chunkDigest.Reset();
-                        }
-                        else if (blob.MarkLanded(chunk))
-                        {
-                            _ = Task.Run(() => VerifyWholeFile(run));
-                        }
-                        Interlocked.Increment(ref _stats.ChunksFetched);
-                    }
-                    // Seed manifests have no chunk hashes: every landed byte may be served (unverified, counted).
-                    if (!verifyChunks) run.Advance(pos);
-                }
-                MlfsTelemetry.FetchDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
-            }
-            catch (Exception e) when (IsRetryable(e, stall, out string reason) && attempt < _options.MaxAttempts)
-            {
-                // Resume at the first byte not yet usable: the start of the unverified chunk.
-                if (verifyChunks) pos = d.ChunkStart(d.ChunkOf(pos == end ? pos - 1 : pos));
-                chunkHash.GetHashAndReset();
-                chunkDigest.Reset();
-                Interlocked.Increment(ref _stats.Retries);
-                TimeSpan delay = Backoff(attempt);
-                _logger.LogWarning("fetch {File} bytes {Start}-{End} attempt {Attempt} failed: {Reason}; retrying in {Delay} ms",
-                    run.FileName, pos, end - 1, attempt, reason, (int)delay.TotalMilliseconds);
-                await Task.Delay(delay, _shutdown.Token).ConfigureAwait(false);
-            }
-        }
     }
 
     private const long MinDemandPart = 256 << 10;
@@ -401,55 +327,19 @@ public sealed class ChunkFetcher : IDisposable
     /// it. False (nothing cached, nothing served) when it should not or could not: the caller then
     /// streams the chunk the ordinary way, with its retries. A full cache disk still fails the run.
     /// </summary>
-    private async Task<bool> TryFetchChunkInPartsAsync(ChunkRun run, int chunk, FetchState state)
+    private async Task<bool> TryFetchChunkInPartsAsync(ChunkRun run, int chunk, Memory<byte> buffer, FetchProgress progress)
     {
-        var blob = run.Blob;
-        var d = blob.Descriptor;
-        long chunkStart = d.ChunkStart(chunk);
-        int length = (int)(d.ChunkEnd(chunk) - chunkStart);
+        var d = run.Blob.Descriptor;
+        int length = d.ChunkLength(chunk);
         int parts = (int)Math.Min(_options.DemandChunkParts, length / MinDemandPart);
         if (parts < 2) return false;
-        byte[] data = ArrayPool<byte>.Shared.Rent(length);
+        var bytes = buffer[..length];
         try
         {
-            int partSize = (length + parts - 1) / parts;
-            using var stall = CancellationTokenSource.CreateLinkedTokenSource(_shutdown.Token);
-            stall.CancelAfter(_options.StallTimeout);
-            var reads = new Task[parts];
-            for (int p = 0; p < parts; p++)
-            {
-                int from = p * partSize, count = Math.Min(partSize, length - from);
-                reads[p] = ReadPartAsync(run.Location, chunkStart + from, data.AsMemory(from, count), stall.Token);
-            }
-            state.Attempts++;
-            // Hash each part as soon as it and those before it are in: only the last part's hashing follows the transfer.
-            using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-            try
-            {
-                for (int p = 0; p < parts; p++)
-                {
-                    await reads[p].ConfigureAwait(false);
-                    int from = p * partSize;
-                    hash.AppendData(data, from, Math.Min(partSize, length - from));
-                }
-            }
-            catch
-            {
-                await stall.CancelAsync().ConfigureAwait(false); // one part failed: stop the others
-                throw;
-            }
-            finally
-            {
-                // A part that failed: let the others finish (or fail) before the buffer goes back to the pool.
-                try { await Task.WhenAll(reads).ConfigureAwait(false); } catch (Exception) { }
-            }
-            Interlocked.Add(ref _stats.BytesFetched, length);
-            MlfsTelemetry.BytesFetched.Add(length);
-            state.Bytes += length;
-
-            var bytes = data.AsSpan(0, length);
-            string actual = Convert.ToHexStringLower(hash.GetHashAndReset());
-            if (actual != d.ChunkHashes![chunk])
+            progress.Attempts++;
+            await _source.ReadInPartsAsync(run.Location, d.ChunkStart(chunk), bytes, parts).ConfigureAwait(false);
+            progress.Bytes += length;
+            if (!ChunkVerifier.TryVerify(d, chunk, bytes, out var verified))
             {
                 MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "verification"));
                 _logger.LogWarning("{File}: chunk {Chunk} fetched in {Parts} parts does not match its SHA-256; fetching it again as one stream",
@@ -457,74 +347,57 @@ public sealed class ChunkFetcher : IDisposable
                 Interlocked.Increment(ref _stats.Retries);
                 return false;
             }
-            WriteToCache(blob, bytes, chunkStart, run.FileName);
-            ChunkVerified(run, chunk, actual, System.IO.Hashing.XxHash3.HashToUInt64(bytes));
-            Interlocked.Increment(ref _stats.ChunksFetched);
-            state.Position = chunkStart + length;
+            ChunkVerified(run, verified);
+            progress.Position = d.ChunkEnd(chunk);
             return true;
         }
         catch (Exception e) when (e is not CacheFullException && !_shutdown.IsCancellationRequested)
         {
-            _logger.LogDebug("{File}: chunk {Chunk} in parts failed ({Reason}); fetching it as one stream", run.FileName, chunk, Describe(e));
+            _logger.LogDebug("{File}: chunk {Chunk} in parts failed ({Reason}); fetching it as one stream", run.FileName, chunk, RangeSource.Describe(e));
             Interlocked.Increment(ref _stats.Retries);
             return false;
         }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(data);
-        }
     }
 
-    private Task ReadPartAsync(ObjectLocation location, long offset, Memory<byte> destination, CancellationToken cancel)
+    /// <summary>A fetched chunk verified: store it, publish it, release its readers.</summary>
+    private void ChunkVerified(ChunkRun run, VerifiedChunk chunk)
     {
-        Interlocked.Increment(ref _stats.Requests);
-        return ReadRangeAsync(location, offset, destination, cancel);
+        run.Blob.WriteVerified(chunk);
+        _index.Add(run.Blob.Name, [(chunk.Index, run.Blob.Descriptor.ChunkHashes![chunk.Index])]);
+        Interlocked.Increment(ref _stats.ChunksFetched);
+        run.ChunkReady(chunk.Index);
     }
 
-    /// <summary>GETs exactly destination.Length bytes at offset into memory; a short body is a transient error.</summary>
-    private async Task ReadRangeAsync(ObjectLocation location, long offset, Memory<byte> destination, CancellationToken cancel)
-    {
-        await using var body = await _store.OpenRangeAsync(location, offset, destination.Length, cancel).ConfigureAwait(false);
-        for (int got = 0; got < destination.Length;)
-        {
-            int n = await body.ReadAsync(destination[got..], cancel).ConfigureAwait(false);
-            if (n == 0) throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {location.Display}: body ended early");
-            got += n;
-        }
-    }
-
-    /// <summary>A fetched chunk matched its SHA-256 and is in the cache file: record it, publish it, release its readers.</summary>
-    private void ChunkVerified(ChunkRun run, int chunk, string sha256, ulong digest)
-    {
-        run.Blob.MarkVerified(chunk, digest);
-        _index.Add(run.Blob.Name, [(chunk, sha256)]);
-        run.ChunkReady(chunk);
-    }
-
-    /// <summary>A recorded chunk becomes servable once its bytes match the recorded digest; damage is logged and re-fetched.</summary>
+    /// <summary>A recorded chunk becomes servable once its bytes hash to the reader's chunk hash; damage is logged and re-fetched.</summary>
     private bool Adopt(CachedBlob blob, int chunk, string fileName)
     {
         long damagedBefore = Interlocked.Read(ref blob.DamagedChunks);
-        if (blob.TryAdoptRecorded(chunk)) return true;
+        if (blob.TryAdopt(chunk)) return true;
         if (Interlocked.Read(ref blob.DamagedChunks) != damagedBefore)
         {
             MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "cache_damaged"));
-            _logger.LogWarning("{File}: chunk {Chunk} in the cache file {Path} is damaged (bytes differ from what was verified); dropped and fetched again",
+            _logger.LogWarning("{File}: chunk {Chunk} in the cache file {Path} is damaged (its bytes do not match the SHA-256 the manifest lists); dropped from the record and fetched again",
                 fileName, chunk, blob.DataPath);
         }
         return false;
     }
 
-    /// <summary>Checks every recorded chunk of a blob in the background, so a fully cached file can open in passthrough.</summary>
-    public void Scrub(CachedBlob blob, string fileName) => _ = ScrubAsync(blob, fileName, CancellationToken.None);
+    /// <summary>Checks what the cache holds of a blob in the background, so a fully cached file can open in passthrough.</summary>
+    public void Scrub(CachedBlob blob, string fileName)
+    {
+        _cache.Retain(blob); // held until the check ends, like a run
+        _ = ScrubAsync(blob, fileName, CancellationToken.None).ContinueWith(_ => _cache.Release(blob), TaskScheduler.Default);
+    }
 
     /// <summary>
-    /// <see cref="Scrub"/>, awaitable: completes when every recorded chunk was checked (damaged ones are
-    /// dropped, to be fetched again), at once when there is nothing to check or a check already runs.
+    /// <see cref="Scrub"/>, awaitable: completes when every recorded chunk (or a shared whole file) was
+    /// hashed against this blob's hashes (damage is dropped, to be fetched again), at once when there is
+    /// nothing to check or a check already runs. The caller holds the blob open until it completes.
     /// </summary>
     public Task ScrubAsync(CachedBlob blob, string fileName, CancellationToken cancel)
     {
         if (!blob.AllRecorded || blob.IsComplete || Interlocked.Exchange(ref blob.Scrubbing, 1) != 0) return Task.CompletedTask;
+        if (!blob.Descriptor.HasChunkHashes) return blob.TryAdoptWhole(_cache.PrivateDirectory);
         return Task.Run(() =>
         {
             for (int c = 0; c < blob.Descriptor.ChunkCount && !_shutdown.IsCancellationRequested && !cancel.IsCancellationRequested; c++)
@@ -532,7 +405,7 @@ public sealed class ChunkFetcher : IDisposable
         }, CancellationToken.None);
     }
 
-    /// <summary>Publishes the verified chunks of a blob to the index (once per opened blob), so other files and processes can reuse them.</summary>
+    /// <summary>Publishes the recorded chunks of a blob to the index (once per opened blob), so other files and processes can find them.</summary>
     public void Register(CachedBlob blob)
     {
         var d = blob.Descriptor;
@@ -547,15 +420,16 @@ public sealed class ChunkFetcher : IDisposable
     {
         try
         {
-            if (!run.Blob.VerifyWhole())
+            if (!run.Blob.CompleteWhole())
             {
                 MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "verification"));
                 _logger.LogError("{File}: {Reason}; further reads get EIO", run.FileName, run.Blob.Poison!.Message);
             }
         }
-        catch (Exception e) when (e is IOException or ObjectDisposedException)
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            _logger.LogWarning("{File}: whole-file verification could not run: {Error}", run.FileName, e.Message);
+            run.Blob.PoisonWith(new IOException($"{run.FileName}: whole-file verification could not run: {e.Message}", e));
+            _logger.LogError("{File}: whole-file verification could not run: {Error}; further reads get EIO", run.FileName, e.Message);
         }
     }
 
@@ -563,32 +437,18 @@ public sealed class ChunkFetcher : IDisposable
     public bool CacheFull => Volatile.Read(ref _cacheFull) != 0;
     private int _cacheFull;
 
-    private const int ENOSPC = 28, EDQUOT = 122;
-
-    private void WriteToCache(CachedBlob blob, ReadOnlySpan<byte> bytes, long offset, string fileName)
+    private void NoteCacheFull(string fileName)
     {
-        try
-        {
-            blob.Write(bytes, offset);
-        }
-        catch (IOException e) when ((e.HResult & 0xFFFF) is ENOSPC or EDQUOT)
-        {
-            if (Interlocked.Exchange(ref _cacheFull, 1) == 0)
-            {
-                MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "cache_full"));
-                _logger.LogWarning("the cache disk is full ({Root}, writing {File}): serving reads straight from storage, uncached, until there is room; free space or lower --cache-size",
-                    _cache.Root, fileName);
-            }
-            int chunk = blob.Descriptor.ChunkOf(offset);
-            blob.PunchHole(blob.Descriptor.ChunkStart(chunk), blob.Descriptor.ChunkEnd(chunk) - blob.Descriptor.ChunkStart(chunk));
-            throw new CacheFullException($"{fileName}: the cache disk is full", e);
-        }
+        if (Interlocked.Exchange(ref _cacheFull, 1) != 0) return;
+        MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "cache_full"));
+        _logger.LogWarning("the cache disk is full ({Root}, writing {File}): serving reads straight from storage, uncached, until there is room; free space or lower --cache-size",
+            _cache.Root, fileName);
     }
 
     /// <summary>
     /// Degraded path when the cache cannot be written: fetches the chunks covering the read into
-    /// memory, verifies them, and copies out the bytes asked for. Nothing is cached; nothing
-    /// unverified is served (seed manifests: as the seed does, counted as unverified).
+    /// memory (from the buffer budget), verifies them, and copies out the bytes asked for. Nothing is
+    /// cached; nothing unverified is served (files without chunk hashes: as the seed does, counted).
     /// </summary>
     public async Task<int> ReadUncachedAsync(CachedBlob blob, ObjectLocation location, string fileName, long offset, Memory<byte> destination, CancellationToken cancel)
     {
@@ -597,91 +457,21 @@ public sealed class ChunkFetcher : IDisposable
         if (length <= 0) return 0;
         long start = d.HasChunkHashes ? d.ChunkStart(d.ChunkOf(offset)) : offset;
         long end = d.HasChunkHashes ? d.ChunkEnd(d.ChunkOf(offset + length - 1)) : offset + length;
-        byte[] buffer = ArrayPool<byte>.Shared.Rent((int)(end - start));
-        try
+        using var rental = await Buffers.RentAsync((int)(end - start), cancel).ConfigureAwait(false);
+        var bytes = rental.Memory;
+        await _source.ReadWithRetriesAsync(location, start, bytes, () =>
         {
-            for (int attempt = 1; ; attempt++)
-            {
-                try
-                {
-                    using var stall = CancellationTokenSource.CreateLinkedTokenSource(cancel, _shutdown.Token);
-                    stall.CancelAfter(_options.StallTimeout);
-                    await ReadRangeAsync(location, start, buffer.AsMemory(0, (int)(end - start)), stall.Token).ConfigureAwait(false);
-                    Interlocked.Add(ref _stats.BytesFetched, end - start);
-                    if (d.HasChunkHashes)
-                        for (int c = d.ChunkOf(start); c <= d.ChunkOf(end - 1); c++)
-                        {
-                            var bytes = buffer.AsSpan((int)(d.ChunkStart(c) - start), (int)(d.ChunkEnd(c) - d.ChunkStart(c)));
-                            if (Convert.ToHexStringLower(SHA256.HashData(bytes)) != d.ChunkHashes![c])
-                                throw new ChunkVerificationException($"{fileName}: chunk {c} does not match its SHA-256");
-                        }
-                    else
-                    {
-                        Interlocked.Add(ref _stats.UnverifiedBytesServed, length);
-                        MlfsTelemetry.UnverifiedBytesServed.Add(length);
-                    }
-                    buffer.AsSpan((int)(offset - start), length).CopyTo(destination.Span);
-                    return length;
-                }
-                catch (Exception e) when (!cancel.IsCancellationRequested && attempt < _options.MaxAttempts
-                                          && e is ObjectStoreException { IsTransient: true } or ChunkVerificationException or IOException or OperationCanceledException)
-                {
-                    Interlocked.Increment(ref _stats.Retries);
-                    await Task.Delay(Backoff(attempt), cancel).ConfigureAwait(false);
-                }
-            }
+            if (!d.HasChunkHashes) return;
+            for (int c = d.ChunkOf(start); c <= d.ChunkOf(end - 1); c++)
+                ChunkVerifier.Verify(d, c, bytes.Slice((int)(d.ChunkStart(c) - start), d.ChunkLength(c)), fileName);
+        }, cancel).ConfigureAwait(false);
+        if (!d.HasChunkHashes)
+        {
+            Interlocked.Add(ref _stats.UnverifiedBytesServed, length);
+            MlfsTelemetry.UnverifiedBytesServed.Add(length);
         }
-        finally
-        {
-            ArrayPool<byte>.Shared.Return(buffer);
-        }
-    }
-
-    private bool IsRetryable(Exception e, CancellationTokenSource stall, out string reason)
-    {
-        reason = Describe(e);
-        if (_shutdown.IsCancellationRequested || e is CacheFullException) return false;
-        return e switch
-        {
-            ObjectStoreException s => s.IsTransient,
-            ChunkVerificationException => true,
-            OperationCanceledException when stall.IsCancellationRequested => SetReason(out reason, $"no data for {_options.StallTimeout.TotalSeconds:0.#} s (stalled)"),
-            IOException or HttpRequestException => true,
-            _ => false,
-        };
-
-        static bool SetReason(out string r, string text)
-        {
-            r = text;
-            return true;
-        }
-    }
-
-    private static string Describe(Exception e) => e switch
-    {
-        ObjectStoreException or ChunkVerificationException or CacheFullException => e.Message,
-        IOException io => $"connection error ({io.Message})",
-        HttpRequestException http => $"connection error ({http.HttpRequestError})",
-        OperationCanceledException => "cancelled",
-        _ => e.GetType().Name + ": " + e.Message,
-    };
-
-    private static string ErrorKind(Exception e) => e switch
-    {
-        ObjectStoreException { Kind: ObjectStoreErrorKind.NotFound } => "not_found",
-        ObjectStoreException { Kind: ObjectStoreErrorKind.AccessDenied } => "access_denied",
-        ObjectStoreException { Kind: ObjectStoreErrorKind.BadResponse } => "bad_response",
-        ObjectStoreException { Kind: ObjectStoreErrorKind.Rejected } => "rejected",
-        ObjectStoreException => "transient",
-        ChunkVerificationException => "verification",
-        CacheFullException => "cache_full",
-        _ => "io",
-    };
-
-    private TimeSpan Backoff(int attempt)
-    {
-        double cap = Math.Min(_options.RetryMaxDelay.TotalMilliseconds, _options.RetryBaseDelay.TotalMilliseconds * Math.Pow(2, attempt - 1));
-        return TimeSpan.FromMilliseconds(Random.Shared.NextDouble() * cap);
+        bytes.Slice((int)(offset - start), length).CopyTo(destination);
+        return length;
     }
 
     public void Dispose()
@@ -690,6 +480,3 @@ public sealed class ChunkFetcher : IDisposable
         _shutdown.Dispose();
     }
 }
-
-/// <summary>The cache's disk is full: the fetch is abandoned and readers fall back to uncached reads.</summary>
-public sealed class CacheFullException(string message, Exception inner) : IOException(message, inner);

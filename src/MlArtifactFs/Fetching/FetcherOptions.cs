@@ -34,6 +34,13 @@ public sealed record FetcherOptions
     /// </summary>
     public int DemandChunkParts { get; init; } = 1;
 
+    /// <summary>
+    /// Memory for chunk-sized buffers, all runs together (<see cref="ChunkBuffers"/>): each chunk is held
+    /// whole while it is verified, before it may touch the shared cache. 128 MiB lets the 8 fetches run
+    /// at once with chunks of up to 16 MiB; larger chunks (up to 64 MiB) simply run fewer at a time.
+    /// </summary>
+    public long BufferBudgetBytes { get; init; } = 128L << 20;
+
     /// <summary>Sequential read-ahead grows from <see cref="MaxRequestBytes"/> by doubling up to this.</summary>
     public long MaxReadAheadBytes { get; init; } = 128L << 20;
 }

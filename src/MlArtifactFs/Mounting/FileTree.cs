@@ -6,7 +6,11 @@ using MlArtifactFs.Storage;
 namespace MlArtifactFs.Mounting;
 
 /// <summary>A file of the tree: what to serve and where its bytes come from.</summary>
-public sealed record FileEntry(string Path, long Size, BlobDescriptor Blob, ObjectLocation Location);
+public sealed record FileEntry(string Path, long Size, BlobDescriptor Blob, ObjectLocation Location)
+{
+    /// <summary>Opens this file's blob (pair with <see cref="BlobCache.Release"/>); whole blobs are shared only between openers of the same URL.</summary>
+    public CachedBlob OpenBlob(BlobCache cache) => cache.Open(Blob, Location.RequestUri.AbsoluteUri);
+}
 
 /// <summary>
 /// The directory tree of one manifest, built once and never changed (a version switch builds a

@@ -5,14 +5,14 @@ using MlArtifactFs.Fetching;
 using MlArtifactFs.Fuse;
 using MlArtifactFs.Fuse.Interop;
 using MlArtifactFs.Fuse.Protocol;
+using MlArtifactFs.Reading;
 using MlArtifactFs.Telemetry;
 
 namespace MlArtifactFs.Mounting;
 
 /// <summary>
-/// The read-only file system of a model: the FUSE interface over a <see cref="FileTree"/>, the
-/// <see cref="BlobCache"/> and the <see cref="ChunkFetcher"/>. A READ of cached bytes is answered
-/// synchronously with one pread; a miss awaits exactly the chunks it touches. Complete, verified
+/// The read-only file system of a model: the FUSE interface over a <see cref="FileTree"/>. Each open
+/// gets a <see cref="FileReader"/> (hit or miss, read-ahead, fallbacks live there). Complete, verified
 /// files open in passthrough when the kernel allows, so warm reads never enter this process.
 /// </summary>
 public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
@@ -56,11 +56,11 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
     public int OpenHandles => _handles.Count;
     public long PassthroughOpens;
 
-    private sealed class OpenFile(FileTree.Node node, CachedBlob blob, ReadAheadWindow window, bool passthrough)
+    private sealed class OpenFile(FileTree.Node node, FileReader reader, bool passthrough)
     {
         public readonly FileTree.Node Node = node;
-        public readonly CachedBlob Blob = blob;
-        public readonly ReadAheadWindow Window = window;
+        public readonly FileReader Reader = reader;
+        public CachedBlob Blob => Reader.Blob;
         public readonly bool Passthrough = passthrough;
     }
 
@@ -208,7 +208,7 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
         if (n is null) return Libc.ENOENT;
         if (n.IsDirectory) return Libc.EISDIR;
         CachedBlob blob;
-        try { blob = _cache.Open(n.File!.Blob); }
+        try { blob = n.File!.OpenBlob(_cache); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             _logger.LogError("{File}: cannot open its cache file: {Error}", n.File!.Path, e.Message);
@@ -226,8 +226,9 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
         lock (_treesLock)
         {
             if (!_nodeOpens.TryGetValue(n.Id, out var opens)) _nodeOpens[n.Id] = opens = new NodeOpens();
-            // Passthrough and normal opens of one inode cannot be mixed: decide per file, only when complete.
-            if (UsePassthrough && _session is { PassthroughEnabled: true } session && blob.IsComplete && opens.Normal == 0)
+            // Passthrough and normal opens of one inode cannot be mixed: decide per file, only when complete
+            // (or while a backing registered then is still in use).
+            if (UsePassthrough && _session is { PassthroughEnabled: true } session && opens.Normal == 0 && (blob.IsComplete || _backings.ContainsKey(blob)))
                 backingId = AcquireBacking(session, blob);
             if (backingId > 0) opens.Passthrough++;
             else if (opens.Passthrough > 0)
@@ -239,8 +240,7 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
         }
 
         ulong handle = (ulong)Interlocked.Increment(ref _nextHandle);
-        var window = new ReadAheadWindow(_fetcher.Options.MaxRequestBytes, _fetcher.Options.MaxReadAheadBytes);
-        _handles[handle] = new OpenFile(n, blob, window, backingId > 0);
+        _handles[handle] = new OpenFile(n, new FileReader(blob, n.File.Location, n.File.Path, _fetcher, _stats), backingId > 0);
         if (backingId > 0) Interlocked.Increment(ref PassthroughOpens);
         result = new FuseOpenResult { Handle = handle, KeepCache = true, BackingId = backingId };
         return 0;
@@ -253,10 +253,8 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
             backing.Users++;
             return backing.Id;
         }
-        int fd = Libc.Open(blob.DataPath, Libc.O_RDONLY | Libc.O_CLOEXEC);
-        if (fd < 0) return 0;
-        int id = session.TryRegisterBackingFile(fd);
-        Libc.Close(fd); // the kernel keeps its own reference
+        // The very file this process verified (not whatever the path names now); the kernel takes its own reference.
+        int id = session.TryRegisterBackingFile(blob.DataFd);
         if (id <= 0) return 0;
         _backings[blob] = new Backing(id) { Users = 1 };
         return id;
@@ -282,73 +280,8 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
         _cache.Release(open.Blob);
     }
 
-    public ValueTask<int> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> destination, CancellationToken cancel)
-    {
-        if (!_handles.TryGetValue(handle, out var open)) return ValueTask.FromResult(-Libc.EBADF);
-        var file = open.Node.File!;
-        if (offset >= file.Size || destination.Length == 0) return ValueTask.FromResult(0);
-        int length = (int)Math.Min(destination.Length, file.Size - offset);
-        var blob = open.Blob;
-        if (blob.Poison is not null) return ValueTask.FromResult(-Libc.EIO);
-
-        var (aheadOffset, aheadLength) = open.Window.OnRead(offset, length);
-        if (aheadLength > 0 && !blob.IsComplete)
-        {
-            // End the window on a request boundary, so read-ahead tops up in whole requests (16 MiB GETs)
-            // rather than one chunk per READ as the window slides: fewer requests, less per-request cost.
-            long unit = _fetcher.Options.MaxRequestBytes;
-            long aheadEnd = (aheadOffset + aheadLength + unit - 1) / unit * unit;
-            _fetcher.Prefetch(blob, file.Location, file.Path, aheadOffset, aheadEnd - aheadOffset, FetchPriority.ReadAhead);
-        }
-
-        if (blob.IsRangeServable(offset, length))
-        {
-            Interlocked.Increment(ref _stats.CacheHits);
-            MlfsTelemetry.CacheHits.Add(1);
-            return ValueTask.FromResult(ReadCached(blob, offset, destination.Span[..length]));
-        }
-        Interlocked.Increment(ref _stats.CacheMisses);
-        MlfsTelemetry.CacheMisses.Add(1);
-        return ReadMissAsync(this, open, offset, destination[..length], cancel);
-
-        static async ValueTask<int> ReadMissAsync(ModelFileSystem self, OpenFile open, long offset, Memory<byte> destination, CancellationToken cancel)
-        {
-            var file = open.Node.File!;
-            try
-            {
-                await self._fetcher.EnsureAsync(open.Blob, file.Location, file.Path, offset, destination.Length, FetchPriority.Demand, cancel)
-                    .ConfigureAwait(false);
-            }
-            catch (IOException e) when (e.InnerException is CacheFullException || self._fetcher.CacheFull)
-            {
-                // Degraded, not broken: the disk cannot take more, so serve this read from storage, uncached.
-                try
-                {
-                    return await self._fetcher.ReadUncachedAsync(open.Blob, file.Location, file.Path, offset, destination, cancel).ConfigureAwait(false);
-                }
-                catch (Exception inner) when (inner is IOException or ChunkVerificationException or Storage.ObjectStoreException)
-                {
-                    return -Libc.EIO;
-                }
-            }
-            catch (Exception e) when (e is IOException or ChunkVerificationException or Storage.ObjectStoreException)
-            {
-                return -Libc.EIO; // the fetcher logged file, range and cause
-            }
-            return self.ReadCached(open.Blob, offset, destination.Span);
-        }
-    }
-
-    private int ReadCached(CachedBlob blob, long offset, Span<byte> destination)
-    {
-        int n = blob.Read(offset, destination);
-        if (!blob.Descriptor.HasChunkHashes && !blob.IsComplete)
-        {
-            Interlocked.Add(ref _stats.UnverifiedBytesServed, n);
-            MlfsTelemetry.UnverifiedBytesServed.Add(n);
-        }
-        return n;
-    }
+    public ValueTask<int> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> destination, CancellationToken cancel) =>
+        _handles.TryGetValue(handle, out var open) ? open.Reader.ReadAsync(offset, destination, cancel) : ValueTask.FromResult(-Libc.EBADF);
 
     // ---- version switch --------------------------------------------------------------------------
 

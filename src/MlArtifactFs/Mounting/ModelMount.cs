@@ -121,7 +121,7 @@ public sealed class ModelMount : IAsyncDisposable
         bool accessDenied = false;
         await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (file, ct) =>
         {
-            var blob = Cache.Open(file.Blob);
+            var blob = file.OpenBlob(Cache);
             Fetcher.Register(blob);
             try
             {
@@ -148,14 +148,8 @@ public sealed class ModelMount : IAsyncDisposable
         _logger.LogInformation("prefetched {Count} file(s) in {Ms} ms", files.Count, (int)Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
-    private static async Task WaitForWholeVerificationAsync(CachedBlob blob, CancellationToken cancel)
-    {
-        while (!blob.IsComplete)
-        {
-            if (blob.Poison is { } poison) throw poison;
-            await Task.Delay(10, cancel).ConfigureAwait(false);
-        }
-    }
+    private static Task WaitForWholeVerificationAsync(CachedBlob blob, CancellationToken cancel) =>
+        blob.WholeVerified.WaitAsync(cancel); // faults when the check fails or cannot run: never waits forever
 
     /// <summary>Completes when the files an earlier run cached whole have been checked (see <see cref="CheckCachedFilesAsync"/>).</summary>
     public Task CachedFilesChecked { get; private set; } = Task.CompletedTask;
@@ -171,9 +165,9 @@ public sealed class ModelMount : IAsyncDisposable
         foreach (var file in FileSystem.Current.Files.Select(n => n.File!))
         {
             if (cancel.IsCancellationRequested) return;
-            if (!Cache.HasRecord(file.Blob)) continue; // never cached: nothing to check, and no file to create
+            if (!Cache.HasCached(file.Blob)) continue; // never cached: nothing to check, and no file to create
             CachedBlob blob;
-            try { blob = Cache.Open(file.Blob); }
+            try { blob = file.OpenBlob(Cache); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { continue; } // its first open will say why
             try { await Fetcher.ScrubAsync(blob, file.Path, cancel).ConfigureAwait(false); }
             finally { Cache.Release(blob); }
@@ -188,7 +182,7 @@ public sealed class ModelMount : IAsyncDisposable
         {
             await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 2, CancellationToken = cancel }, async (file, ct) =>
             {
-                var blob = Cache.Open(file.Blob);
+                var blob = file.OpenBlob(Cache);
                 try
                 {
                     await Fetcher.EnsureAsync(blob, file.Location, file.Path, 0, file.Size, FetchPriority.Background, ct).ConfigureAwait(false);

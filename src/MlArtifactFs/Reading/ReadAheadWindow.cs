@@ -1,4 +1,4 @@
-namespace MlArtifactFs.Mounting;
+namespace MlArtifactFs.Reading;
 
 /// <summary>
 /// Per open handle: detects sequential reading and grows how far ahead we fetch. A READ that
