@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using Microsoft.Extensions.Logging;
 using MlArtifactFs.Fuse.Interop;
 using MlArtifactFs.Fuse.Protocol;
@@ -43,12 +44,17 @@ public sealed unsafe partial class FuseSession
         return table;
     }
 
+    /// <summary>
+    /// INIT, parsed by the minor the kernel states: before 7.36 (Linux &lt; 5.17) it sends 16 bytes
+    /// (no flags2), from 7.36 on 64. We offer only what it offers, and passthrough only from 7.40.
+    /// </summary>
     private void OnInit(ReaderContext r, in FuseInHeader h, ReadOnlySpan<byte> body)
     {
-        var reader = new RequestReader(body);
-        if (!reader.TryRead(out FuseInitIn init))
+        if (!TryParseInit(body, out FuseInitIn init))
         {
+            _logger.LogError("FUSE INIT of {Length} bytes cannot be parsed", body.Length);
             ReplyError(r.Fd, h.Unique, Libc.EINVAL);
+            _initialized.TrySetException(new FuseMountException($"the kernel sent an INIT of {body.Length} bytes that cannot be parsed"));
             return;
         }
         if (init.Major != FuseConstants.KernelMajor || init.Minor < FuseConstants.MinSupportedMinor)
@@ -65,14 +71,19 @@ public sealed unsafe partial class FuseSession
             return;
         }
 
-        ulong offered = init.Flags | ((init.Flags & (uint)FuseInitFlags.InitExt) != 0 ? (ulong)init.Flags2 << 32 : 0);
+        // flags2 exists from 7.36, and only counts when the kernel sets FUSE_INIT_EXT.
+        bool extended = init.Minor >= 36 && (init.Flags & (uint)FuseInitFlags.InitExt) != 0;
+        ulong offered = init.Flags | (extended ? (ulong)init.Flags2 << 32 : 0);
         var wanted = FuseInitFlags.AsyncRead | FuseInitFlags.BigWrites | FuseInitFlags.MaxPages
                      | FuseInitFlags.ParallelDirops | FuseInitFlags.DoReaddirplus | FuseInitFlags.ReaddirplusAuto
                      | FuseInitFlags.AsyncDio | FuseInitFlags.InitExt | FuseInitFlags.CacheSymlinks;
         // Passthrough lets the kernel read complete cache files directly; it needs CAP_SYS_ADMIN to register files.
-        if (_options.EnablePassthrough && FuseMounter.IsRoot) wanted |= FuseInitFlags.Passthrough;
+        if (_options.EnablePassthrough && FuseMounter.IsRoot && init.Minor >= 40) wanted |= FuseInitFlags.Passthrough;
         ulong agreed = offered & (ulong)wanted;
         _passthrough = (agreed & (ulong)FuseInitFlags.Passthrough) != 0;
+        if (_options.EnablePassthrough && !_passthrough)
+            _logger.LogInformation("FUSE passthrough is not available (protocol 7.{Minor}{Why}): warm reads are served by mlfs itself",
+                init.Minor, init.Minor < 40 ? ", needs 7.40 / Linux 6.9" : FuseMounter.IsRoot ? ", not offered by the kernel" : ", needs CAP_SYS_ADMIN");
         _protocolMinor = Math.Min(init.Minor, FuseConstants.KernelMinor);
 
         var reply = new FuseInitOut
@@ -81,7 +92,7 @@ public sealed unsafe partial class FuseSession
             Minor = FuseConstants.KernelMinor,
             MaxReadahead = init.MaxReadahead,
             Flags = (uint)agreed,
-            Flags2 = (uint)(agreed >> 32),
+            Flags2 = extended ? (uint)(agreed >> 32) : 0, // unused before 7.36
             MaxBackground = 64,          // READs the kernel may have in flight for async read-ahead
             CongestionThreshold = 48,
             MaxWrite = (uint)_options.MaxRead,
@@ -94,6 +105,24 @@ public sealed unsafe partial class FuseSession
         _logger.LogDebug("FUSE INIT: protocol 7.{Minor}, flags {Flags:x}, passthrough {Passthrough}", _protocolMinor, agreed, _passthrough);
         _fs.Initialized(this, info);
         _initialized.TrySetResult();
+    }
+
+    internal static bool TryParseInit(ReadOnlySpan<byte> body, out FuseInitIn init)
+    {
+        init = default;
+        if (body.Length < FuseInitIn.CompatSize) return false;
+        var compat = new RequestReader(body);
+        compat.TryRead(out uint major);
+        compat.TryRead(out uint minor);
+        if (major == FuseConstants.KernelMajor && minor >= 36 && body.Length >= Unsafe.SizeOf<FuseInitIn>())
+            return new RequestReader(body).TryRead(out init);
+        compat.TryRead(out uint maxReadahead);
+        compat.TryRead(out uint flags);
+        init.Major = major;
+        init.Minor = minor;
+        init.MaxReadahead = maxReadahead;
+        init.Flags = flags;
+        return true;
     }
 
     private void FillTimeouts(ref FuseEntryOut entry)
@@ -217,9 +246,10 @@ public sealed unsafe partial class FuseSession
             return;
         }
         ulong unique = h.Unique;
-        _pendingReads[unique] = cts;
-        if (Volatile.Read(ref _disposed) != 0) cts.Cancel();
-        _ = PendingRead.CompleteAsync(this, r.Fd, unique, buffer, pending, cts);
+        var entry = new PendingReadToken(cts);
+        _pendingReads[unique] = entry;
+        if (Volatile.Read(ref _disposed) != 0) entry.Cancel();
+        _ = PendingRead.CompleteAsync(this, r.Fd, unique, buffer, pending, entry);
     }
 
     internal int ErrnoOf(Exception e)
@@ -245,7 +275,12 @@ public sealed unsafe partial class FuseSession
         else cts.Dispose();
     }
 
-    internal void ForgetPendingRead(ulong unique) => _pendingReads.TryRemove(unique, out _);
+    /// <summary>A slow READ finished: after this no INTERRUPT can reach its token, which may then go back to the pool.</summary>
+    internal void ForgetPendingRead(ulong unique, PendingReadToken entry)
+    {
+        _pendingReads.TryRemove(new KeyValuePair<ulong, PendingReadToken>(unique, entry));
+        entry.Finish();
+    }
 
     private void OnRelease(ReaderContext r, in FuseInHeader h, ReadOnlySpan<byte> body, bool dir)
     {
@@ -306,10 +341,8 @@ public sealed unsafe partial class FuseSession
     {
         // Never reply to INTERRUPT; cancel the READ it names if it is still pending.
         var reader = new RequestReader(body);
-        if (reader.TryRead(out FuseInterruptIn interrupt) && _pendingReads.TryGetValue(interrupt.Unique, out var cts))
-        {
-            try { cts.Cancel(); } catch (ObjectDisposedException) { }
-        }
+        if (reader.TryRead(out FuseInterruptIn interrupt) && _pendingReads.TryGetValue(interrupt.Unique, out var entry))
+            entry.Cancel(); // a no-op once the READ finished, so a late INTERRUPT never reaches a token reused by another READ
     }
 }
 
@@ -317,12 +350,38 @@ public sealed unsafe partial class FuseSession
 internal static class PendingRead
 {
     public static async Task CompleteAsync(FuseSession session, int fd, ulong unique, byte[] buffer,
-        ValueTask<int> pending, CancellationTokenSource cts)
+        ValueTask<int> pending, PendingReadToken entry)
     {
         int result;
         try { result = await pending.ConfigureAwait(false); }
         catch (Exception e) { result = session.ErrnoOf(e); }
-        session.ForgetPendingRead(unique);
-        session.CompleteRead(fd, unique, buffer, result, cts);
+        session.ForgetPendingRead(unique, entry);
+        session.CompleteRead(fd, unique, buffer, result, entry.Source);
+    }
+}
+
+/// <summary>
+/// The cancellation of one pending READ. INTERRUPT and completion meet under its lock: once the READ
+/// has finished, <see cref="Cancel"/> does nothing, so its pooled token can safely serve another READ.
+/// </summary>
+internal sealed class PendingReadToken(CancellationTokenSource source)
+{
+    private readonly Lock _lock = new();
+    private bool _finished; // guarded by _lock
+
+    public CancellationTokenSource Source { get; } = source;
+
+    public void Cancel()
+    {
+        lock (_lock)
+        {
+            if (_finished) return;
+            try { Source.Cancel(); } catch (ObjectDisposedException) { }
+        }
+    }
+
+    public void Finish()
+    {
+        lock (_lock) _finished = true;
     }
 }

@@ -35,7 +35,7 @@ public sealed unsafe partial class FuseSession : IDisposable
     private readonly List<Thread> _threads = [];
     private readonly TaskCompletionSource _initialized = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
-    private readonly ConcurrentDictionary<ulong, CancellationTokenSource> _pendingReads = new();
+    private readonly ConcurrentDictionary<ulong, PendingReadToken> _pendingReads = new();
     private readonly BufferPool _readBuffers;
     private readonly ConcurrentBag<CancellationTokenSource> _tokenPool = [];
     private readonly long[] _opCounts = new long[64];
@@ -196,9 +196,17 @@ public sealed unsafe partial class FuseSession : IDisposable
 
     private void Dispatch(ReaderContext reader, ReadOnlySpan<byte> request)
     {
-        if (!MemoryMarshal.TryRead(request, out FuseInHeader header) || header.Len > request.Length)
+        // Input from the kernel is checked, never trusted to be well formed: a short header is dropped,
+        // a length that disagrees with what was read is answered EINVAL (or dropped where no reply is due).
+        if (!MemoryMarshal.TryRead(request, out FuseInHeader header) || header.Len < Unsafe.SizeOf<FuseInHeader>())
         {
             _logger.LogWarning("short FUSE request ({Length} bytes) ignored", request.Length);
+            return;
+        }
+        if (header.Len != request.Length)
+        {
+            _logger.LogWarning("FUSE request of {Length} bytes says it has {Len}: refused", request.Length, header.Len);
+            if (header.Opcode is not (FuseOpcode.Forget or FuseOpcode.BatchForget or FuseOpcode.Interrupt)) ReplyError(reader.Fd, header.Unique, Libc.EINVAL);
             return;
         }
         var body = request[Unsafe.SizeOf<FuseInHeader>()..(int)header.Len];

@@ -29,6 +29,9 @@ public struct FuseOutHeader
 [StructLayout(LayoutKind.Sequential)]
 public unsafe struct FuseInitIn
 {
+    /// <summary>What kernels before 7.36 send: major, minor, max_readahead, flags (16 bytes).</summary>
+    public const int CompatSize = 16;
+
     public uint Major, Minor, MaxReadahead, Flags, Flags2;
     public fixed uint Unused[11];
 }
