@@ -88,7 +88,7 @@ public static unsafe class FuseMounter
         string data = $"fd={fd},rootmode=40000,user_id={Libc.GetUid()},group_id={Libc.GetGid()},default_permissions"
                       + (options.AllowOther ? ",allow_other" : "");
         ulong flags = Libc.MS_RDONLY | Libc.MS_NOSUID | Libc.MS_NODEV;
-        if (Libc.Mount(options.FsName, mountPoint, "fuse." + options.Subtype, flags, data) != 0)
+        if (Libc.Mount(OptionValue(options.FsName), mountPoint, "fuse." + OptionValue(options.Subtype), flags, data) != 0)
         {
             int errno = Libc.LastErrno;
             Libc.Close(fd);
@@ -101,6 +101,18 @@ public static unsafe class FuseMounter
             }, errno);
         }
         return fd;
+    }
+
+    /// <summary>
+    /// A name as it may appear in mount options: commas and '=' would inject options (fusermount3 parses
+    /// "-o a,b=c"), and blanks, backslashes and control characters would garble /proc/mounts; each becomes '_'.
+    /// </summary>
+    public static string OptionValue(string value)
+    {
+        var chars = value.ToCharArray();
+        for (int i = 0; i < chars.Length; i++)
+            if (chars[i] is ',' or '=' or '\\' || char.IsWhiteSpace(chars[i]) || char.IsControl(chars[i])) chars[i] = '_';
+        return new string(chars);
     }
 
     private const int AF_UNIX = 1, SOCK_STREAM = 1, SOL_SOCKET = 1, SCM_RIGHTS = 1, F_SETFD = 2, FD_CLOEXEC = 1;
@@ -116,7 +128,7 @@ public static unsafe class FuseMounter
         Libc.Fcntl(sv[0], F_SETFD, FD_CLOEXEC); // our end stays ours; sv[1] is inherited by fusermount3
         try
         {
-            string opts = $"ro,nosuid,nodev,default_permissions,fsname={options.FsName},subtype={options.Subtype}"
+            string opts = $"ro,nosuid,nodev,default_permissions,fsname={OptionValue(options.FsName)},subtype={OptionValue(options.Subtype)}"
                           + (options.AllowOther ? ",allow_other" : "");
             var psi = new ProcessStartInfo(fusermount) { RedirectStandardError = true, UseShellExecute = false };
             psi.ArgumentList.Add("-o");

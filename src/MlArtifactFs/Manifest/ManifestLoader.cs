@@ -18,8 +18,21 @@ public static class ManifestLoader
     /// <summary>Longest path the kernel resolves (PATH_MAX, less the mount point's own share).</summary>
     private const int MaxPathBytes = 3072;
 
-    /// <summary>Largest chunk we accept; beyond it per-chunk verification stops being useful.</summary>
-    public const long MaxChunkSize = 1L << 30;
+    /// <summary>
+    /// Largest chunk we accept: every chunk is held whole in memory while it is verified, before it may
+    /// touch the shared cache, so this bounds memory per fetch (and beyond it per-chunk verification
+    /// stops being useful for a first byte anyway).
+    /// </summary>
+    public const long MaxChunkSize = 64L << 20;
+
+    /// <summary>Largest file (1 PiB): keeps every offset and chunk count far from overflow.</summary>
+    public const long MaxFileSize = 1L << 50;
+
+    /// <summary>Most chunks one file may have (with the seed's 16 MiB chunks, 1 PiB).</summary>
+    public const long MaxChunksPerFile = 1L << 26;
+
+    /// <summary>Longest artifact_id or version: they reach logs, the ready line and the mount's fsname.</summary>
+    private const int MaxNameLength = 256;
 
     public static ModelManifest Load(string path)
     {
@@ -171,10 +184,11 @@ public static class ManifestLoader
 
     private static void CheckRules(ModelManifest m, List<string> problems)
     {
-        if (string.IsNullOrWhiteSpace(m.ArtifactId)) problems.Add("artifact_id must not be empty");
-        if (string.IsNullOrWhiteSpace(m.Version)) problems.Add("version must not be empty");
+        if (CheckName(m.ArtifactId) is { } idProblem) problems.Add($"artifact_id {idProblem}");
+        if (CheckName(m.Version) is { } versionProblem) problems.Add($"version {versionProblem}");
         if (m.ChunkSize is { } chunkSize && (chunkSize <= 0 || chunkSize > MaxChunkSize))
-            problems.Add($"chunk_size must be between 1 and {MaxChunkSize} bytes, found {chunkSize}");
+            problems.Add($"chunk_size must be between 1 and {MaxChunkSize} bytes (64 MiB), found {chunkSize}");
+        long landing = m.ChunkSize is > 0 and <= MaxChunkSize ? m.ChunkSize.Value : ModelManifest.DefaultChunkSize;
 
         var files = m.Files ?? [];
         var seen = new Dictionary<string, int>(StringComparer.Ordinal);
@@ -186,6 +200,9 @@ public static class ManifestLoader
             else if (!seen.TryAdd(f.Path!, i)) problems.Add($"{entry}: duplicate path, also files[{seen[f.Path!]}]");
 
             if (f.Size < 0) problems.Add($"{entry}: size must not be negative, found {f.Size}");
+            else if (f.Size > MaxFileSize) problems.Add($"{entry}: size {f.Size} is larger than the {MaxFileSize} bytes (1 PiB) mlfs serves");
+            else if ((f.Size!.Value + landing - 1) / landing > MaxChunksPerFile)
+                problems.Add($"{entry}: size {f.Size} with chunk_size {landing} makes more than {MaxChunksPerFile} chunks; use a larger chunk_size");
             if (!IsSha256Hex(f.Sha256!)) problems.Add($"{entry}: sha256 must be 64 hex digits, found \"{Printable(f.Sha256!)}\"");
             if (f.Compression is { } comp && comp != "none")
                 problems.Add($"{entry}: compression \"{Printable(comp)}\" is not supported (only \"none\")");
@@ -195,7 +212,7 @@ public static class ManifestLoader
             {
                 if (m.ChunkSize is not { } cs || cs <= 0)
                     problems.Add($"{entry}: has chunks but the manifest has no valid chunk_size");
-                else if (f.Size >= 0)
+                else if (f.Size >= 0 && f.Size <= MaxFileSize)
                 {
                     long expected = (f.Size!.Value + cs - 1) / cs;
                     if (chunks.Count != expected)
@@ -247,13 +264,32 @@ public static class ManifestLoader
         return null;
     }
 
-    private static string? CheckUrl(string url)
+    /// <summary>Null when artifact_id or version is usable, else why not: they reach logs, the ready line and mount options.</summary>
+    private static string? CheckName(string? name)
     {
-        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri)) return $"\"{Printable(url)}\" is not an absolute URL";
-        return uri.Scheme is "s3" or "https" or "http"
-            ? (uri.Scheme == "s3" && string.IsNullOrEmpty(uri.Host) ? "has no bucket" : null)
-            : $"scheme \"{uri.Scheme}\" is not supported (use s3, https or http)";
+        if (string.IsNullOrWhiteSpace(name)) return "must not be empty";
+        if (name.Length > MaxNameLength) return $"is longer than {MaxNameLength} characters";
+        foreach (char ch in name)
+            if (char.IsControl(ch)) return $"\"{Printable(name)}\" contains the control character U+{(int)ch:X4}";
+        return null;
     }
+
+    /// <summary>
+    /// Null when the URL may be fetched, else why not. Never shows a query string (it may be a
+    /// presigned signature). Refuses credentials in the URL and hosts in link-local and cloud metadata
+    /// ranges (checked here, without resolving or connecting); private ranges and loopback stay allowed.
+    /// </summary>
+    public static string? CheckUrl(string url)
+    {
+        if (!Uri.TryCreate(url, UriKind.Absolute, out var uri)) return $"\"{Printable(WithoutQuery(url))}\" is not an absolute URL";
+        if (uri.Scheme is not ("s3" or "https" or "http")) return $"scheme \"{Printable(uri.Scheme)}\" is not supported (use s3, https or http)";
+        if (uri.Scheme == "s3" && string.IsNullOrEmpty(uri.Host)) return "has no bucket";
+        if (uri.UserInfo.Length > 0) return "must not carry credentials (user:password@); mlfs signs with the AWS credential chain";
+        if (uri.Scheme != "s3" && Storage.HostPolicy.Refuses(uri) is { } why) return $"host {uri.Host} {why}";
+        return null;
+    }
+
+    private static string WithoutQuery(string url) => url.IndexOf('?') is var q and >= 0 ? url[..q] + "?…" : url;
 
     public static bool IsSha256Hex(string s)
     {

@@ -28,8 +28,32 @@ public sealed class HttpObjectStore : IObjectStore, IDisposable
             AllowAutoRedirect = false, // a redirect from S3 is an error to report (wrong region), not to follow unsigned
             UseCookies = false,
             UseProxy = Environment.GetEnvironmentVariable("HTTPS_PROXY") is not null || Environment.GetEnvironmentVariable("HTTP_PROXY") is not null,
+            ConnectCallback = ConnectAsync,
         };
         _http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan, DefaultRequestVersion = HttpVersion.Version11 };
+    }
+
+    /// <summary>
+    /// Resolves, refuses link-local and metadata addresses (<see cref="HostPolicy"/>) before any
+    /// connection is made (a name may resolve there even when the manifest's URL looked harmless), then connects.
+    /// </summary>
+    private static async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancel)
+    {
+        string host = context.DnsEndPoint.Host;
+        var addresses = IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancel).ConfigureAwait(false);
+        foreach (var address in addresses)
+            if (HostPolicy.Refuses(address) is { } why) throw new HttpRequestException($"{host} resolves to {address}, which {why}");
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            await socket.ConnectAsync(addresses, context.DnsEndPoint.Port, cancel).ConfigureAwait(false);
+            return new NetworkStream(socket, ownsSocket: true);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
     }
 
     public async Task<Stream> OpenRangeAsync(ObjectLocation location, long offset, long length, CancellationToken cancel)
@@ -106,14 +130,24 @@ public sealed class HttpObjectStore : IObjectStore, IDisposable
         }
     }
 
+    /// <summary>An error body is read up to this much (an S3 error is a few hundred bytes; a hostile one may be a gigabyte).</summary>
+    private const int MaxErrorBody = 64 << 10;
+
+    /// <summary>The S3 error code of an error answer, from at most <see cref="MaxErrorBody"/> bytes of it; letters and digits only.</summary>
     private static async Task<string> ReadErrorCodeAsync(HttpResponseMessage response, CancellationToken cancel)
     {
         try
         {
-            string text = await response.Content.ReadAsStringAsync(cancel).ConfigureAwait(false);
+            await using var body = await response.Content.ReadAsStreamAsync(cancel).ConfigureAwait(false);
+            var buffer = new byte[MaxErrorBody];
+            int got = 0, n;
+            while (got < buffer.Length && (n = await body.ReadAsync(buffer.AsMemory(got), cancel).ConfigureAwait(false)) > 0) got += n;
+            string text = System.Text.Encoding.UTF8.GetString(buffer, 0, got);
             int start = text.IndexOf("<Code>", StringComparison.Ordinal);
             int end = text.IndexOf("</Code>", StringComparison.Ordinal);
-            return start >= 0 && end > start ? text[(start + 6)..end] : "";
+            if (start < 0 || end <= start) return "";
+            string code = text[(start + 6)..end];
+            return code.Length <= 64 && code.All(char.IsAsciiLetterOrDigit) ? code : "";
         }
         catch (Exception e) when (e is HttpRequestException or IOException) { return ""; }
     }
