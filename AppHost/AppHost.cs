@@ -9,13 +9,20 @@ using Microsoft.Extensions.Diagnostics.HealthChecks;
 var builder = DistributedApplication.CreateBuilder(args);
 
 string repo = Path.GetFullPath(Path.Combine(builder.AppHostDirectory, ".."));
-string work = builder.Configuration["MLFS_DEV_DIR"] ?? "/tmp/mlfs-dev";
+// State (S3 data, cache, manifests) in a private directory of this user, never a fixed name under /tmp,
+// where another local user could have prepared it (the stack often runs as root).
+string work = builder.Configuration["MLFS_DEV_DIR"] ?? Path.Combine(
+    Environment.GetEnvironmentVariable("XDG_RUNTIME_DIR") is { Length: > 0 } runtime ? runtime : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache"),
+    "mlfs-dev");
 string mountPoint = builder.Configuration["MLFS_DEV_MOUNT"] ?? "/mnt/mlfs-dev";
 string sampleMb = builder.Configuration["MLFS_SAMPLE_MB"] ?? "256";
 string readyFile = Path.Combine(work, "mount.ready");
 int s3Port = int.Parse(builder.Configuration["MLFS_S3_PORT"] ?? "18080", System.Globalization.CultureInfo.InvariantCulture);
 int redisPort = int.Parse(builder.Configuration["MLFS_REDIS_PORT"] ?? "16379", System.Globalization.CultureInfo.InvariantCulture);
-Directory.CreateDirectory(work);
+Directory.CreateDirectory(work, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+if ((File.GetUnixFileMode(work) & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
+    throw new InvalidOperationException($"{work} is writable by group or others; choose a private MLFS_DEV_DIR");
+Console.WriteLine($"mlfs AppHost: state in {work}");
 Directory.CreateDirectory(mountPoint);
 File.Delete(readyFile);
 

@@ -5,7 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mountpoint="${MLFS_DEMO_MOUNT:-/mnt/mlfs-demo}"
-work="${MLFS_DEMO_DIR:-/tmp/mlfs-demo}"
+# State in a private directory of this user, never a fixed name under /tmp (another user could prepare it).
+work="${MLFS_DEMO_DIR:-${XDG_RUNTIME_DIR:-$HOME/.cache}/mlfs-demo}"
+mkdir -p -m 700 "$work"
+if [[ -L $work || ! -O $work || -n $(find "$work" -maxdepth 0 -perm /022) ]]; then
+  echo "demo: $work is not a private directory of this user; set MLFS_DEMO_DIR" >&2; exit 1
+fi
+echo "demo: state in $work" >&2
 
 export DEBIAN_FRONTEND=noninteractive
 command -v fusermount3 >/dev/null || { apt-get update -qq && apt-get install -y -qq fuse3 >/dev/null; }

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Seeds the development stack: a sample model in two versions (v2 changes config.json and adds an
 # adapter; the weights are shared), pushed content-addressed to S3, and their manifests.
-#   MLFS_BIN=path/to/mlfs MLFS_DEV_DIR=/tmp/mlfs-dev scripts/seed-sample.sh
+#   MLFS_BIN=path/to/mlfs MLFS_DEV_DIR=~/.cache/mlfs-dev scripts/seed-sample.sh
 # Needs AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the AppHost passes them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mlfs="${MLFS_BIN:-artifacts/mlfs/mlfs}"
-work="${MLFS_DEV_DIR:-/tmp/mlfs-dev}"
+work="${MLFS_DEV_DIR:-${XDG_RUNTIME_DIR:-$HOME/.cache}/mlfs-dev}"
 size_mb="${MLFS_SAMPLE_MB:-256}"
 mkdir -p "$work/manifests"
 command -v python3 >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq python3 >/dev/null; }

@@ -48,6 +48,9 @@ public sealed class BlobCache : IDisposable
     /// <summary>Where whole blobs land before they verify: files of this process only.</summary>
     internal string PrivateDirectory => Path.Combine(Root, "tmp");
 
+    /// <summary>Chunks found damaged on disk by blobs of this cache (summed as they are closed, plus those open).</summary>
+    public long DamagedChunks;
+
     /// <summary>Chunks named by the chunk index that were not usable (a name not ours, an index out of range, damaged bytes).</summary>
     public long IgnoredIndexEntries;
 
@@ -100,6 +103,7 @@ public sealed class BlobCache : IDisposable
                 _logger.LogWarning("cache: {Blob} held {Reason}; set it aside and starting it afresh", descriptor.Name, reason);
             blob.RefCount = 1;
             blob.OpenKey = key;
+            blob.Owner = this;
             _open[key] = blob;
             return blob;
         }
@@ -110,7 +114,14 @@ public sealed class BlobCache : IDisposable
     {
         int lockFd = CacheFiles.OpenLock(Path.Combine(dir, descriptor.Name + ".lock"));
         if (lockFd >= 0) Libc.Flock(lockFd, Libc.LOCK_EX);
-        try { return CachedBlob.OpenChunked(descriptor, dir); }
+        try
+        {
+            for (int attempt = 1; ; attempt++)
+            {
+                try { return CachedBlob.OpenChunked(descriptor, dir); }
+                catch (EvictedWhileOpeningException) when (attempt < 3) { } // evicted by another process meanwhile: open afresh
+            }
+        }
         finally { if (lockFd >= 0) Libc.Close(lockFd); }
     }
 
@@ -265,7 +276,8 @@ public sealed class BlobCache : IDisposable
             if (Libc.Flock(fd, Libc.LOCK_EX | Libc.LOCK_NB) != 0) return false;
             File.Delete(recordPath); // record first: a data file without a record is never trusted
             File.Delete(dataPath);
-            File.Delete(Path.ChangeExtension(dataPath, ".lock"));
+            // The .lock file stays (it is empty): deleting it while another process holds it would let a
+            // third one lock a new file of the same name, and two processes would create the blob at once.
             _logger.LogDebug("evicted {Blob}", Path.GetFileName(dataPath));
             return true;
         }

@@ -19,23 +19,24 @@ public static class CacheFiles
     private static readonly uint Uid = Libc.GetUid();
 
     /// <summary>
-    /// Creates <paramref name="path"/> 0700 if missing; refuses it unless it is a real directory of ours.
-    /// One of ours with wider permissions (a fresh tmpfs is 1777) is tightened to 0700: whatever others
-    /// placed in it before is refused entry by entry when opened (not ours, or a link).
+    /// Creates <paramref name="path"/> 0700 if missing; uses an existing one only when it is a real
+    /// directory of ours that neither group nor others may write. Never chmods anything: a directory
+    /// others may write (/tmp, a fresh tmpfs) is refused with a message that names it, whoever owns it.
     /// </summary>
     public static void EnsurePrivateDirectory(string path)
     {
         try { Directory.CreateDirectory(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute); }
         catch (IOException) { } // a file (or a dangling link) in the way: the check below names it
         if (Libc.LStat(path, out var st) != 0)
-            throw new UnsafeCachePathException($"cache directory {path}: {Libc.StrError(Libc.LastErrno)}");
+            throw new UnsafeCachePathException($"directory {path}: {Libc.StrError(Libc.LastErrno)}");
         if ((st.Mode & Libc.S_IFMT) == Libc.S_IFLNK)
-            throw new UnsafeCachePathException($"cache directory {path} is a symbolic link; refusing to use it");
+            throw new UnsafeCachePathException($"directory {path} is a symbolic link; refusing to use it");
         if (!st.IsDirectory)
-            throw new UnsafeCachePathException($"cache directory {path} exists and is not a directory");
+            throw new UnsafeCachePathException($"{path} exists and is not a directory");
         if (st.Uid != Uid)
-            throw new UnsafeCachePathException($"cache directory {path} belongs to uid {st.Uid}, not to this process (uid {Uid}); refusing to use it");
-        if ((st.Mode & (PrivateMask | 0xE00)) != 0) File.SetUnixFileMode(path, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            throw new UnsafeCachePathException($"directory {path} belongs to uid {st.Uid}, not to this process (uid {Uid}); refusing to use it");
+        if ((st.Mode & 0x12) != 0) // group or other may write: someone else could swap its entries
+            throw new UnsafeCachePathException($"directory {path} is writable by group or others (mode {Convert.ToString(st.Mode & 0xFFF, 8)}); use a private directory (0700)");
     }
 
     /// <summary>Opens an existing cache file read-write; null when it does not exist. Throws when it is not ours.</summary>

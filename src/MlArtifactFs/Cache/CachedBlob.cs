@@ -103,6 +103,15 @@ public sealed class CachedBlob : IDisposable
     /// <summary>Chunks found damaged on disk (and dropped from the record) by this process.</summary>
     public long DamagedChunks;
 
+    /// <summary>The cache it was opened from (for its totals).</summary>
+    internal BlobCache? Owner;
+
+    private void CountDamage()
+    {
+        Interlocked.Increment(ref DamagedChunks);
+        if (Owner is { } owner) Interlocked.Increment(ref owner.DamagedChunks);
+    }
+
     public int ServableChunks => _servable.Count;
 
     /// <summary>True when every chunk is recorded (or a shared whole file awaits its check): a check can complete it without fetching.</summary>
@@ -154,8 +163,11 @@ public sealed class CachedBlob : IDisposable
             var blob = new CachedBlob(d, dataPath, recordPath, data, record) { SetAside = setAside };
             try
             {
-                // Shared lock while open: a process evicting the cache skips blobs someone has open.
+                // Shared lock while open: a process evicting the cache skips blobs someone has open. One that
+                // evicted it between our open and our lock has unlinked what we hold: the caller opens again.
                 Libc.Flock(CacheFiles.Fd(data), Libc.LOCK_SH);
+                if (Libc.Stat(dataPath, out var named) != 0 || Libc.FStat(CacheFiles.Fd(data), out var held) != 0 || named.Ino != held.Ino || named.Dev != held.Dev)
+                    throw new EvictedWhileOpeningException();
                 blob._appendFd = CacheFiles.OpenAppend(recordPath);
                 blob.Refresh();
             }
@@ -249,8 +261,8 @@ public sealed class CachedBlob : IDisposable
     /// </summary>
     public void WriteVerified(in VerifiedChunk chunk)
     {
-        if (!ReferenceEquals(chunk.Blob, Descriptor) && chunk.Blob != Descriptor)
-            throw new ArgumentException("a chunk verified for another blob", nameof(chunk));
+        if (chunk.Blob.Name != Descriptor.Name)
+            throw new ArgumentException($"a chunk verified for blob {chunk.Blob.Name} offered to {Descriptor.Name}", nameof(chunk));
         int c = chunk.Index;
         if (_servable.Contains(c)) return;
         long start = Descriptor.ChunkStart(c);
@@ -291,7 +303,7 @@ public sealed class CachedBlob : IDisposable
         }
         finally { ArrayPool<byte>.Shared.Return(scratch); }
         Drop(chunk);
-        Interlocked.Increment(ref DamagedChunks);
+        CountDamage();
         return false;
     }
 
@@ -415,7 +427,7 @@ public sealed class CachedBlob : IDisposable
                 }
                 // Damaged on disk: set it aside (only if the name still is the file we checked) and land a fresh copy privately.
                 // Nothing of it was servable, so no reader sees the swap.
-                Interlocked.Increment(ref DamagedChunks);
+                CountDamage();
                 if (Libc.Stat(DataPath, out var st) == 0 && Libc.FStat(DataFd, out var ours) == 0 && st.Ino == ours.Ino) TryDelete(DataPath);
                 var (temp, data) = CreatePrivate(Descriptor, privateDirectory);
                 var old = _data;
@@ -450,3 +462,6 @@ public sealed class CachedBlob : IDisposable
         TryDelete(_privatePath); // a whole blob that never verified leaves nothing behind
     }
 }
+
+/// <summary>Another process evicted a blob while we opened it (internal: the open is retried).</summary>
+internal sealed class EvictedWhileOpeningException() : IOException("the blob was evicted while it was being opened");

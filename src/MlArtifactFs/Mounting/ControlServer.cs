@@ -35,6 +35,10 @@ public sealed record MountStatus
     [JsonPropertyName("bytes_deduplicated")] public long BytesDeduplicated { get; init; }
     [JsonPropertyName("chunks_from_other_processes")] public long ChunksFromOtherProcesses { get; init; }
     [JsonPropertyName("chunk_index")] public string ChunkIndex { get; init; } = "";
+    /// <summary>Index entries (Redis or in-process) that named nothing usable and were ignored: input, never trusted.</summary>
+    [JsonPropertyName("ignored_index_entries")] public long IgnoredIndexEntries { get; init; }
+    /// <summary>Recorded chunks found damaged (or forged) in the cache, dropped and fetched again.</summary>
+    [JsonPropertyName("damaged_chunks_dropped")] public long DamagedChunksDropped { get; init; }
 }
 
 public sealed record ControlRequest
@@ -95,7 +99,8 @@ public sealed class ControlServer : IDisposable
     {
         try
         {
-            Directory.CreateDirectory(Path.GetDirectoryName(path)!, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+            // Ours and private, or not at all: another user who made the directory first could answer in our place.
+            Cache.CacheFiles.EnsurePrivateDirectory(Path.GetDirectoryName(path)!);
             if (File.Exists(path)) File.Delete(path); // left by a crashed mount (the mount point was free, so it is stale)
             var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
             socket.Bind(new UnixDomainSocketEndPoint(path));
@@ -139,9 +144,11 @@ public sealed class ControlServer : IDisposable
                     _ => new ControlResponse { Ok = false, Error = $"unknown command \"{request?.Command}\"" },
                 };
             }
-            catch (Exception e) when (e is JsonException or IOException or OperationCanceledException)
+            catch (Exception e)
             {
-                response = new ControlResponse { Ok = false, Error = e.Message };
+                // Whatever went wrong goes back to the client by name: it must never look like "no mount answers".
+                _logger.LogError("control request failed: {Type}: {Error}", e.GetType().Name, e.Message);
+                response = new ControlResponse { Ok = false, Error = $"{e.GetType().Name}: {e.Message}" };
             }
             try
             {
@@ -159,16 +166,18 @@ public sealed class ControlServer : IDisposable
             var result = await _mount.SwitchAsync(manifest, _stop.Token).ConfigureAwait(false);
             return new ControlResponse { Ok = true, SwitchMilliseconds = result.Elapsed.TotalMilliseconds, BytesFetched = result.BytesFetched, Status = _mount.GetStatus() };
         }
-        catch (Exception e) when (e is Manifest.ManifestException or MountException or IOException or InvalidOperationException)
+        catch (Exception e)
         {
-            _logger.LogError("switch to {Manifest} failed: {Error}", manifest, e.Message);
-            return new ControlResponse { Ok = false, Error = e.Message };
+            string error = e is Manifest.ManifestException or MountException ? e.Message : $"{e.GetType().Name}: {e.Message}";
+            _logger.LogError("switch to {Manifest} failed: {Error}", manifest, error);
+            return new ControlResponse { Ok = false, Error = error };
         }
     }
 
     /// <summary>Sends one request to the mount at <paramref name="socketPath"/>.</summary>
     public static async Task<ControlResponse> SendAsync(string socketPath, ControlRequest request, CancellationToken cancel = default)
     {
+        CheckTrustedDirectory(Path.GetDirectoryName(socketPath)!);
         using var socket = new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified);
         await socket.ConnectAsync(new UnixDomainSocketEndPoint(socketPath), cancel).ConfigureAwait(false);
         await using var stream = new NetworkStream(socket);
@@ -177,6 +186,18 @@ public sealed class ControlServer : IDisposable
         using var reader = new StreamReader(stream);
         string line = await reader.ReadLineAsync(cancel).ConfigureAwait(false) ?? throw new IOException("the mount closed the control connection");
         return JsonSerializer.Deserialize(line, ControlJsonContext.Default.ControlResponse) ?? throw new IOException("empty response");
+    }
+
+    /// <summary>
+    /// The client side of the same rule: only a directory owned by us (or root) that nobody else may
+    /// write can hold the socket of a mount we talk to; otherwise someone else could be answering.
+    /// </summary>
+    private static void CheckTrustedDirectory(string dir)
+    {
+        if (Libc.LStat(dir, out var st) != 0) return; // nothing there: the connect fails and says so
+        uint uid = Libc.GetUid();
+        if (!st.IsDirectory || (st.Uid != uid && st.Uid != 0) || (st.Mode & 0x12) != 0)
+            throw new IOException($"{dir} is not a private directory of this user (owner uid {st.Uid}, mode {Convert.ToString(st.Mode & 0xFFF, 8)}); refusing to trust a socket in it");
     }
 
     public void Dispose()

@@ -3,6 +3,7 @@ using System.Runtime.InteropServices;
 using Microsoft.Extensions.Logging;
 using MlArtifactFs.Fetching;
 using MlArtifactFs.Fuse;
+using MlArtifactFs.Fuse.Interop;
 using MlArtifactFs.Manifest;
 using MlArtifactFs.Mounting;
 using MlArtifactFs.ServiceDefaults;
@@ -35,6 +36,30 @@ internal static class MountCommand
         Description = "Redis for the shared chunk index (host:port[,options]); default MLFS_REDIS or ConnectionStrings__redis; none = in-process",
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("MLFS_REDIS") ?? Environment.GetEnvironmentVariable("ConnectionStrings__redis"),
     };
+    /// <summary>
+    /// Writes the ready file without following or reusing anything at its path: a fresh temporary
+    /// (O_CREAT|O_EXCL|O_NOFOLLOW) in the same directory, renamed over the name. A link planted there is
+    /// replaced, never written through (the mount often runs as root, and the path may be under /tmp).
+    /// </summary>
+    private static void WriteReadyFile(string path, string text)
+    {
+        string full = Path.GetFullPath(path);
+        string tmp = Path.Combine(Path.GetDirectoryName(full)!, $".{Path.GetFileName(full)}.{Environment.ProcessId}.{Guid.NewGuid():N}.tmp");
+        int fd = Libc.Open(tmp, 1 /* O_WRONLY */ | 0x40 /* O_CREAT */ | 0x80 /* O_EXCL */ | 0x20000 /* O_NOFOLLOW */ | Libc.O_CLOEXEC, 0x1A4 /* 0644 */);
+        if (fd < 0) throw new IOException($"cannot create the ready file next to {full}: {Libc.StrError(Libc.LastErrno)}");
+        try
+        {
+            using (var handle = new Microsoft.Win32.SafeHandles.SafeFileHandle(fd, ownsHandle: true))
+                RandomAccess.Write(handle, System.Text.Encoding.UTF8.GetBytes(text), 0);
+            File.Move(tmp, full, overwrite: true);
+        }
+        catch
+        {
+            File.Delete(tmp);
+            throw;
+        }
+    }
+
     public static readonly Option<string?> ReadyFile = new("--ready-file") { Description = "write this file when the mount is ready" };
     public static readonly Argument<string> MountPoint = new("MOUNTPOINT") { Description = "an empty directory" };
 
@@ -110,12 +135,7 @@ internal static class MountCommand
             string ready = $"mlfs: ready: {status.ArtifactId} {status.Version} mounted at {status.MountPoint} ({status.Files} files, {Sizes.Format(status.TotalBytes)}; cache {status.CacheDirectory}; passthrough {(status.Passthrough ? "on" : "off")})";
             Console.Out.WriteLine(ready);
             await Console.Out.FlushAsync(CancellationToken.None).ConfigureAwait(false);
-            if (parse.GetValue(ReadyFile) is { } readyFile)
-            {
-                string tmp = readyFile + ".tmp";
-                await File.WriteAllTextAsync(tmp, ready + "\n", CancellationToken.None).ConfigureAwait(false);
-                File.Move(tmp, readyFile, overwrite: true);
-            }
+            if (parse.GetValue(ReadyFile) is { } readyFile) WriteReadyFile(readyFile, ready + "\n");
             try { await mount.Completion.WaitAsync(stop.Token).ConfigureAwait(false); }
             catch (OperationCanceledException) { logger.LogInformation("signal received: unmounting {MountPoint}", status.MountPoint); }
             if (mount.Completion.IsCompleted && !stop.IsCancellationRequested)

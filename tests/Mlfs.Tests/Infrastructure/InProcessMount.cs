@@ -9,12 +9,15 @@ namespace Mlfs.Tests.Infrastructure;
 /// <summary>A ModelMount in this process on a fresh mount point; unmounted and cleaned up on dispose.</summary>
 public sealed class InProcessMount : IAsyncDisposable
 {
-    private InProcessMount(ModelMount mount, string mountPoint, ListLogger logger)
+    private InProcessMount(ModelMount mount, string mountPoint, ListLogger logger, string controlDir)
     {
+        _controlDir = controlDir;
         Mount = mount;
         MountPoint = mountPoint;
         Logger = logger;
     }
+
+    private readonly string _controlDir;
 
     public ModelMount Mount { get; }
     public string MountPoint { get; }
@@ -33,6 +36,7 @@ public sealed class InProcessMount : IAsyncDisposable
         long cacheSize = 1L << 30, FetcherOptions? fetcher = null, string? secret = null, bool passthrough = true, string? redis = null, bool prefetchAll = false)
     {
         string mountPoint = Directory.CreateTempSubdirectory("mlfs-mnt-").FullName;
+        string controlDir = Directory.CreateTempSubdirectory("mlfs-ctl-").FullName; // private (0700), as the mount requires
         var logger = new ListLogger();
         var settings = new S3Settings(new Uri(endpoint ?? s3.Endpoint), s3.Region, new BasicAWSCredentials(s3.AccessKey, secret ?? s3.SecretKey));
         try
@@ -48,13 +52,14 @@ public sealed class InProcessMount : IAsyncDisposable
                 Passthrough = passthrough,
                 Redis = redis,
                 PrefetchAll = prefetchAll,
-                ControlSocket = Path.Combine(Path.GetTempPath(), $"mlfs-ctl-{Guid.NewGuid():N}.sock"),
+                ControlSocket = Path.Combine(controlDir, "control.sock"),
             }, logger);
-            return new InProcessMount(mount, mountPoint, logger);
+            return new InProcessMount(mount, mountPoint, logger, controlDir);
         }
         catch
         {
             Directory.Delete(mountPoint);
+            Directory.Delete(controlDir, recursive: true);
             throw;
         }
     }
@@ -64,5 +69,6 @@ public sealed class InProcessMount : IAsyncDisposable
         await Mount.DisposeAsync();
         if (FuseMounter.IsMountPoint(MountPoint)) FuseMounter.TryUnmount(MountPoint, lazy: true);
         try { Directory.Delete(MountPoint); } catch (IOException) { }
+        try { Directory.Delete(_controlDir, recursive: true); } catch (IOException) { }
     }
 }
