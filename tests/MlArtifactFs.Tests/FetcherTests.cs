@@ -126,7 +126,7 @@ public sealed class FetcherTests : IDisposable
         Assert.Equal(bytes[..4096], first);
         _store.Release.SetResult();
         await _fetcher.EnsureAsync(blob, loc, "seed", 0, bytes.Length, FetchPriority.Demand, default).AsTask().WaitAsync(TimeSpan.FromSeconds(10));
-        for (int i = 0; i < 500 && !blob.IsComplete; i++) await Task.Delay(10); // whole-file verification runs in the background
+        await blob.WholeVerified.WaitAsync(TimeSpan.FromSeconds(30)); // verified whole once the last chunk lands
         Assert.True(blob.IsComplete);
         _cache.Release(blob);
     }

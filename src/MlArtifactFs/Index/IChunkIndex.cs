@@ -27,4 +27,7 @@ public interface IChunkIndex : IDisposable
 
     /// <summary>Human-readable state for status and logs ("local", "redis 127.0.0.1:6379 (connected)").</summary>
     string Describe();
+
+    /// <summary>Entries found unusable and ignored (unparsable locations, leases without a sane TTL).</summary>
+    long IgnoredEntries => 0;
 }

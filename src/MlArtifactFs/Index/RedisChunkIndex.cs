@@ -15,6 +15,9 @@ namespace MlArtifactFs.Index;
 /// Redis is an accelerator, never the source of truth: every call has a short timeout; when Redis is
 /// down, lookups use the in-process index and leases are granted (each process fetches for itself).
 /// Everything learned while it was down is republished when the connection comes back.
+/// Its entries are input (anyone who reaches Redis can write them): a location that does not parse is
+/// ignored, one that parses is only a hint the cache checks and re-verifies, and a lease without a TTL
+/// (or with one far beyond ours) is ignored, so no planted key can stall a fetch. All are counted.
 /// </summary>
 public sealed class RedisChunkIndex : IChunkIndex
 {
@@ -28,6 +31,9 @@ public sealed class RedisChunkIndex : IChunkIndex
     private readonly string _owner = $"{Environment.ProcessId}-{Guid.NewGuid():N}";
     private readonly string _endpoint;
     private int _warned;
+    private long _ignored;
+
+    public long IgnoredEntries => Interlocked.Read(ref _ignored);
 
     private RedisChunkIndex(ConnectionMultiplexer redis, string endpoint, string cacheRoot, ILogger logger)
     {
@@ -74,10 +80,17 @@ public sealed class RedisChunkIndex : IChunkIndex
         try
         {
             var entries = await Db.HashGetAllAsync(_prefix + "chunk:" + chunkSha256).ConfigureAwait(false);
-            var found = entries
-                .Select(e => int.TryParse(e.Value.ToString(), out int chunk) ? new ChunkLocation(e.Name.ToString(), chunk) : null)
-                .OfType<ChunkLocation>()
-                .ToList();
+            var found = new List<ChunkLocation>();
+            foreach (var e in entries)
+            {
+                string name = e.Name.ToString();
+                if (name.Length is 0 or > 128 || !int.TryParse(e.Value.ToString(), System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out int chunk))
+                {
+                    Interlocked.Increment(ref _ignored);
+                    continue;
+                }
+                found.Add(new ChunkLocation(name, chunk)); // a negative chunk or a foreign name is refused (and counted) by the cache
+            }
             foreach (var l in local) if (!found.Contains(l)) found.Add(l);
             return found;
         }
@@ -127,7 +140,17 @@ public sealed class RedisChunkIndex : IChunkIndex
         if (!_redis.IsConnected) return true;
         try
         {
-            return await Db.StringSetAsync(_prefix + "lease:" + key, _owner, ttl, When.NotExists).ConfigureAwait(false);
+            string leaseKey = _prefix + "lease:" + key;
+            if (await Db.StringSetAsync(leaseKey, _owner, ttl, When.NotExists).ConfigureAwait(false)) return true;
+            // Held by someone: believe it only if it will expire the way our leases do.
+            var remaining = await Db.KeyTimeToLiveAsync(leaseKey).ConfigureAwait(false);
+            if (remaining is null || remaining > MaxBelievableLease)
+            {
+                Interlocked.Increment(ref _ignored);
+                _logger.LogDebug("lease {Key} has {Ttl}: ignored, fetching without it", leaseKey, remaining is null ? "no TTL" : $"a TTL of {remaining}");
+                return true;
+            }
+            return false;
         }
         catch (Exception e) when (e is RedisException or TimeoutException)
         {
@@ -135,6 +158,9 @@ public sealed class RedisChunkIndex : IChunkIndex
             return true;
         }
     }
+
+    /// <summary>Leases are taken for seconds (the fetcher's lease time is 30 s); anything longer-lived was not set by mlfs.</summary>
+    private static readonly TimeSpan MaxBelievableLease = TimeSpan.FromMinutes(2);
 
     public void ReleaseLease(string key)
     {

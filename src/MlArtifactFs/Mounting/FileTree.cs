@@ -56,6 +56,9 @@ public sealed class FileTree
     }
 
     public ModelManifest Manifest { get; }
+
+    /// <summary>References the kernel holds on this tree's nodes (LOOKUP and READDIRPLUS entries less FORGETs).</summary>
+    internal long KernelReferences;
     public Node Root => _nodes[0];
     public ulong FirstId { get; }
     public int Count => _nodes.Length;

@@ -79,14 +79,40 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
 
     // ---- tree ------------------------------------------------------------------------------
 
-    private FileTree.Node? Resolve(ulong id)
+    private FileTree.Node? Resolve(ulong id) => Resolve(id, out _);
+
+    private FileTree.Node? Resolve(ulong id, out FileTree? owner)
     {
-        if (id == FuseConstants.RootId) return _current.Root;
         var current = _current;
+        owner = current;
+        if (id == FuseConstants.RootId) return current.Root;
         if (current.Contains(id)) return current.Find(id);
         foreach (var tree in Volatile.Read(ref _trees))
-            if (tree.Contains(id)) return tree.Find(id);
+            if (tree.Contains(id))
+            {
+                owner = tree;
+                return tree.Find(id);
+            }
+        owner = null;
         return null;
+    }
+
+    /// <summary>Trees of earlier versions still held (kept while the kernel references any of their nodes).</summary>
+    public int TreesHeld => Volatile.Read(ref _trees).Count;
+
+    /// <summary>
+    /// The kernel dropped references to a node. A tree that is no longer current and that the kernel no
+    /// longer references anywhere is freed: nothing can reach its ids again (open files hold a reference).
+    /// </summary>
+    public void Forget(ulong node, ulong count)
+    {
+        if (node == FuseConstants.RootId || Resolve(node, out var tree) is null || tree is null) return;
+        if (Interlocked.Add(ref tree.KernelReferences, -(long)count) > 0 || ReferenceEquals(tree, _current)) return;
+        lock (_treesLock)
+        {
+            if (!ReferenceEquals(tree, _current) && Interlocked.Read(ref tree.KernelReferences) <= 0)
+                _trees = [.. _trees.Where(t => !ReferenceEquals(t, tree))];
+        }
     }
 
     private ulong KernelId(FileTree.Node node) => ReferenceEquals(node, _current.Root) || node.Parent is null ? FuseConstants.RootId : node.Id;
@@ -125,12 +151,13 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
     public int Lookup(ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry)
     {
         entry = default;
-        var dir = Resolve(parent);
+        var dir = Resolve(parent, out var tree);
         if (dir is null) return Libc.ENOENT;
         if (!dir.IsDirectory) return Libc.ENOTDIR;
         var child = FileTree.FindChild(dir, name);
         if (child is null) return Libc.ENOENT;
         FillEntry(child, out entry);
+        Interlocked.Increment(ref tree!.KernelReferences); // the kernel now holds one on child, until FORGET
         return 0;
     }
 
@@ -169,7 +196,7 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
 
     public int ReadDir(ulong node, ulong handle, long offset, ref DirectoryListing listing)
     {
-        var dir = Resolve(node);
+        var dir = Resolve(node, out var tree);
         if (dir is null) return Libc.ENOENT;
         // Cookies: 1 = after ".", 2 = after "..", 3+i = after child i.
         for (long cookie = offset; cookie < dir.Children.Count + 2; cookie++)
@@ -193,6 +220,8 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
                 if (listing.Plus) FillEntry(child, out entry);
                 added = listing.TryAdd(child.NameUtf8, KernelId(child),
                     child.IsDirectory ? FuseConstants.DirentTypeDir : FuseConstants.DirentTypeReg, cookie + 1, in entry);
+                // READDIRPLUS entries other than "." and ".." count as lookups for the kernel.
+                if (added && listing.Plus) Interlocked.Increment(ref tree!.KernelReferences);
             }
             if (!added) break;
         }
@@ -296,7 +325,8 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
         lock (_treesLock)
         {
             previous = _current;
-            _trees = [.. _trees, next];
+            // A tree the kernel never looked into can go at once; the others go when their last node is forgotten.
+            _trees = [.. _trees.Where(t => !ReferenceEquals(t, previous) || Interlocked.Read(ref t.KernelReferences) > 0), next];
             _current = next;
         }
         if (_session is not { } session) return;

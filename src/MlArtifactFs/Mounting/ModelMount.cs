@@ -182,18 +182,19 @@ public sealed class ModelMount : IAsyncDisposable
         {
             await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 2, CancellationToken = cancel }, async (file, ct) =>
             {
-                var blob = file.OpenBlob(Cache);
+                CachedBlob? blob = null;
                 try
                 {
+                    blob = file.OpenBlob(Cache);
                     await Fetcher.EnsureAsync(blob, file.Location, file.Path, 0, file.Size, FetchPriority.Background, ct).ConfigureAwait(false);
                 }
-                catch (Exception e) when (e is IOException or ChunkVerificationException or ObjectStoreException)
+                catch (Exception e) when (e is not OperationCanceledException)
                 {
-                    _logger.LogWarning("background prefetch of {File} failed: {Error}", file.Path, e.Message);
+                    _logger.LogWarning("background prefetch of {File} failed: {Error}", file.Path, e.Message); // one file's failure stops nothing else
                 }
                 finally
                 {
-                    Cache.Release(blob);
+                    if (blob is not null) Cache.Release(blob);
                 }
             }).ConfigureAwait(false);
             _logger.LogInformation("prefetch-all done: {Count} file(s) cached", files.Count);
@@ -201,8 +202,18 @@ public sealed class ModelMount : IAsyncDisposable
         catch (OperationCanceledException) { }
     }
 
+    /// <summary>One switch at a time: two at once would race on which tree ends up current.</summary>
+    private readonly SemaphoreSlim _switching = new(1, 1);
+
     /// <summary>Hot version switch: new opens see <paramref name="manifestPath"/>'s tree; open files keep their version.</summary>
     public async Task<SwitchResult> SwitchAsync(string manifestPath, CancellationToken cancel = default)
+    {
+        await _switching.WaitAsync(cancel).ConfigureAwait(false);
+        try { return await SwitchLockedAsync(manifestPath, cancel).ConfigureAwait(false); }
+        finally { _switching.Release(); }
+    }
+
+    private async Task<SwitchResult> SwitchLockedAsync(string manifestPath, CancellationToken cancel)
     {
         using var activity = MlfsTelemetry.Source.StartActivity("mlfs.switch");
         var started = Stopwatch.GetTimestamp();
@@ -249,6 +260,8 @@ public sealed class ModelMount : IAsyncDisposable
             BytesDeduplicated = Interlocked.Read(ref Stats.BytesDeduplicated),
             ChunksFromOtherProcesses = Interlocked.Read(ref Stats.ChunksFromOtherProcesses),
             ChunkIndex = Index.Describe(),
+            IgnoredIndexEntries = Index.IgnoredEntries + Interlocked.Read(ref Cache.IgnoredIndexEntries),
+            DamagedChunksDropped = Interlocked.Read(ref Cache.DamagedChunks),
         };
     }
 
@@ -256,8 +269,10 @@ public sealed class ModelMount : IAsyncDisposable
     {
         _background?.Cancel();
         // Background checks and prefetch stop at their next chunk; let them before the cache closes under them.
+        // Whatever the background work ended with, the unmount below must happen.
         try { await _backgroundWork.WaitAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false); }
-        catch (Exception e) when (e is OperationCanceledException or TimeoutException or IOException or ObjectDisposedException) { }
+        catch (Exception e) when (e is OperationCanceledException or TimeoutException) { }
+        catch (Exception e) { _logger.LogWarning("background work ended with {Type}: {Error}", e.GetType().Name, e.Message); }
         _control?.Dispose();
         _session?.Dispose();   // unmounts; pending reads get an error
         Fetcher.Dispose();

@@ -40,8 +40,10 @@ internal static class StatusCommand
         Console.WriteLine($"reads:           {s.CacheHits} hits, {s.CacheMisses} misses (hit ratio {s.HitRatio:P1})");
         Console.WriteLine($"shared:          {s.ChunksDeduplicated} chunks ({Sizes.Format(s.BytesDeduplicated)}) copied from duplicates, {s.ChunksFromOtherProcesses} fetched by other processes; index {s.ChunkIndex}");
         Console.WriteLine($"open files:      {s.OpenFiles} ({s.PassthroughOpens} passthrough opens so far; passthrough {(s.Passthrough ? "on" : "off")})");
+        if (s.IgnoredIndexEntries > 0 || s.DamagedChunksDropped > 0)
+            Console.WriteLine($"distrusted:      {s.IgnoredIndexEntries} index entries ignored, {s.DamagedChunksDropped} damaged cache chunks dropped and fetched again");
         if (s.UnverifiedBytesServed > 0)
-            Console.WriteLine($"unverified:      {Sizes.Format(s.UnverifiedBytesServed)} served before whole-file verification (seed-format manifest)");
+            Console.WriteLine($"unverified:      {Sizes.Format(s.UnverifiedBytesServed)} served before whole-file verification (files without chunk hashes)");
         return ExitCodes.Success;
     }
 }

@@ -15,6 +15,8 @@ public enum ProxyFault
     ShiftedBody,
     /// <summary>400 InvalidArgument: the server refuses the request itself.</summary>
     BadRequest,
+    /// <summary>500 with a 1 GiB body (generated, never held): a client must read only a bounded part of it.</summary>
+    HugeErrorBody,
 }
 
 /// <summary>
@@ -55,6 +57,9 @@ public sealed class FaultProxy : IAsyncDisposable
     public int Gets => Volatile.Read(ref _gets);
     public long BytesSent => Interlocked.Read(ref _bytes);
     public int FaultsInjected => Volatile.Read(ref _faultsInjected);
+    /// <summary>Bytes of <see cref="ProxyFault.HugeErrorBody"/> bodies the client took before it hung up.</summary>
+    public long ErrorBodyBytes => Interlocked.Read(ref _errorBodyBytes);
+    private long _errorBodyBytes;
     /// <summary>The Range header of every GET, in arrival order ("" when none).</summary>
     public System.Collections.Concurrent.ConcurrentQueue<string> Ranges { get; } = new();
 
@@ -101,6 +106,19 @@ public sealed class FaultProxy : IAsyncDisposable
             {
                 response.StatusCode = status;
                 await response.OutputStream.WriteAsync(System.Text.Encoding.UTF8.GetBytes($"<Error><Code>{code}</Code></Error>"));
+                response.Close();
+                return;
+            }
+            if (fault == ProxyFault.HugeErrorBody)
+            {
+                response.StatusCode = 500;
+                response.ContentLength64 = 1L << 30;
+                var chunk = System.Text.Encoding.UTF8.GetBytes("<Error><Code>InternalError</Code>" + new string(' ', 65_000));
+                for (long written = 0; written < 1L << 30; written += chunk.Length)
+                {
+                    await response.OutputStream.WriteAsync(chunk.AsMemory(0, (int)Math.Min(chunk.Length, (1L << 30) - written)));
+                    Interlocked.Add(ref _errorBodyBytes, chunk.Length);
+                }
                 response.Close();
                 return;
             }

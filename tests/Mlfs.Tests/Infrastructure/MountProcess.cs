@@ -22,11 +22,17 @@ public sealed class MountProcess : IAsyncDisposable
     public string Stderr => File.Exists(_stderrFile) ? File.ReadAllText(_stderrFile) : "";
 
     /// <summary>Starts it and (unless told not to) waits for its --ready-file; <paramref name="workDir"/> holds the ready and output files.</summary>
+    public static Task<MountProcess> StartAsync(string workDir, string manifest, string mountPoint, string cacheDir,
+        Dictionary<string, string?> env, bool waitReady = true, params string[] extra) =>
+        StartAsync(workDir, manifest, mountPoint, cacheDir, env, null, waitReady, extra);
+
+    /// <summary>As above, with the --ready-file path chosen by the test.</summary>
     public static async Task<MountProcess> StartAsync(string workDir, string manifest, string mountPoint, string cacheDir,
-        Dictionary<string, string?> env, bool waitReady = true, params string[] extra)
+        Dictionary<string, string?> env, string? readyFile, bool waitReady = true, params string[] extra)
     {
-        string ready = Path.Combine(workDir, $"ready-{Guid.NewGuid():N}");
-        string stdout = ready + ".out", stderr = ready + ".err";
+        string ready = readyFile ?? Path.Combine(workDir, $"ready-{Guid.NewGuid():N}");
+        string outputs = Path.Combine(workDir, $"mount-{Guid.NewGuid():N}");
+        string stdout = outputs + ".out", stderr = outputs + ".err";
         var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
         string args = string.Join(' ', new[] { Repo.Mlfs, "mount", "--manifest", manifest, "--cache-dir", cacheDir, "--ready-file", ready, "--log-level", "debug" }
             .Concat(extra).Append(mountPoint).Select(a => $"'{a}'"));
@@ -37,13 +43,22 @@ public sealed class MountProcess : IAsyncDisposable
         var mount = new MountProcess(Process.Start(psi)!, stdout, stderr);
         if (!waitReady) return mount;
         var sw = Stopwatch.StartNew();
-        while (!File.Exists(ready))
+        while (!File.Exists(ready) || (File.ResolveLinkTarget(ready, false) is not null))
         {
             if (mount.Process.HasExited) throw new InvalidOperationException($"mlfs mount exited with {mount.Process.ExitCode}:\n{mount.Stderr}");
             if (sw.Elapsed > TimeSpan.FromMinutes(2)) throw new TimeoutException("mlfs mount did not become ready:\n" + mount.Stderr);
             await Task.Delay(20);
         }
         return mount;
+    }
+
+    /// <summary>Peak resident memory of the daemon so far (VmHWM), in bytes.</summary>
+    public long PeakRss()
+    {
+        foreach (var line in File.ReadLines($"/proc/{Process.Id}/status"))
+            if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], System.Globalization.CultureInfo.InvariantCulture) * 1024;
+        return 0;
     }
 
     public async ValueTask DisposeAsync()
