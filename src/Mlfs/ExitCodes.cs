@@ -14,4 +14,6 @@ public static class ExitCodes
     public const int MountError = 4;
     /// <summary>No running mount answers at that mount point (status, switch).</summary>
     public const int NotMounted = 5;
+    /// <summary>`mlfs cache verify` found recorded chunks whose bytes do not match their SHA-256.</summary>
+    public const int CacheDamaged = 6;
 }

@@ -4,7 +4,7 @@ using MlArtifactFs.Cache;
 
 namespace Mlfs.Commands;
 
-/// <summary>`mlfs cache info|clear`: look at or empty a cache directory (blobs in use by a mount are kept).</summary>
+/// <summary>`mlfs cache info|clear|verify`: look at, empty or check a cache directory (blobs in use by a mount are kept).</summary>
 internal static class CacheCommand
 {
     public static readonly Option<string?> CacheDir = new("--cache-dir") { Description = "cache directory (default $XDG_CACHE_HOME/mlfs, /var/cache/mlfs as root)" };
@@ -28,7 +28,16 @@ internal static class CacheCommand
             Console.WriteLine($"removed {removed} blob(s){(inUse > 0 ? $"; kept {inUse} in use by a running mount" : "")}");
             return ExitCodes.Success;
         });
-        return new Command("cache", "Inspect or empty the local cache.") { info, clear };
+        var verify = new Command("verify", "Hash every chunk the cache records as verified; exit 6 if any is damaged (reads only).") { CacheDir };
+        verify.SetAction(parse =>
+        {
+            string root = Path.GetFullPath(parse.GetValue(CacheDir) ?? BlobCache.DefaultRoot());
+            var result = CacheCheck.Run(root);
+            Console.WriteLine($"cache: {root}: {result.Blobs} blob(s), {result.ChunksChecked} chunk(s), {Sizes.Format(result.BytesChecked)} checked, {result.Damaged.Count} damaged");
+            foreach (var line in result.Damaged) Console.Error.WriteLine($"damaged: {line}");
+            return result.Damaged.Count == 0 ? ExitCodes.Success : ExitCodes.CacheDamaged;
+        });
+        return new Command("cache", "Inspect, empty or check the local cache.") { info, clear, verify };
     }
 
     private static BlobCache Open(ParseResult parse) =>
