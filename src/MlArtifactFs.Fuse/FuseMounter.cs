@@ -18,7 +18,12 @@ public static unsafe class FuseMounter
 {
     public static bool IsRoot => Libc.GetUid() == 0;
 
-    /// <summary>Validates the mount point, clearing a dead FUSE mount ("Transport endpoint is not connected") if we can.</summary>
+    /// <summary>
+    /// Validates the mount point, clearing a dead FUSE mount ("Transport endpoint is not connected") if we
+    /// can. Refused: a FUSE mount sitting there (a live mlfs or another FUSE file system) and a non-empty
+    /// directory. An empty directory that is itself a mount is fine: that is what a container's
+    /// `-v /mnt/model:/mnt/model:rshared` or a Kubernetes hostPath with Bidirectional propagation gives.
+    /// </summary>
     public static void CheckMountPoint(string mountPoint)
     {
         if (Libc.Stat(mountPoint, out var st) != 0)
@@ -45,9 +50,32 @@ public static unsafe class FuseMounter
             // A dead FUSE mount whose root attributes the kernel still had cached (stat succeeded): clear it too.
             TryUnmount(mountPoint, lazy: true);
         }
-        if (IsMountPoint(mountPoint))
+        if (MountedTypeAt(mountPoint) is { } type && (type == "fuse" || type.StartsWith("fuse.", StringComparison.Ordinal)))
             throw new FuseMountException(
-                $"mount point {mountPoint} is busy: something is already mounted there; unmount it first (fusermount3 -u {mountPoint} or umount {mountPoint})", Libc.EBUSY);
+                $"mount point {mountPoint} is busy: a FUSE file system ({type}) is already mounted there; unmount it first (fusermount3 -u {mountPoint} or umount {mountPoint})", Libc.EBUSY);
+        bool empty;
+        try { empty = !Directory.EnumerateFileSystemEntries(mountPoint).Any(); }
+        catch (UnauthorizedAccessException) { empty = true; } // cannot list it: the mount itself will say what is wrong
+        if (!empty)
+            throw new FuseMountException(
+                $"mount point {mountPoint} is not empty: mounting there would hide its files; use an empty directory", Libc.EBUSY);
+    }
+
+    /// <summary>The file system type mounted on top at exactly <paramref name="path"/> (per /proc/self/mountinfo), or null.</summary>
+    public static string? MountedTypeAt(string path)
+    {
+        string full = Path.GetFullPath(path).TrimEnd('/');
+        if (full.Length == 0) full = "/";
+        string? type = null;
+        foreach (var line in File.ReadLines("/proc/self/mountinfo"))
+        {
+            // "id parent major:minor root mountpoint options [optional...] - fstype source superoptions"
+            var fields = line.Split(' ');
+            if (fields.Length <= 4 || UnescapeMountPath(fields[4]) != full) continue;
+            int dash = Array.IndexOf(fields, "-", 5);
+            if (dash > 0 && dash + 1 < fields.Length) type = fields[dash + 1]; // later lines are mounted on top
+        }
+        return type;
     }
 
     /// <summary>True when a file system is mounted exactly at <paramref name="path"/> (per /proc/self/mountinfo).</summary>

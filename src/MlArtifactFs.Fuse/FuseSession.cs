@@ -145,7 +145,10 @@ public sealed unsafe partial class FuseSession : IDisposable
         try { File.WriteAllText(path, _options.ReadAheadKb.ToString(System.Globalization.CultureInfo.InvariantCulture)); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            _logger.LogInformation("could not raise read-ahead ({Path}): {Error}; the kernel will send smaller READs", path, e.Message);
+            // In a container /sys is read-only: streams then run with the kernel's 128 KiB READs. The bdi is the
+            // host's too, so the host (or the container, given -v /sys/class/bdi:/sys/class/bdi) can raise it.
+            _logger.LogWarning("could not raise the mount's read-ahead ({Path}: {Error}); the kernel will send 128 KiB READs, which costs sequential throughput. " +
+                               "Raise it from the host: echo {Kb} > {Path}, or give the container -v /sys/class/bdi:/sys/class/bdi", path, e.Message, _options.ReadAheadKb, path);
         }
     }
 

@@ -169,7 +169,7 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
         {
             var second = await Repo.RunAsync(Repo.Mlfs, ["mount", "--manifest", manifest, "--cache-dir", cache, busy], s3.Environment());
             Assert.Equal(ExitCodes.MountError, second.ExitCode);
-            Assert.Contains("is busy: something is already mounted there", second.Stderr);
+            Assert.Contains("is busy: a FUSE file system (fuse.mlfs) is already mounted there", second.Stderr);
         }
 
         // Redis unreachable at start: a warning, and the mount works.

@@ -53,6 +53,13 @@ public static class ChunkVerifier
     }
 
     /// <summary>
+    /// Verifies a chunk that is still arriving: its pieces are hashed as they land in its buffer
+    /// (overlapping the hash with the transfer), and <see cref="ChunkHasher.TryFinish"/> gives the
+    /// <see cref="VerifiedChunk"/> once the whole chunk is there and matches.
+    /// </summary>
+    public static ChunkHasher Begin(BlobDescriptor blob) => new(blob);
+
+    /// <summary>
     /// Hashes [offset, offset+length) of a file in pieces through <paramref name="buffer"/> and compares
     /// it with <paramref name="expected"/>. Used for bytes already on disk (adoption, the full check,
     /// whole files), which are then served from disk only while nobody may write them.
@@ -72,4 +79,48 @@ public static class ChunkVerifier
         hash.GetHashAndReset(actual);
         return actual.SequenceEqual(expected);
     }
+}
+
+/// <summary>An incremental check of one chunk at a time (see <see cref="ChunkVerifier.Begin"/>); reusable, not thread-safe.</summary>
+public sealed class ChunkHasher : IDisposable
+{
+    private readonly BlobDescriptor _blob;
+    private readonly IncrementalHash _hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+    private long _hashed;
+
+    internal ChunkHasher(BlobDescriptor blob) => _blob = blob;
+
+    /// <summary>The next piece of the chunk, in order.</summary>
+    public void Append(ReadOnlySpan<byte> piece)
+    {
+        _hash.AppendData(piece);
+        _hashed += piece.Length;
+    }
+
+    /// <summary>Forgets what was appended (a retry starts the chunk again).</summary>
+    public void Reset()
+    {
+        Span<byte> discard = stackalloc byte[32];
+        _hash.GetHashAndReset(discard);
+        _hashed = 0;
+    }
+
+    /// <summary>
+    /// True, with the proof, when <paramref name="bytes"/> (the whole chunk, the same bytes that were
+    /// appended) hash to the blob's chunk hash. Always resets for the next chunk.
+    /// </summary>
+    public bool TryFinish(int chunk, ReadOnlyMemory<byte> bytes, out VerifiedChunk verified, out string actualHex)
+    {
+        verified = default;
+        Span<byte> actual = stackalloc byte[32];
+        bool complete = _hashed == bytes.Length && bytes.Length == _blob.ChunkLength(chunk);
+        _hash.GetHashAndReset(actual);
+        _hashed = 0;
+        actualHex = Convert.ToHexStringLower(actual);
+        if (!complete || !actual.SequenceEqual(_blob.ChunkHash(chunk))) return false;
+        verified = new VerifiedChunk(_blob, chunk, bytes);
+        return true;
+    }
+
+    public void Dispose() => _hash.Dispose();
 }

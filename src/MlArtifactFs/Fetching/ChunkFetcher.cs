@@ -74,6 +74,10 @@ public sealed class ChunkFetcher : IDisposable
             foreach (var run in runs)
                 await run.WaitAsync(Math.Min(end, run.End)).WaitAsync(cancel).ConfigureAwait(false);
             if (blob.Poison is { } poison) throw poison;
+            // The one boundary every reader passes: whatever the runs did, only verified chunks are read.
+            // (Whole files are served as they land, from this process's private file: seed-format semantics.)
+            if (blob.Descriptor.HasChunkHashes && !blob.IsRangeServable(offset, length))
+                throw new ChunksNotStoredException($"{fileName}: bytes {offset}-{end - 1} verified but not all could be stored");
         }
     }
 
@@ -142,7 +146,9 @@ public sealed class ChunkFetcher : IDisposable
             reserved = true;
             if (d.HasChunkHashes)
             {
-                chunkBuffer = await Buffers.RentAsync((int)d.ChunkSize, _shutdown.Token).ConfigureAwait(false);
+                // Two chunks when the budget allows (one streams while the other is written), else one.
+                int bytes = 2 * d.ChunkSize <= Buffers.Budget / 2 ? (int)(2 * d.ChunkSize) : (int)d.ChunkSize;
+                chunkBuffer = await Buffers.RentAsync(bytes, _shutdown.Token).ConfigureAwait(false);
                 await FetchChunkedAsync(run, chunkBuffer.Memory, leases, progress).ConfigureAwait(false);
             }
             else await FetchWholeAsync(run, progress).ConfigureAwait(false);
@@ -221,8 +227,20 @@ public sealed class ChunkFetcher : IDisposable
             if (first == last) return;
             first++;
         }
-        var consumer = new VerifyingConsumer(run, buffer, ChunkVerified);
-        await _source.StreamAsync(run.Location, run.FileName, d.ChunkStart(first), d.ChunkEnd(last), consumer, progress).ConfigureAwait(false);
+        run.Blob.Preallocate(d.ChunkStart(first), d.ChunkEnd(last) - d.ChunkStart(first));
+        using var consumer = new VerifyingConsumer(run, buffer, ChunkStaged, ChunkStore);
+        try
+        {
+            await _source.StreamAsync(run.Location, run.FileName, d.ChunkStart(first), d.ChunkEnd(last), consumer, progress).ConfigureAwait(false);
+        }
+        finally
+        {
+            // Never let the buffer go back to the pool while a write still reads it. (A failed stream's own
+            // error is the one reported; a failed write alone is reported below.)
+            try { await consumer.DrainAsync().ConfigureAwait(false); }
+            catch (Exception) { }
+        }
+        await consumer.DrainAsync().ConfigureAwait(false); // its failure, if the stream itself succeeded
     }
 
     /// <summary>A whole-file run: adopt a shared verified copy, or land the missing chunks privately; the last landing verifies the file.</summary>
@@ -359,13 +377,26 @@ public sealed class ChunkFetcher : IDisposable
         }
     }
 
-    /// <summary>A fetched chunk verified: store it, publish it, release its readers.</summary>
+    /// <summary>A fetched chunk verified: its readers are answered at once, then it is stored and published.</summary>
     private void ChunkVerified(ChunkRun run, VerifiedChunk chunk)
+    {
+        ChunkStaged(run, chunk);
+        ChunkStore(run, chunk);
+    }
+
+    /// <summary>Readers of a just-verified chunk are answered from the buffer it was verified in (no wait for the write).</summary>
+    private static void ChunkStaged(ChunkRun run, VerifiedChunk chunk)
+    {
+        run.Blob.Stage(chunk);
+        run.ChunkReady(chunk.Index);
+    }
+
+    /// <summary>Writes a verified chunk into the shared cache, records it, and publishes it to the index.</summary>
+    private void ChunkStore(ChunkRun run, VerifiedChunk chunk)
     {
         run.Blob.WriteVerified(chunk);
         _index.Add(run.Blob.Name, [(chunk.Index, run.Blob.Descriptor.ChunkHashes![chunk.Index])]);
         Interlocked.Increment(ref _stats.ChunksFetched);
-        run.ChunkReady(chunk.Index);
     }
 
     /// <summary>A recorded chunk becomes servable once its bytes hash to the reader's chunk hash; damage is logged and re-fetched.</summary>
@@ -480,3 +511,6 @@ public sealed class ChunkFetcher : IDisposable
         _shutdown.Dispose();
     }
 }
+
+/// <summary>A wait ended with chunks that verified but could not be stored (a write failed): read them uncached.</summary>
+public sealed class ChunksNotStoredException(string message) : IOException(message);

@@ -16,7 +16,7 @@ internal interface IRangeConsumer
     Memory<byte> BufferAt(long position);
 
     /// <summary><paramref name="count"/> bytes at <paramref name="position"/> arrived in the buffer; throw <see cref="ChunkVerificationException"/> to retry.</summary>
-    void Arrived(long position, int count);
+    ValueTask ArrivedAsync(long position, int count);
 
     /// <summary>After a failed attempt: the first byte still needed (the start of an unverified chunk).</summary>
     long ResumeAt(long failedAt);
@@ -71,7 +71,7 @@ internal sealed class RangeSource(IObjectStore store, FetcherOptions options, Fe
                     long at = pos;
                     pos += n;
                     progress.Position = pos;
-                    consumer.Arrived(at, n);
+                    await consumer.ArrivedAsync(at, n).ConfigureAwait(false);
                 }
                 MlfsTelemetry.FetchDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
             }

@@ -3,36 +3,95 @@ using MlArtifactFs.Cache;
 namespace MlArtifactFs.Fetching;
 
 /// <summary>
-/// Chunked blobs: each chunk streams into a buffer of its own size, is verified there, and only then
-/// written to the shared cache file and released to readers. A chunk that fails its hash is never
-/// written; the retry resumes at its start.
+/// Chunked blobs: each chunk streams into a buffer of its own size and is hashed as it lands. Once it
+/// verified, its readers are answered from that buffer (staged), and it is written to the shared cache
+/// file and recorded; a chunk that fails its hash is never staged or written, and the retry resumes at
+/// its start.
+/// <para>
+/// With a buffer of two chunks, the write of a verified chunk runs while the next one streams into the
+/// other half (at most one write in flight; a half is reused only after its write finished and it was
+/// unstaged). <see cref="DrainAsync"/> must complete before the buffer goes back to the pool. A failed
+/// write fails the run (not retried): its chunk was never recorded, and stops being servable.
+/// </para>
 /// </summary>
-internal sealed class VerifyingConsumer(ChunkRun run, Memory<byte> chunkBuffer, Action<ChunkRun, VerifiedChunk> verified) : IRangeConsumer
+internal sealed class VerifyingConsumer : IRangeConsumer, IDisposable
 {
-    private readonly BlobDescriptor _d = run.Blob.Descriptor;
-    private long _verifiedUpTo = -1; // end of the last chunk verified by this consumer
+    private readonly ChunkRun _run;
+    private readonly BlobDescriptor _d;
+    private readonly Action<ChunkRun, VerifiedChunk> _staged, _store;
+    private readonly Memory<byte>[] _halves;
+    private readonly ChunkHasher _hasher;
+    private int _current;             // which half receives now
+    private Task _pendingWrite = Task.CompletedTask;
+    private long _verifiedUpTo = -1;  // end of the last chunk verified by this consumer
+
+    public VerifyingConsumer(ChunkRun run, Memory<byte> buffer, Action<ChunkRun, VerifiedChunk> staged, Action<ChunkRun, VerifiedChunk> store)
+    {
+        _run = run;
+        _d = run.Blob.Descriptor;
+        _staged = staged;
+        _store = store;
+        _hasher = ChunkVerifier.Begin(_d);
+        int chunk = (int)_d.ChunkSize;
+        _halves = buffer.Length >= 2L * chunk ? [buffer[..chunk], buffer.Slice(chunk, chunk)] : [buffer];
+    }
+
+    private Memory<byte> Current => _halves[_current];
 
     public Memory<byte> BufferAt(long position)
     {
         int chunk = _d.ChunkOf(position);
         int inChunk = (int)(position - _d.ChunkStart(chunk));
-        return chunkBuffer[inChunk.._d.ChunkLength(chunk)];
+        return Current[inChunk.._d.ChunkLength(chunk)];
     }
 
-    public void Arrived(long position, int count)
+    public async ValueTask ArrivedAsync(long position, int count)
     {
         if (_verifiedUpTo < 0) _verifiedUpTo = _d.ChunkStart(_d.ChunkOf(position));
-        long end = position + count;
         int chunk = _d.ChunkOf(position);
+        _hasher.Append(Current.Span.Slice((int)(position - _d.ChunkStart(chunk)), count));
+        long end = position + count;
         if (end != _d.ChunkEnd(chunk)) return;
-        var bytes = chunkBuffer[.._d.ChunkLength(chunk)];
-        var checkedChunk = ChunkVerifier.Verify(_d, chunk, bytes, run.FileName); // throws: retried from the chunk's start
-        verified(run, checkedChunk);
+        var bytes = Current[.._d.ChunkLength(chunk)];
+        if (!_hasher.TryFinish(chunk, bytes, out var checkedChunk, out string actual))
+            throw new ChunkVerificationException( // retried from the chunk's start; nothing was written
+                $"{_run.FileName}: chunk {chunk} (bytes {_d.ChunkStart(chunk)}-{end - 1}) does not match its SHA-256 " +
+                $"(expected {_d.ChunkHashes![chunk][..16]}…, got {actual[..16]}…): not cached, not served");
+        await DrainAsync().ConfigureAwait(false); // the other half's write, before that half is reused
         _verifiedUpTo = end;
+        _staged(_run, checkedChunk); // readers are answered now, from this buffer
+        if (_halves.Length == 1)
+        {
+            Store(checkedChunk);
+            return;
+        }
+        _pendingWrite = Task.Run(() => Store(checkedChunk));
+        _current ^= 1;
     }
 
-    public long ResumeAt(long failedAt) => _verifiedUpTo < 0 ? _d.ChunkStart(_d.ChunkOf(failedAt == _d.Size ? failedAt - 1 : failedAt)) : _verifiedUpTo;
+    private void Store(VerifiedChunk chunk)
+    {
+        try { _store(_run, chunk); }
+        catch (IOException e) when (e is not CacheFullException)
+        {
+            throw new ChunkStoreException($"{_run.FileName}: chunk {chunk.Index} verified but could not be stored: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Waits for the write in flight, if any; rethrows its failure.</summary>
+    public Task DrainAsync() => _pendingWrite;
+
+    public long ResumeAt(long failedAt)
+    {
+        _hasher.Reset(); // the chunk starts again from its first byte
+        return _verifiedUpTo < 0 ? _d.ChunkStart(_d.ChunkOf(failedAt == _d.Size ? failedAt - 1 : failedAt)) : _verifiedUpTo;
+    }
+
+    public void Dispose() => _hasher.Dispose();
 }
+
+/// <summary>A verified chunk that could not be written: the run fails (its readers get EIO) rather than retry past it.</summary>
+internal sealed class ChunkStoreException(string message, Exception inner) : Exception(message, inner);
 
 /// <summary>
 /// Whole blobs (no chunk hashes): bytes land in the blob's private temporary file as they arrive and
@@ -52,7 +111,7 @@ internal sealed class LandingConsumer(ChunkRun run, Memory<byte> buffer, FetchSt
         return buffer[..(int)Math.Min(buffer.Length, chunkEnd - position)];
     }
 
-    public void Arrived(long position, int count)
+    public ValueTask ArrivedAsync(long position, int count)
     {
         run.Blob.WriteLanded(buffer.Span[..count], position);
         long end = position + count;
@@ -63,6 +122,7 @@ internal sealed class LandingConsumer(ChunkRun run, Memory<byte> buffer, FetchSt
             if (run.Blob.MarkLanded(chunk)) LandedLast = true;
         }
         run.Advance(end);
+        return ValueTask.CompletedTask;
     }
 
     public long ResumeAt(long failedAt) => failedAt; // private bytes: a retry goes on where the last one stopped

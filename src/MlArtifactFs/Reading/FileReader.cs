@@ -55,7 +55,8 @@ public sealed class FileReader
         {
             Interlocked.Increment(ref _stats.CacheHits);
             MlfsTelemetry.CacheHits.Add(1);
-            return ValueTask.FromResult(ReadCached(offset, destination.Span[..length]));
+            try { return ValueTask.FromResult(ReadCached(offset, destination.Span[..length])); }
+            catch (IOException) { return ReadUncachedAsync(this, offset, destination[..length], cancel); } // its write failed a moment ago
         }
         Interlocked.Increment(ref _stats.CacheMisses);
         MlfsTelemetry.CacheMisses.Add(1);
@@ -68,17 +69,24 @@ public sealed class FileReader
                 await self._fetcher.EnsureAsync(self.Blob, self.Location, self.Path, offset, destination.Length, FetchPriority.Demand, cancel)
                     .ConfigureAwait(false);
             }
-            catch (Exception e) when (e.InnerException is CacheFullException || (self._fetcher.CacheFull && ReadErrors.IsReadFailure(e)))
+            catch (Exception e) when (e is ChunksNotStoredException || e.InnerException is CacheFullException || (self._fetcher.CacheFull && ReadErrors.IsReadFailure(e)))
             {
                 // Degraded, not broken: the disk cannot take more, so serve this read from storage, uncached.
-                try { return await self._fetcher.ReadUncachedAsync(self.Blob, self.Location, self.Path, offset, destination, cancel).ConfigureAwait(false); }
-                catch (Exception inner) when (ReadErrors.IsReadFailure(inner)) { return ReadErrors.ToErrno(inner); }
+                return await ReadUncachedAsync(self, offset, destination, cancel).ConfigureAwait(false);
             }
             catch (Exception e) when (ReadErrors.IsReadFailure(e))
             {
                 return ReadErrors.ToErrno(e); // the fetcher logged file, range and cause
             }
-            return self.ReadCached(offset, destination.Span);
+            try { return self.ReadCached(offset, destination.Span); }
+            catch (IOException) { return await ReadUncachedAsync(self, offset, destination, cancel).ConfigureAwait(false); }
+        }
+
+        // A chunk verified a moment ago whose write then failed (a full disk): read it again, uncached and verified.
+        static async ValueTask<int> ReadUncachedAsync(FileReader self, long offset, Memory<byte> destination, CancellationToken cancel)
+        {
+            try { return await self._fetcher.ReadUncachedAsync(self.Blob, self.Location, self.Path, offset, destination, cancel).ConfigureAwait(false); }
+            catch (Exception e) when (ReadErrors.IsReadFailure(e)) { return ReadErrors.ToErrno(e); }
         }
     }
 
