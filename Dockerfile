@@ -1,4 +1,6 @@
 # The mount service as a container image: a NativeAOT `mlfs` on Debian slim with fuse3.
+# scripts/container-image.sh builds it (this file where the base images can be pulled, else the same
+# image from a debootstrap base); the README's container section shows how to run it.
 #   docker build -t mlfs .
 #   docker run --rm --cap-add SYS_ADMIN --device /dev/fuse \
 #     -e AWS_ACCESS_KEY_ID -e AWS_SECRET_ACCESS_KEY -e AWS_REGION [-e AWS_ENDPOINT_URL] \

@@ -26,10 +26,10 @@ Console.WriteLine($"mlfs AppHost: state in {work}");
 Directory.CreateDirectory(mountPoint);
 File.Delete(readyFile);
 
-bool containers = ContainerEngine.Answers();
+var (containers, why) = ContainerProbe.Decide(ContainerProbe.RunProcess);
 Console.WriteLine(containers
-    ? "mlfs AppHost: a container engine answers: S3 = MinIO, Redis = container"
-    : "mlfs AppHost: no container engine: S3 = local Swift + s3api (scripts/local-s3.sh), Redis = redis-server");
+    ? $"mlfs AppHost: containers ({why}): S3 = MinIO, Redis = container"
+    : $"mlfs AppHost: local processes ({why}): S3 = local Swift + s3api (scripts/local-s3.sh), Redis = redis-server");
 
 // ---- S3 --------------------------------------------------------------------------------------
 string accessKey, secretKey;
@@ -39,7 +39,7 @@ if (containers)
 {
     accessKey = "mlfs";
     secretKey = "mlfs-dev-secret";
-    var minio = builder.AddContainer("s3", "minio/minio", "latest")
+    var minio = builder.AddContainer("s3", ContainerProbe.MinioImage, ContainerProbe.MinioTag)
         .WithArgs("server", "/data", "--console-address", ":9001")
         .WithEnvironment("MINIO_ROOT_USER", accessKey)
         .WithEnvironment("MINIO_ROOT_PASSWORD", secretKey)
@@ -64,7 +64,7 @@ else
 
 // ---- Redis -----------------------------------------------------------------------------------
 IResourceBuilder<IResource> redis = containers
-    ? builder.AddRedis("redis", port: redisPort)
+    ? builder.AddRedis("redis", port: redisPort).WithImage(ContainerProbe.RedisImage, ContainerProbe.RedisTag)
     : builder.AddExecutable("redis", "bash", repo, "scripts/local-redis.sh", "run") // installs redis-server if missing
         .WithEnvironment("MLFS_REDIS_PORT", redisPort.ToString(System.Globalization.CultureInfo.InvariantCulture))
         .WithEndpoint(port: redisPort, name: "tcp", scheme: "tcp", isProxied: false);
@@ -131,28 +131,3 @@ _ = Task.Run(async () =>
     Console.WriteLine();
 });
 app.Run();
-
-/// <summary>Probes docker and podman: a container resource with no engine would hang forever, so choose up front.</summary>
-internal static class ContainerEngine
-{
-    public static bool Answers()
-    {
-        if (Environment.GetEnvironmentVariable("MLFS_DEV_CONTAINERS") is { } forced) return forced == "1";
-        foreach (var engine in new[] { "docker", "podman" })
-        {
-            try
-            {
-                using var p = Process.Start(new ProcessStartInfo(engine, "info") { RedirectStandardOutput = true, RedirectStandardError = true });
-                if (p is null) continue;
-                if (!p.WaitForExit(5000))
-                {
-                    p.Kill();
-                    continue;
-                }
-                if (p.ExitCode == 0) return true;
-            }
-            catch (System.ComponentModel.Win32Exception) { }
-        }
-        return false;
-    }
-}

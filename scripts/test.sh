@@ -13,9 +13,10 @@ if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 # redis-server (and redis-cli), curl (the scripts' health checks), python3 (the mmap test's child
 # process, the sample model), coreutils (ls, stat, dd, sha256sum, cat), procps (kill),
 # mount (mount, umount: tmpfs for the disk-full test) and util-linux (setpriv: the unprivileged tests;
-# unshare: the no-/dev/fuse test).
+# unshare: the no-/dev/fuse test), podman + runc + debootstrap (the container test: the image is built
+# from a debootstrap base, since no registry is reachable here) and gcc (the NativeAOT binary in it).
 scripts/ensure-packages.sh fuse3 swift swift-proxy swift-account swift-container swift-object memcached \
-  redis-server redis-tools curl python3 coreutils procps mount util-linux
+  redis-server redis-tools curl python3 coreutils procps mount util-linux podman runc debootstrap gcc
 [[ -e /dev/fuse ]] || $SUDO modprobe fuse || { echo "test.sh: /dev/fuse is missing and the fuse module could not be loaded" >&2; exit 1; }
 
 # Warnings are errors by Directory.Build.props; on failure show every error, not just a summary.
@@ -26,6 +27,12 @@ if ! dotnet build MlArtifactFs.sln -c Release >"$build_log" 2>&1; then
   exit 1
 fi
 tail -n 3 "$build_log"; rm -f "$build_log"
+
+# The mount service's image for the container test: the AOT binary of this tree on a debootstrap base
+# (the base is made once and kept). Podman here needs runc and no default ulimits (scripts/podman-conf.sh).
+source scripts/podman-conf.sh
+scripts/build.sh >/dev/null
+scripts/container-image.sh localhost/mlfs:test
 
 # The test services keep their state apart from a developer's (scripts/local-s3.sh's default dir), and
 # are removed at the end with everything else the run made.

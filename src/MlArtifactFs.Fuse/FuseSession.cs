@@ -145,10 +145,10 @@ public sealed unsafe partial class FuseSession : IDisposable
         try { File.WriteAllText(path, _options.ReadAheadKb.ToString(System.Globalization.CultureInfo.InvariantCulture)); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
-            // In a container /sys is read-only: streams then run with the kernel's 128 KiB READs. The bdi is the
-            // host's too, so the host (or the container, given -v /sys/class/bdi:/sys/class/bdi) can raise it.
-            _logger.LogWarning("could not raise the mount's read-ahead ({Path}: {Error}); the kernel will send 128 KiB READs, which costs sequential throughput. " +
-                               "Raise it from the host: echo {Kb} > {Path}, or give the container -v /sys/class/bdi:/sys/class/bdi", path, e.Message, _options.ReadAheadKb, path);
+            // In a container /sys is read-only (a bind of /sys/class/bdi stays read-only too): streams then run
+            // with 128 KiB READs. The bdi is the host's as well, so anything with a writable /sys can raise it.
+            _logger.LogWarning("could not raise the mount's read-ahead ({Path}: {Error}); the kernel will send 128 KiB READs " +
+                               "(measured: warm reads through the daemon ~0.7x). Raise it from the host: echo {Kb} > {Path}", path, e.Message, _options.ReadAheadKb, path);
         }
     }
 

@@ -89,3 +89,31 @@ public sealed class AppHostTests
     private static bool IsMounted(string path) =>
         File.ReadAllLines("/proc/self/mountinfo").Any(l => l.Split(' ')[4] == path);
 }
+
+/// <summary>The dev stack's choice between containers and local processes never depends on a registry.</summary>
+public sealed class ContainerProbeTests
+{
+    [Fact]
+    public void AnEngineWithoutItsImagesAndNoRegistryMeansLocalProcesses()
+    {
+        var asked = new List<string>();
+        var (use, why) = ContainerProbe.Decide((file, args, _) =>
+        {
+            asked.Add($"{file} {string.Join(' ', args)}");
+            return args[0] == "info" && file == "podman"; // podman answers; no image is present and none pulls
+        });
+        Assert.False(use);
+        Assert.Contains("could not be pulled", why);
+        Assert.Contains(asked, a => a.StartsWith("podman pull", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void AnEngineWithItsImagesMeansContainers()
+    {
+        var (use, _) = ContainerProbe.Decide((file, args, _) => file == "podman" && args[0] is "info" or "image");
+        Assert.True(use);
+    }
+
+    [Fact]
+    public void NoEngineMeansLocalProcesses() => Assert.False(ContainerProbe.Decide((_, _, _) => false).UseContainers);
+}
