@@ -27,7 +27,7 @@ if [[ ! -e $rootfs/.complete ]]; then
 fi
 
 [[ -x artifacts/mlfs/mlfs ]] || scripts/build.sh >/dev/null
-cp artifacts/mlfs/mlfs "$rootfs/usr/local/bin/mlfs"
+rm -f "$rootfs/usr/local/bin/mlfs" && cp artifacts/mlfs/mlfs "$rootfs/usr/local/bin/mlfs"
 
 # The model (v1 and a v2 whose weights differ in one chunk), manifests with http://127.0.0.1:8080 URLs.
 rm -rf "$rootfs/srv/model" && mkdir -p "$rootfs/srv/model/v1" "$rootfs/srv/model/v2"
@@ -47,18 +47,25 @@ for v in v1 v2; do
   artifacts/mlfs/mlfs generate --id oldkernel --version $v --url-prefix http://127.0.0.1:8080/$v --prefetch config.json,tokenizer.json \
     "$rootfs/srv/model/$v" > "$rootfs/srv/model/$v.json"
 done
-cat >"$rootfs/etc/nginx/sites-enabled/default" <<'EOF'
-server { listen 127.0.0.1:8080; root /srv/model; }
-EOF
+# Never write through a path of the rootfs: its links are absolute (sites-enabled/default points at
+# /etc/nginx/..., which from here is the host's own file). Remove, then create.
+rm -f "$rootfs/etc/nginx/sites-enabled/default" "$rootfs/etc/nginx/conf.d/mlfs.conf"
+printf 'server { listen 127.0.0.1:8080; root /srv/model; }\n' >"$rootfs/etc/nginx/conf.d/mlfs.conf"
 
+rm -f "$rootfs/test.sh"
 cat >"$rootfs/test.sh" <<'EOF'
-#!/bin/sh
+#!/bin/bash
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev 2>/dev/null; mount -t tmpfs tmp /tmp
 mkdir -p /run /mnt/model; mount -t tmpfs run /run
 ip link set lo up
 modprobe fuse
 echo "KERNEL $(uname -r)"
-nginx
+mkdir -p /var/lib/nginx /var/log/nginx
+nginx -t 2>&1 | tail -1
+nginx -g 'daemon off;' &
+i=0; while ! (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+ss -ltn | tail -n +2
 ok=1
 check() { if [ "$1" = 0 ]; then echo "PASS $2"; else echo "FAIL $2"; ok=0; fi; }
 mlfs mount --manifest /srv/model/v1.json --cache-dir /var/cache/mlfs --ready-file /tmp/ready /mnt/model > /tmp/mount.log 2>&1 &
@@ -79,6 +86,7 @@ kill -TERM $pid; wait $pid; check $? "clean exit on SIGTERM"
 grep -q " /mnt/model " /proc/mounts; [ $? -ne 0 ]; check $? "unmounted"
 [ $ok = 1 ] && echo "ALL PASS" || { echo "SOME FAILED"; cat /tmp/mount.log; }
 echo o > /proc/sysrq-trigger
+sleep 30 # init must not exit before the power-off lands
 EOF
 chmod +x "$rootfs/test.sh"
 rm -rf "$rootfs/var/cache/mlfs"
