@@ -67,7 +67,7 @@ public sealed class HardeningTests(S3Fixture s3, RedisFixture redis, ITestOutput
             await db.HashSetAsync(ns + "chunk:" + chunkHashes[0],
                 [new("c-" + new string('0', 64), -5), new("../../../../etc/shadow", 0), new("c-" + new string('1', 64), "99999999999")]);
             // A lease with no TTL on every chunk of the blob (its name is the chunk-list id, which the test can compute too).
-            foreach (var key in await LeaseKeysAsync(manifest)) await db.StringSetAsync(ns + "lease:" + key, "someone-else");
+            foreach (var key in LeaseKeys(manifest)) await db.StringSetAsync(ns + "lease:" + key, "someone-else");
         }
         string mp = NewMountPoint();
         await using var mount = await MountProcess.StartAsync(_work.FullName, manifest, mp, Cache, s3.Environment(), true, "--redis", redis.ConnectionString);
@@ -83,12 +83,11 @@ public sealed class HardeningTests(S3Fixture s3, RedisFixture redis, ITestOutput
         Assert.Equal(0, waited); // a lease without a TTL holds nobody back
     }
 
-    private static async Task<string[]> LeaseKeysAsync(string manifestPath)
+    private static string[] LeaseKeys(string manifestPath)
     {
         var manifest = MlArtifactFs.Manifest.ManifestLoader.Load(manifestPath);
         var f = manifest.Files![0];
         var d = new MlArtifactFs.Cache.BlobDescriptor(f.Sha256!, f.Size!.Value, manifest.EffectiveChunkSize, f.Chunks);
-        await Task.CompletedTask;
         return [.. Enumerable.Range(0, d.ChunkCount).Select(c => $"{d.Name}:{c}")];
     }
 

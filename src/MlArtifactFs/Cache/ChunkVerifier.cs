@@ -46,11 +46,13 @@ public static class ChunkVerifier
     public static VerifiedChunk Verify(BlobDescriptor blob, int chunk, ReadOnlyMemory<byte> bytes, string fileName)
     {
         if (TryVerify(blob, chunk, bytes, out var verified)) return verified;
-        string actual = Convert.ToHexStringLower(SHA256.HashData(bytes.Span));
-        throw new ChunkVerificationException(
-            $"{fileName}: chunk {chunk} (bytes {blob.ChunkStart(chunk)}-{blob.ChunkStart(chunk) + bytes.Length - 1}) does not match its SHA-256 " +
-            $"(expected {blob.ChunkHashes![chunk][..16]}…, got {actual[..16]}…): not cached, not served");
+        throw Mismatch(blob, chunk, bytes.Length, Convert.ToHexStringLower(SHA256.HashData(bytes.Span)), fileName);
     }
+
+    /// <summary>The one message for a chunk that failed its hash: file, chunk, range and both hashes (abridged).</summary>
+    public static ChunkVerificationException Mismatch(BlobDescriptor blob, int chunk, int length, string actualHex, string fileName) =>
+        new($"{fileName}: chunk {chunk} (bytes {blob.ChunkStart(chunk)}-{blob.ChunkStart(chunk) + length - 1}) does not match its SHA-256 " +
+            $"(expected {blob.ChunkHashes![chunk][..16]}…, got {actualHex[..16]}…): not cached, not served");
 
     /// <summary>
     /// Verifies a chunk that is still arriving: its pieces are hashed as they land in its buffer

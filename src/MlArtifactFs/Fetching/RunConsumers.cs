@@ -54,9 +54,7 @@ internal sealed class VerifyingConsumer : IRangeConsumer, IDisposable
         if (end != _d.ChunkEnd(chunk)) return;
         var bytes = Current[.._d.ChunkLength(chunk)];
         if (!_hasher.TryFinish(chunk, bytes, out var checkedChunk, out string actual))
-            throw new ChunkVerificationException( // retried from the chunk's start; nothing was written
-                $"{_run.FileName}: chunk {chunk} (bytes {_d.ChunkStart(chunk)}-{end - 1}) does not match its SHA-256 " +
-                $"(expected {_d.ChunkHashes![chunk][..16]}…, got {actual[..16]}…): not cached, not served");
+            throw ChunkVerifier.Mismatch(_d, chunk, bytes.Length, actual, _run.FileName); // retried from the chunk's start; nothing was written
         await DrainAsync().ConfigureAwait(false); // the other half's write, before that half is reused
         _verifiedUpTo = end;
         _staged(_run, checkedChunk); // readers are answered now, from this buffer
@@ -98,7 +96,7 @@ internal sealed class ChunkStoreException(string message, Exception inner) : Exc
 /// are released to readers at once (served unverified, counted, as the seed format is). The consumer
 /// that lands the last chunk says so; the run then verifies the whole file.
 /// </summary>
-internal sealed class LandingConsumer(ChunkRun run, Memory<byte> buffer, FetchStatisticsCounter chunkFetched) : IRangeConsumer
+internal sealed class LandingConsumer(ChunkRun run, Memory<byte> buffer, Action chunkFetched) : IRangeConsumer
 {
     private readonly BlobDescriptor _d = run.Blob.Descriptor;
 
@@ -127,5 +125,3 @@ internal sealed class LandingConsumer(ChunkRun run, Memory<byte> buffer, FetchSt
 
     public long ResumeAt(long failedAt) => failedAt; // private bytes: a retry goes on where the last one stopped
 }
-
-internal delegate void FetchStatisticsCounter();
