@@ -46,18 +46,22 @@ public sealed class ContainerTests(S3Fixture s3, ITestOutputHelper output) : IAs
         _work.Delete(recursive: true);
     }
 
-    private Dictionary<string, string?> PodmanEnvironment()
+    private static readonly Lazy<string> ContainersConf = new(() =>
     {
-        var env = new Dictionary<string, string?>();
-        if (Environment.GetEnvironmentVariable("CONTAINERS_CONF") is null)
-        {
-            // What scripts/podman-conf.sh sets (test.sh sources it): runc, and no default ulimits.
-            string conf = Path.Combine(_work.FullName, "containers.conf");
-            if (!File.Exists(conf)) File.WriteAllText(conf, "[containers]\ndefault_ulimits = []\n\n[engine]\nruntime = \"runc\"\n");
-            env["CONTAINERS_CONF"] = conf;
-        }
-        return env;
-    }
+        // The settings Debian 12's podman needs here (runc, no default ulimits), from the one place that has them.
+        var psi = new ProcessStartInfo("bash", ["-c", "source scripts/podman-conf.sh && printf %s \"$CONTAINERS_CONF\""])
+            { WorkingDirectory = Repo.Root, RedirectStandardOutput = true };
+        psi.Environment.Remove("CONTAINERS_CONF");
+        using var p = Process.Start(psi)!;
+        string conf = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return conf;
+    });
+
+    private static Dictionary<string, string?> PodmanEnvironment() => new()
+    {
+        ["CONTAINERS_CONF"] = Environment.GetEnvironmentVariable("CONTAINERS_CONF") ?? ContainersConf.Value,
+    };
 
     private Task<Repo.Result> Podman(params string[] args) => Repo.RunAsync("podman", args, PodmanEnvironment(), TimeSpan.FromMinutes(3));
 
