@@ -88,18 +88,39 @@ string redisConnection = "127.0.0.1:" + redisPort.ToString(System.Globalization.
 builder.Services.AddHealthChecks().AddCheck("mount-ready", () =>
     File.Exists(readyFile) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("not mounted yet"));
 
-var mount = builder.AddProject<Projects.Mlfs>("mount")
-    .WithArgs("mount", "--manifest", Path.Combine(work, "manifests", "v1.json"), "--cache-dir", Path.Combine(work, "cache"),
-        "--ready-file", readyFile, "--log-level", "info", mountPoint)
-    .WithEnvironment("AWS_ENDPOINT_URL", s3Endpoint)
-    .WithEnvironment("AWS_ACCESS_KEY_ID", accessKey)
-    .WithEnvironment("AWS_SECRET_ACCESS_KEY", secretKey)
-    .WithEnvironment("AWS_REGION", "us-east-1")
-    .WithEnvironment("MLFS_REDIS", redisConnection)
-    .WithHealthCheck("mount-ready")
-    .WaitFor(s3)
-    .WaitFor(redis)
-    .WaitForCompletion(seed);
+// As a project on the host (the default), or, with MLFS_DEV_MOUNT_CONTAINER=1, as a container of the
+// mount service image (scripts/container-image.sh; MLFS_DEV_MOUNT_IMAGE, default localhost/mlfs:dev) run
+// by scripts/mount-container.sh with the README's flags. DCP's own container support is not used for
+// it: it needs a tunnel proxy image from a registry, and a FUSE mount propagated to the host needs
+// `--device /dev/fuse`, SYS_ADMIN and an rshared bind, which that script sets up.
+bool mountInContainer = builder.Configuration["MLFS_DEV_MOUNT_CONTAINER"] == "1";
+string[] mountArgs = ["--manifest", Path.Combine(work, "manifests", "v1.json"), "--cache-dir", Path.Combine(work, "cache"),
+    "--ready-file", readyFile, "--log-level", "info"];
+IResourceBuilder<IResource> mount;
+if (mountInContainer)
+{
+    string image = builder.Configuration["MLFS_DEV_MOUNT_IMAGE"] ?? "localhost/mlfs:dev";
+    Console.WriteLine($"mlfs AppHost: the mount service runs in a container ({image}, podman)");
+    mount = MountService(builder.AddExecutable("mount", "bash", repo, ["scripts/mount-container.sh", image, work, mountPoint, .. mountArgs])
+        .WithOtlpExporter());
+}
+else
+{
+    mount = MountService(builder.AddProject<Projects.Mlfs>("mount").WithArgs(["mount", .. mountArgs, mountPoint]));
+}
+
+// The same settings whichever way it runs.
+IResourceBuilder<T> MountService<T>(IResourceBuilder<T> service) where T : IResourceWithEnvironment, IResourceWithWaitSupport =>
+    service
+        .WithEnvironment("AWS_ENDPOINT_URL", s3Endpoint)
+        .WithEnvironment("AWS_ACCESS_KEY_ID", accessKey)
+        .WithEnvironment("AWS_SECRET_ACCESS_KEY", secretKey)
+        .WithEnvironment("AWS_REGION", "us-east-1")
+        .WithEnvironment("MLFS_REDIS", redisConnection)
+        .WithHealthCheck("mount-ready")
+        .WaitFor(s3)
+        .WaitFor(redis)
+        .WaitForCompletion(seed);
 
 foreach (var version in new[] { "v1", "v2" })
 {

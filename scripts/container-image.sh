@@ -47,5 +47,10 @@ ENTRYPOINT ["/usr/local/bin/mlfs"]
 CMD ["--help"]
 EOF
 pull_never=(); [[ $engine == podman ]] && pull_never=(--pull=never)
+previous=$("$engine" image inspect -f '{{.Id}}' "$image" 2>/dev/null || true)
 "$engine" build "${pull_never[@]}" -q -t "$image" "$context" >/dev/null
+# The image this one replaces would stay behind untagged (150 MB per rebuild); drop it unless in use.
+if [[ -n $previous && $previous != $("$engine" image inspect -f '{{.Id}}' "$image") ]]; then
+  "$engine" rmi "$previous" >/dev/null 2>&1 || true
+fi
 echo "container-image: built $image" >&2

@@ -10,16 +10,28 @@ namespace AppHost.Tests;
 public sealed class AppHostTests
 {
     [Fact]
-    public async Task TheStackStartsMountsTheSampleByteExactAndExportsFetchSpans()
+    public Task TheStackStartsMountsTheSampleByteExactAndExportsFetchSpans() => RunStackAsync(mountInContainer: false);
+
+    /// <summary>
+    /// MLFS_DEV_MOUNT_CONTAINER=1: the mount service runs in a container of the image scripts/test.sh built
+    /// (localhost/mlfs:test), and the host reads the model through the propagated mount. Stopping the stack
+    /// stops the container and leaves no mount behind.
+    /// </summary>
+    [Fact]
+    public Task TheStackRunsTheMountServiceInAContainer() => RunStackAsync(mountInContainer: true);
+
+    private static async Task RunStackAsync(bool mountInContainer)
     {
         string work = Directory.CreateTempSubdirectory("mlfs-apphost-").FullName;
         string mountPoint = Path.Combine(work, "mnt");
         using var collector = new OtlpCollector();
-        var builder = await DistributedApplicationTestingBuilder.CreateAsync<Projects.AppHost>(
+        string[] settings =
         [
             $"MLFS_DEV_DIR={work}", $"MLFS_DEV_MOUNT={mountPoint}", "MLFS_SAMPLE_MB=16",
             "MLFS_S3_PORT=18180", "MLFS_REDIS_PORT=16479",
-        ]);
+        ];
+        if (mountInContainer) settings = [.. settings, "MLFS_DEV_MOUNT_CONTAINER=1", "MLFS_DEV_MOUNT_IMAGE=localhost/mlfs:test"];
+        var builder = await DistributedApplicationTestingBuilder.CreateAsync<Projects.AppHost>(settings);
         // Send the mount service's telemetry to our collector, quickly.
         var mountResource = builder.Resources.Single(r => r.Name == "mount");
         mountResource.Annotations.Add(new EnvironmentCallbackAnnotation(context =>
@@ -50,6 +62,7 @@ public sealed class AppHostTests
             catch (OperationCanceledException) { }
         })).ToArray();
 
+        bool completed = false; // the checks after the stop only count when the run itself got through
         try
         {
             await app.StartAsync().WaitAsync(TimeSpan.FromMinutes(5));
@@ -63,6 +76,12 @@ public sealed class AppHostTests
                 lock (all) Assert.Fail($"the mount did not become healthy ({e.Message}); resource logs:\n{string.Join('\n', all.TakeLast(60))}");
             }
 
+            if (mountInContainer)
+            {
+                // The mount the host sees is the running container's.
+                Assert.Contains(File.ReadAllLines("/proc/self/mountinfo"), l => l.Split(' ')[4] == mountPoint && l.Contains(" - fuse.mlfs ", StringComparison.Ordinal));
+                Assert.NotEmpty(MountContainers());
+            }
             foreach (var file in new[] { "config.json", "tokenizer.json", "model.safetensors" })
             {
                 var expected = await File.ReadAllBytesAsync(Path.Combine(work, "model-v1", file));
@@ -75,15 +94,33 @@ public sealed class AppHostTests
             Assert.True(collector.ReceivedTraceContaining("mlfs.fetch"), "no fetch span reached the collector");
             Assert.True(collector.ReceivedTraceContaining("mlfs.file"), "fetch spans carry the file attribute");
             lock (errors) Assert.True(errors.Count == 0, string.Join('\n', errors));
+            completed = true;
         }
         finally
         {
             stop.Cancel();
             await app.StopAsync().WaitAsync(TimeSpan.FromMinutes(1));
             await Task.WhenAll(watchers);
-            if (IsMounted(mountPoint)) Process.Start("umount", ["-l", mountPoint])!.WaitForExit();
+            bool leftMounted = IsMounted(mountPoint);
+            for (int i = 0; i < 5 && IsMounted(mountPoint); i++) Process.Start("umount", ["-l", mountPoint])!.WaitForExit();
+            if (mountInContainer)
+            {
+                var containersLeft = MountContainers();
+                foreach (var id in containersLeft) Process.Start("podman", ["rm", "-f", id])!.WaitForExit();
+                if (completed) Assert.True(containersLeft.Count == 0, $"containers left after the stack stopped: {string.Join(' ', containersLeft)}");
+            }
+            if (completed) Assert.False(leftMounted, $"{mountPoint} was still mounted after the stack stopped");
             try { Directory.Delete(work, recursive: true); } catch (IOException) { }
         }
+    }
+
+    private static List<string> MountContainers()
+    {
+        var psi = new ProcessStartInfo("podman", ["ps", "-a", "-q", "--filter", "name=mlfs-dev-mount-"]) { RedirectStandardOutput = true };
+        using var p = Process.Start(psi)!;
+        string ids = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return [.. ids.Split('\n', StringSplitOptions.RemoveEmptyEntries)];
     }
 
     private static bool IsMounted(string path) =>
