@@ -89,6 +89,12 @@ public sealed class AppHostTests
                 Assert.True(expected.AsSpan().SequenceEqual(actual), $"{file} differs through the mount");
             }
 
+            // The dashboard's Switch command, through the control socket (shared with the container).
+            var commands = app.Services.GetRequiredService<ResourceCommandService>();
+            var switched = await commands.ExecuteCommandAsync("mount", "switch-v2", CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(2));
+            Assert.True(switched.Success, $"switch to v2 failed: {switched.Message}");
+            Assert.Equal(await File.ReadAllBytesAsync(Path.Combine(work, "model-v2", "config.json")), await File.ReadAllBytesAsync(Path.Combine(mountPoint, "config.json")));
+
             var sw = Stopwatch.StartNew();
             while (!collector.ReceivedTraceContaining("mlfs.fetch") && sw.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(200);
             Assert.True(collector.ReceivedTraceContaining("mlfs.fetch"), "no fetch span reached the collector");
