@@ -49,6 +49,33 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / CLK
 
 
+def children_cpu_seconds():
+    """User + system CPU of this process's waited-for children so far (the ceiling clients run as one)."""
+    import resource
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def sha256_cpu_s_per_gib(path):
+    """CPU seconds per GiB of SHA-256 alone (hashlib: OpenSSL, as the daemon's .NET uses) over the file's
+    bytes already in memory, 4 MiB at a time: the floor under any verifying reader's cost."""
+    import hashlib
+    chunk = 4 << 20
+    with open(path, "rb") as f:
+        data = f.read()
+    view = memoryview(data)
+    t = time.process_time()
+    for o in range(0, len(data), chunk):
+        hashlib.sha256(view[o:o + chunk]).digest()
+    return (time.process_time() - t) / (len(data) / (1 << 30))
+
+
+def pid_serving(mp):
+    """The pid of the FUSE daemon whose command line names mount point `mp` (peers that daemonize)."""
+    out = subprocess.run(["pgrep", "-f", mp], capture_output=True, text=True).stdout.split()
+    return int(out[0]) if out else None
+
+
 def peak_rss_mib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -134,7 +161,9 @@ def s3_ceiling(env, bucket, key, size):
 def open_range(o, n):
     return s3.get_object(Bucket="{bucket}", Key="{key}", Range=f"bytes={{o}}-{{o+n-1}}")["Body"]
 '''
-    return int(run_boto(env, body + ceiling_script(size)).strip())
+    before = children_cpu_seconds()
+    rate = int(run_boto(env, body + ceiling_script(size)).strip())
+    return rate, (children_cpu_seconds() - before) / (3 * size / (1 << 30))  # it reads the object 3 times
 
 
 # ---- nginx: the same bytes over plain, unsigned HTTP ------------------------------------------
@@ -171,7 +200,9 @@ def open_range(o, n):
     local.c.request("GET", "{path}", headers={{"Range": f"bytes={{o}}-{{o+n-1}}"}})
     return local.c.getresponse()
 ''' + ceiling_script(size)
-        return int(subprocess.run(["/usr/bin/python3", "-c", body], capture_output=True, text=True, check=True).stdout.strip())
+        before = children_cpu_seconds()
+        rate = int(subprocess.run(["/usr/bin/python3", "-c", body], capture_output=True, text=True, check=True).stdout.strip())
+        return rate, (children_cpu_seconds() - before) / (3 * size / (1 << 30))  # it reads the object 3 times
 
     def stop(self):
         subprocess.run(["nginx", "-c", self.conf, "-p", self.dir, "-s", "stop"], capture_output=True)

@@ -17,6 +17,7 @@ Needs root, /dev/fuse and the local S3 server (scripts/local-s3.sh). Writes benc
 import argparse, json, os, shutil, subprocess, sys, tempfile, time
 
 from benchlib import (MLFS, PEERS, ROOT, Mounts, Nginx, cpu_seconds, dd, drop_caches, ensure_mlfs, local_s3_env, machine,
+                      pid_serving, sha256_cpu_s_per_gib,
                       median, peak_rss_mib, s3_ceiling, sh, swift_put, write_result)
 
 
@@ -71,6 +72,7 @@ def main():
         local = os.path.join(model, "m", "weights.bin")
         sh(f"head -c {size} /dev/urandom > {local}")
         local_warm, _ = measure(local, args.runs + 1, cold=False)
+        sha_cpu = median(sha256_cpu_s_per_gib(local) for _ in range(args.runs))
 
         # 1. pure FUSE: an in-memory file
         mnt = os.path.join(work, "mem")
@@ -83,8 +85,8 @@ def main():
         # 2. cold reads, empty cache: from the S3 server and from nginx, each vs its own ceiling
         swift_put(env, "bench", "m/weights.bin", local)
         nginx = Nginx(model, work)
-        s3_ceil = s3_ceiling(env, "bench", "m/weights.bin", size)
-        nginx_ceil = nginx.ceiling("/m/weights.bin", size)
+        s3_ceil, s3_ceil_cpu = s3_ceiling(env, "bench", "m/weights.bin", size)
+        nginx_ceil, nginx_ceil_cpu = nginx.ceiling("/m/weights.bin", size)
         manifest = os.path.join(work, "s3.json")
         sh(f"{MLFS} generate --id bench --version v1 --url-prefix s3://bench {model} > {manifest}", env=env)
         manifest_nginx = os.path.join(work, "nginx.json")
@@ -93,15 +95,19 @@ def main():
         rates = {name: cold_mlfs(mounts, m, work, args.runs, size) for name, m in (("s3", manifest), ("nginx", manifest_nginx))}
 
         # 3. peers on the same object, cold
-        peers = {}
+        peers, peers_cpu = {}, {}
         for name in PEERS:
-            samples = []
+            samples, cpu = [], []
             for _ in range(args.runs):
                 mp = mounts.peer(name, "bench", "m/weights.bin")
+                pid = pid_serving(mp)  # both peers daemonize
                 drop_caches()
+                before = cpu_seconds(pid) if pid else 0
                 samples.append(dd(os.path.join(mp, "m", "weights.bin")))
+                if pid: cpu.append((cpu_seconds(pid) - before) / (size / (1 << 30)))
                 mounts.stop(mp)
             peers[name] = round(median(samples))
+            if cpu: peers_cpu[name] = round(median(cpu), 2)
 
         # 4. warm: the file complete in the cache
         cache = os.path.join(work, "cache")
@@ -123,16 +129,22 @@ def main():
             "memory_fuse_MBps": round(mem_rate),
             "memory_fuse_vs_page_cache_read": round(mem_rate / local_warm, 3),
             "memory_fuse_daemon_cpu_s_per_GiB": round(mem_cpu, 3),
+            "sha256_only_cpu_s_per_GiB": round(sha_cpu, 3),
             "s3_ceiling_MBps": s3_ceil,
+            "s3_ceiling_client_cpu_s_per_GiB": round(s3_ceil_cpu, 2),
             "cold_s3_MBps": round(rates["s3"][0]),
             "cold_s3_vs_ceiling": round(rates["s3"][0] / s3_ceil, 3),
             "cold_s3_daemon_cpu_s_per_GiB": round(rates["s3"][1], 2),
+            "cold_s3_daemon_cpu_vs_sha256_only": round(rates["s3"][1] / sha_cpu, 2),
             "cold_s3_daemon_peak_rss_MiB": round(rates["s3"][2]),
             "nginx_ceiling_MBps": nginx_ceil,
+            "nginx_ceiling_client_cpu_s_per_GiB": round(nginx_ceil_cpu, 2),
             "cold_nginx_MBps": round(rates["nginx"][0]),
             "cold_nginx_vs_ceiling": round(rates["nginx"][0] / nginx_ceil, 3),
             "cold_nginx_daemon_cpu_s_per_GiB": round(rates["nginx"][1], 2),
+            "cold_nginx_daemon_cpu_vs_sha256_only": round(rates["nginx"][1] / sha_cpu, 2),
             **{f"peer_{k}_cold_MBps": v for k, v in peers.items()},
+            **{f"peer_{k}_cold_cpu_s_per_GiB": v for k, v in peers_cpu.items()},
             "cold_s3_vs_best_peer": round(rates["s3"][0] / best_peer, 3),
             "cache_file_direct_cold_MBps": round(direct_cold),
             "warm_passthrough_MBps": round(pt_cold),

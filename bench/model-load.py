@@ -93,7 +93,7 @@ def main():
         manifest = os.path.join(work, "m.json")
         sh(f"{MLFS} generate --id load --version v1 --url-prefix s3://load {model} > {manifest}", env=env)
         sizes = {k: os.path.getsize(os.path.join(model, "m", f)) for k, (f, _) in LOADERS.items()}
-        ceiling = s3_ceiling(env, "load", "m/model.pt", sizes["torch_load"])
+        ceiling, _ = s3_ceiling(env, "load", "m/model.pt", sizes["torch_load"])
         results["s3_ceiling_MBps"] = ceiling
 
         for loader, (file, script) in LOADERS.items():

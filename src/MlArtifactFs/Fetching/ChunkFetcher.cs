@@ -105,7 +105,12 @@ public sealed class ChunkFetcher : IDisposable
                 if (blob.IsServable(c)) continue;
                 if (flights.Runs[c] is { } existing)
                 {
-                    if (runs.Count == 0 || !ReferenceEquals(runs[^1], existing)) runs.Add(existing);
+                    if (runs.Count == 0 || !ReferenceEquals(runs[^1], existing))
+                    {
+                        runs.Add(existing);
+                        // A read served by a run it did not start points at that run's trace.
+                        if (priority == FetchPriority.Demand && existing.Trace is { } joined) Activity.Current?.AddLink(new ActivityLink(joined.Context));
+                    }
                     if (priority < existing.Priority) _scheduler.Promote(existing, priority);
                     continue;
                 }
@@ -113,6 +118,8 @@ public sealed class ChunkFetcher : IDisposable
                 while (stop + 1 <= last && stop + 1 - c < maxChunksPerRun && !blob.IsServable(stop + 1) && flights.Runs[stop + 1] is null)
                     stop++;
                 var run = new ChunkRun(blob, location, fileName, c, stop, priority);
+                // A waiting read's run is part of that read's trace; read-ahead and background runs are traces of their own.
+                run.BeginTrace(priority == FetchPriority.Demand ? Activity.Current?.Context ?? default : default);
                 _cache.Retain(blob); // released when the run ends: its files stay open until then
                 for (int k = c; k <= stop; k++) flights.Runs[k] = run;
                 runs.Add(run);
@@ -128,17 +135,12 @@ public sealed class ChunkFetcher : IDisposable
     {
         var blob = run.Blob;
         var d = blob.Descriptor;
-        using var activity = MlfsTelemetry.Source.StartActivity("mlfs.fetch");
-        activity?.SetTag("mlfs.file", run.FileName);
-        activity?.SetTag("mlfs.chunk.first", run.FirstChunk);
-        activity?.SetTag("mlfs.chunk.last", run.LastChunk);
-        activity?.SetTag("mlfs.range.start", run.Start);
-        activity?.SetTag("mlfs.range.end", run.End);
-        activity?.SetTag("mlfs.priority", run.Priority.ToString());
+        // The run's GETs are children of its own span, whichever read's context this task was started from.
+        Activity.Current = run.Trace;
         MlfsTelemetry.FetchesInFlight.Add(1);
         bool reserved = false;
         var leases = new List<string>();
-        var progress = new FetchProgress { Position = run.Start };
+        var progress = run.Progress;
         ChunkBuffers.Rental? chunkBuffer = null;
         try
         {
@@ -152,8 +154,6 @@ public sealed class ChunkFetcher : IDisposable
                 await FetchChunkedAsync(run, chunkBuffer.Memory, leases, progress).ConfigureAwait(false);
             }
             else await FetchWholeAsync(run, progress).ConfigureAwait(false);
-            activity?.SetTag("mlfs.attempts", progress.Attempts);
-            activity?.SetTag("mlfs.bytes", progress.Bytes);
             run.Advance(run.End);
         }
         catch (Exception e)
@@ -161,7 +161,6 @@ public sealed class ChunkFetcher : IDisposable
             Interlocked.Increment(ref _stats.Failures);
             string reason = e is OperationCanceledException && _shutdown.IsCancellationRequested ? "the mount is stopping" : RangeSource.Describe(e);
             MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", RangeSource.ErrorKind(e)));
-            activity?.SetStatus(ActivityStatusCode.Error, reason);
             if (e is CacheFullException) NoteCacheFull(run.FileName);
             else if (!_shutdown.IsCancellationRequested)
                 _logger.LogError("fetch {File} bytes {Start}-{End} failed after {Attempts} attempt(s): {Reason}; reads of these bytes get EIO",
@@ -170,6 +169,7 @@ public sealed class ChunkFetcher : IDisposable
         }
         finally
         {
+            run.EndTrace();
             foreach (var key in leases) _index.ReleaseLease(key);
             MlfsTelemetry.FetchesInFlight.Add(-1);
             if (reserved) _cache.ReleaseReservation(run.End - run.Start);
@@ -357,7 +357,17 @@ public sealed class ChunkFetcher : IDisposable
             progress.Attempts++;
             await _source.ReadInPartsAsync(run.Location, d.ChunkStart(chunk), bytes, parts).ConfigureAwait(false);
             progress.Bytes += length;
-            if (!ChunkVerifier.TryVerify(d, chunk, bytes, out var verified))
+            bool ok;
+            VerifiedChunk verified;
+            using (var verify = run.StartChild("mlfs.verify"))
+            {
+                verify?.SetTag("mlfs.chunk", chunk);
+                verify?.SetTag("mlfs.bytes", length);
+                ok = ChunkVerifier.TryVerify(d, chunk, bytes, out verified);
+                verify?.SetTag("mlfs.verified", ok);
+                if (!ok) verify?.SetStatus(ActivityStatusCode.Error, "SHA-256 mismatch");
+            }
+            if (!ok)
             {
                 MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "verification"));
                 _logger.LogWarning("{File}: chunk {Chunk} fetched in {Parts} parts does not match its SHA-256; fetching it again as one stream",
@@ -449,10 +459,18 @@ public sealed class ChunkFetcher : IDisposable
 
     private void VerifyWholeFile(ChunkRun run)
     {
+        // Its own short trace: the file's readers were answered as its bytes landed, before this check.
+        using var verify = MlfsTelemetry.StartDetached("mlfs.verify", default);
+        verify?.SetTag("mlfs.file", run.FileName);
+        verify?.SetTag("mlfs.bytes", run.Blob.Descriptor.Size);
+        if (run.Trace is { } fetched) verify?.AddLink(new ActivityLink(fetched.Context));
         try
         {
-            if (!run.Blob.CompleteWhole())
+            bool ok = run.Blob.CompleteWhole();
+            verify?.SetTag("mlfs.verified", ok);
+            if (!ok)
             {
+                verify?.SetStatus(ActivityStatusCode.Error, "whole-file SHA-256 mismatch");
                 MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "verification"));
                 _logger.LogError("{File}: {Reason}; further reads get EIO", run.FileName, run.Blob.Poison!.Message);
             }

@@ -1,5 +1,7 @@
+using System.Diagnostics;
 using MlArtifactFs.Cache;
 using MlArtifactFs.Storage;
+using MlArtifactFs.Telemetry;
 
 namespace MlArtifactFs.Fetching;
 
@@ -27,6 +29,7 @@ internal sealed class ChunkRun(CachedBlob blob, ObjectLocation location, string 
     private Exception? _failure;                                                  // guarded by _lock
     private int _started;
     private readonly bool[] _ready = new bool[lastChunk - firstChunk + 1];      // guarded by _lock
+    private int _traceEnded;
 
     public CachedBlob Blob { get; } = blob;
     public ObjectLocation Location { get; } = location;
@@ -38,6 +41,50 @@ internal sealed class ChunkRun(CachedBlob blob, ObjectLocation location, string 
 
     /// <summary>Only raised (towards Demand) while queued; see <see cref="FetchScheduler.Promote"/>.</summary>
     public FetchPriority Priority { get; set; } = priority;
+
+    /// <summary>Attempts and bytes of this run's GETs.</summary>
+    public FetchProgress Progress { get; } = new() { Position = blob.Descriptor.ChunkStart(firstChunk) };
+
+    /// <summary>
+    /// This run's span (mlfs.fetch), from the moment it was asked for: under the read that asked for it,
+    /// or a trace of its own (read-ahead, background). It ends once every chunk of the run is servable,
+    /// or the run failed, before any waiting reader is released, so it never outlives a read it serves.
+    /// The cache write that follows is not part of it (it is off the reader's path).
+    /// </summary>
+    public Activity? Trace { get; private set; }
+
+    public void BeginTrace(ActivityContext parent)
+    {
+        Trace = MlfsTelemetry.StartDetached("mlfs.fetch", parent);
+        if (Trace is null) return;
+        Trace.SetTag("mlfs.file", FileName);
+        Trace.SetTag("mlfs.offset", Start);
+        Trace.SetTag("mlfs.length", End - Start);
+        Trace.SetTag("mlfs.chunk.first", FirstChunk);
+        Trace.SetTag("mlfs.chunk.last", LastChunk);
+        Trace.SetTag("mlfs.range.start", Start);
+        Trace.SetTag("mlfs.range.end", End);
+        Trace.SetTag("mlfs.reason", Priority switch
+        {
+            FetchPriority.Demand => "read",
+            FetchPriority.ReadAhead => "read_ahead",
+            _ => "background",
+        });
+    }
+
+    /// <summary>A child span of this run's (a verification), or none once the run's span ended.</summary>
+    public Activity? StartChild(string name) =>
+        Trace is { } trace && Volatile.Read(ref _traceEnded) == 0 ? MlfsTelemetry.StartDetached(name, trace.Context) : null;
+
+    /// <summary>Ends the span (once): with the run's error, or with what its GETs did.</summary>
+    public void EndTrace(Exception? error = null)
+    {
+        if (Trace is not { } trace || Interlocked.Exchange(ref _traceEnded, 1) != 0) return;
+        trace.SetTag("mlfs.attempts", Progress.Attempts);
+        trace.SetTag("mlfs.bytes", Progress.Bytes);
+        if (error is not null) trace.SetStatus(ActivityStatusCode.Error, RangeSource.Describe(error));
+        trace.Stop();
+    }
 
     public bool TryMarkStarted() => Interlocked.Exchange(ref _started, 1) == 0;
     public bool Started => Volatile.Read(ref _started) != 0;
@@ -70,6 +117,7 @@ internal sealed class ChunkRun(CachedBlob blob, ObjectLocation location, string 
                 _waiters.RemoveAt(i);
             }
         }
+        if (servableEnd >= End) EndTrace(); // before the readers go on
         if (ready is not null) foreach (var done in ready) done.TrySetResult();
     }
 
@@ -99,6 +147,7 @@ internal sealed class ChunkRun(CachedBlob blob, ObjectLocation location, string 
             waiting = [.. _waiters];
             _waiters.Clear();
         }
+        EndTrace(error);
         foreach (var (_, done) in waiting) done.TrySetException(error);
     }
 }

@@ -52,11 +52,12 @@ internal sealed class RangeSource(IObjectStore store, FetcherOptions options, Fe
             long attemptStart = pos;
             var started = Stopwatch.GetTimestamp();
             using var stall = CancellationTokenSource.CreateLinkedTokenSource(shutdown);
+            using var get = StartGet(location, pos, end, attempt);
             try
             {
                 stall.CancelAfter(options.StallTimeout);
                 Interlocked.Increment(ref stats.Requests);
-                await using var body = await store.OpenRangeAsync(location, pos, end - pos, stall.Token).ConfigureAwait(false);
+                await using var body = await OpenAsync(get, location, pos, end - pos, stall.Token).ConfigureAwait(false);
                 while (pos < end)
                 {
                     var buffer = consumer.BufferAt(pos);
@@ -71,11 +72,13 @@ internal sealed class RangeSource(IObjectStore store, FetcherOptions options, Fe
                     long at = pos;
                     pos += n;
                     progress.Position = pos;
+                    // The GET's span ends with its last byte, before that byte's chunk is verified and its readers go on.
+                    if (pos == end) EndGet(get, pos - attemptStart, null);
                     await consumer.ArrivedAsync(at, n).ConfigureAwait(false);
                 }
                 MlfsTelemetry.FetchDuration.Record(Stopwatch.GetElapsedTime(started).TotalSeconds);
             }
-            catch (Exception e) when (IsRetryable(e, stall, out string reason) && attempt < options.MaxAttempts)
+            catch (Exception e) when (EndGet(get, pos - attemptStart, e) && IsRetryable(e, stall, out string reason) && attempt < options.MaxAttempts)
             {
                 pos = consumer.ResumeAt(pos);
                 progress.Position = pos;
@@ -89,18 +92,60 @@ internal sealed class RangeSource(IObjectStore store, FetcherOptions options, Fe
     }
 
     /// <summary>One GET of exactly destination.Length bytes at offset, into memory; a short body is a transient error.</summary>
-    public async Task ReadExactAsync(ObjectLocation location, long offset, Memory<byte> destination, CancellationToken cancel)
+    public async Task ReadExactAsync(ObjectLocation location, long offset, Memory<byte> destination, CancellationToken cancel, int attempt = 1)
     {
         Interlocked.Increment(ref stats.Requests);
-        await using var body = await store.OpenRangeAsync(location, offset, destination.Length, cancel).ConfigureAwait(false);
-        for (int got = 0; got < destination.Length;)
+        using var get = StartGet(location, offset, offset + destination.Length, attempt);
+        int got = 0;
+        try
         {
-            int n = await body.ReadAsync(destination[got..], cancel).ConfigureAwait(false);
-            if (n == 0) throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {location.Display}: body ended early");
-            got += n;
+            await using var body = await OpenAsync(get, location, offset, destination.Length, cancel).ConfigureAwait(false);
+            while (got < destination.Length)
+            {
+                int n = await body.ReadAsync(destination[got..], cancel).ConfigureAwait(false);
+                if (n == 0) throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {location.Display}: body ended early");
+                got += n;
+            }
         }
+        catch (Exception e) when (EndGet(get, got, e)) { throw; }
+        EndGet(get, got, null);
         Interlocked.Add(ref stats.BytesFetched, destination.Length);
         MlfsTelemetry.BytesFetched.Add(destination.Length);
+    }
+
+    /// <summary>A span per ranged GET (one attempt), under the current one (the run or read it serves).</summary>
+    private static Activity? StartGet(ObjectLocation location, long start, long end, int attempt)
+    {
+        var get = MlfsTelemetry.StartDetached("mlfs.get", Activity.Current?.Context ?? default);
+        if (get is null) return null;
+        get.SetTag("mlfs.source", "origin");
+        get.SetTag("server.address", location.RequestUri.Host);
+        get.SetTag("server.port", location.RequestUri.Port);
+        get.SetTag("mlfs.object", location.Display);
+        get.SetTag("mlfs.range.start", start);
+        get.SetTag("mlfs.range.end", end);
+        get.SetTag("mlfs.attempt", attempt);
+        return get;
+    }
+
+    /// <summary>Opens the body with the GET's span current, so the store can put the HTTP status on it.</summary>
+    private Task<Stream> OpenAsync(Activity? get, ObjectLocation location, long offset, long length, CancellationToken cancel)
+    {
+        if (get is null) return store.OpenRangeAsync(location, offset, length, cancel);
+        var previous = Activity.Current;
+        Activity.Current = get;
+        try { return store.OpenRangeAsync(location, offset, length, cancel); }
+        finally { Activity.Current = previous; }
+    }
+
+    /// <summary>Ends a GET's span with its bytes and outcome; true, so it can sit in an exception filter.</summary>
+    private static bool EndGet(Activity? get, long bytes, Exception? error)
+    {
+        if (get is null || get.IsStopped) return true;
+        get.SetTag("mlfs.bytes", bytes);
+        if (error is not null) get.SetStatus(ActivityStatusCode.Error, Describe(error));
+        get.Stop();
+        return true;
     }
 
     /// <summary>
@@ -136,7 +181,7 @@ internal sealed class RangeSource(IObjectStore store, FetcherOptions options, Fe
             try
             {
                 stall.CancelAfter(options.StallTimeout);
-                await ReadExactAsync(location, offset, destination, stall.Token).ConfigureAwait(false);
+                await ReadExactAsync(location, offset, destination, stall.Token, attempt).ConfigureAwait(false);
                 check();
                 return;
             }

@@ -53,8 +53,19 @@ internal sealed class VerifyingConsumer : IRangeConsumer, IDisposable
         long end = position + count;
         if (end != _d.ChunkEnd(chunk)) return;
         var bytes = Current[.._d.ChunkLength(chunk)];
-        if (!_hasher.TryFinish(chunk, bytes, out var checkedChunk, out string actual))
-            throw ChunkVerifier.Mismatch(_d, chunk, bytes.Length, actual, _run.FileName); // retried from the chunk's start; nothing was written
+        VerifiedChunk checkedChunk;
+        using (var verify = _run.StartChild("mlfs.verify"))
+        {
+            verify?.SetTag("mlfs.chunk", chunk);
+            verify?.SetTag("mlfs.bytes", bytes.Length);
+            bool ok = _hasher.TryFinish(chunk, bytes, out checkedChunk, out string actual);
+            verify?.SetTag("mlfs.verified", ok);
+            if (!ok)
+            {
+                verify?.SetStatus(System.Diagnostics.ActivityStatusCode.Error, "SHA-256 mismatch");
+                throw ChunkVerifier.Mismatch(_d, chunk, bytes.Length, actual, _run.FileName); // retried from the chunk's start; nothing was written
+            }
+        }
         await DrainAsync().ConfigureAwait(false); // the other half's write, before that half is reused
         _verifiedUpTo = end;
         _staged(_run, checkedChunk); // readers are answered now, from this buffer

@@ -75,6 +75,7 @@ public sealed class ModelMount : IAsyncDisposable
             }
 
             using (MlfsTelemetry.Source.StartActivity("mlfs.mount.fuse"))
+            using (ExecutionContext.SuppressFlow()) // the session's threads must not take this span as every read's parent
             {
                 mount._session = FuseSession.Mount(mount.FileSystem, new FuseMountOptions
                 {
@@ -119,8 +120,19 @@ public sealed class ModelMount : IAsyncDisposable
         var files = paths.Select(p => tree.FindPath(p)?.File ?? throw new InvalidOperationException($"prefetch names {p}, which is not in the tree")).ToList();
         var failures = new List<string>();
         bool accessDenied = false;
+        var phase = Activity.Current; // the mount's or a switch's prefetch step
         await Parallel.ForEachAsync(files, new ParallelOptions { MaxDegreeOfParallelism = 8, CancellationToken = cancel }, async (file, ct) =>
         {
+            // Each file is a short trace of its own (its fetch, GETs and verification under it), linked to the step.
+            using var span = MlfsTelemetry.StartDetached("mlfs.prefetch", default);
+            if (span is not null)
+            {
+                span.SetTag("mlfs.file", file.Path);
+                span.SetTag("mlfs.offset", 0L);
+                span.SetTag("mlfs.length", file.Size);
+                if (phase is not null) span.AddLink(new ActivityLink(phase.Context));
+                Activity.Current = span;
+            }
             var blob = file.OpenBlob(Cache);
             Fetcher.Register(blob);
             try

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using MlArtifactFs.Cache;
 using MlArtifactFs.Fetching;
 using MlArtifactFs.Fuse.Interop;
@@ -64,6 +65,15 @@ public sealed class FileReader
 
         static async ValueTask<int> ReadMissAsync(FileReader self, long offset, Memory<byte> destination, CancellationToken cancel)
         {
+            // A trace of its own: runs this read starts, and their GETs, are its children (see ChunkRun.Trace).
+            using var read = MlfsTelemetry.StartDetached("mlfs.read", default);
+            if (read is not null)
+            {
+                read.SetTag("mlfs.file", self.Path);
+                read.SetTag("mlfs.offset", offset);
+                read.SetTag("mlfs.length", destination.Length);
+                Activity.Current = read; // for this read's flow only (an async method's changes stay in it)
+            }
             try
             {
                 await self._fetcher.EnsureAsync(self.Blob, self.Location, self.Path, offset, destination.Length, FetchPriority.Demand, cancel)

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Sockets;
@@ -83,6 +84,7 @@ public sealed class HttpObjectStore : IObjectStore, IDisposable
         try
         {
             int status = (int)response.StatusCode;
+            Activity.Current?.SetTag("http.response.status_code", status); // on the caller's mlfs.get span
             if (status != 206 && status != 200)
             {
                 string code = await ReadErrorCodeAsync(response, cancel).ConfigureAwait(false);

@@ -25,6 +25,19 @@ public static class MlfsTelemetry
     public static Func<long>? CacheBytesProvider { get; set; }
     public static readonly ObservableGauge<long> CacheBytes = Meter.CreateObservableGauge("mlfs.cache.bytes",
         () => CacheBytesProvider?.Invoke() ?? 0, "By", "Bytes the disk cache holds (allocated blocks)");
+    /// <summary>
+    /// Starts a span under <paramref name="parent"/> (none: a new trace) without making it the current one,
+    /// so whatever the caller does next is not mistaken for part of it.
+    /// </summary>
+    public static Activity? StartDetached(string name, ActivityContext parent)
+    {
+        var previous = Activity.Current;
+        Activity.Current = null; // with no parent given, StartActivity would take the current span as one
+        var activity = Source.StartActivity(name, ActivityKind.Internal, parent);
+        Activity.Current = previous;
+        return activity;
+    }
+
     public static readonly Counter<long> UnverifiedBytesServed = Meter.CreateCounter<long>("mlfs.read.unverified_bytes", "By", "Bytes of seed-format files served before their whole-file check");
 }
 
