@@ -266,6 +266,13 @@ public sealed class BlobCache : IDisposable
         Interlocked.Add(ref _usedBytes, bytes);
     }
 
+    /// <summary>A blob this process deleted (eviction, `cache clear`): its chunks are no longer held here.</summary>
+    public event Action<string>? BlobEvicted;
+
+    /// <summary>Whether a blob's data file is (still) in the cache, whoever wrote or evicted it.</summary>
+    public bool HasBlobData(string blobName) =>
+        BlobDescriptor.IsBlobName(blobName) && File.Exists(Path.Combine(DirectoryOf(blobName), blobName + ".data"));
+
     private bool TryDelete(string dataPath, string recordPath)
     {
         // Another process holding the blob open has a shared flock on it: skip it.
@@ -279,6 +286,7 @@ public sealed class BlobCache : IDisposable
             // The .lock file stays (it is empty): deleting it while another process holds it would let a
             // third one lock a new file of the same name, and two processes would create the blob at once.
             _logger.LogDebug("evicted {Blob}", Path.GetFileName(dataPath));
+            BlobEvicted?.Invoke(Path.GetFileNameWithoutExtension(dataPath));
             return true;
         }
         catch (IOException) { return false; }

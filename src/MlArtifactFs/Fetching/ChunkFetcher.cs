@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using MlArtifactFs.Cache;
+using MlArtifactFs.Fleet;
 using MlArtifactFs.Index;
 using MlArtifactFs.Storage;
 using MlArtifactFs.Telemetry;
@@ -50,6 +51,9 @@ public sealed class ChunkFetcher : IDisposable
     }
 
     public FetcherOptions Options => _options;
+
+    /// <summary>Fleet mode: cold chunks come from peers that hold them before storage (null: storage only).</summary>
+    public FleetMember? Fleet { get; init; }
 
     /// <summary>The budget every chunk-sized buffer comes from.</summary>
     public ChunkBuffers Buffers { get; }
@@ -140,6 +144,7 @@ public sealed class ChunkFetcher : IDisposable
         MlfsTelemetry.FetchesInFlight.Add(1);
         bool reserved = false;
         var leases = new List<string>();
+        var fleetLeases = new List<string>();
         var progress = run.Progress;
         ChunkBuffers.Rental? chunkBuffer = null;
         try
@@ -151,7 +156,7 @@ public sealed class ChunkFetcher : IDisposable
                 // Two chunks when the budget allows (one streams while the other is written), else one.
                 int bytes = 2 * d.ChunkSize <= Buffers.Budget / 2 ? (int)(2 * d.ChunkSize) : (int)d.ChunkSize;
                 chunkBuffer = await Buffers.RentAsync(bytes, _shutdown.Token).ConfigureAwait(false);
-                await FetchChunkedAsync(run, chunkBuffer.Memory, leases, progress).ConfigureAwait(false);
+                await FetchChunkedAsync(run, chunkBuffer.Memory, leases, fleetLeases, progress).ConfigureAwait(false);
             }
             else await FetchWholeAsync(run, progress).ConfigureAwait(false);
             run.Advance(run.End);
@@ -171,6 +176,7 @@ public sealed class ChunkFetcher : IDisposable
         {
             run.EndTrace();
             foreach (var key in leases) _index.ReleaseLease(key);
+            foreach (var sha in fleetLeases) Fleet!.Index.ReleaseLease(sha);
             MlfsTelemetry.FetchesInFlight.Add(-1);
             if (reserved) _cache.ReleaseReservation(run.End - run.Start);
             chunkBuffer?.Dispose();
@@ -181,7 +187,7 @@ public sealed class ChunkFetcher : IDisposable
     }
 
     /// <summary>A chunked run: adopt, copy duplicates, wait for other processes, fetch the rest; every chunk verified before it counts.</summary>
-    private async Task FetchChunkedAsync(ChunkRun run, Memory<byte> buffer, List<string> leases, FetchProgress progress)
+    private async Task FetchChunkedAsync(ChunkRun run, Memory<byte> buffer, List<string> leases, List<string> fleetLeases, FetchProgress progress)
     {
         var blob = run.Blob;
         var d = blob.Descriptor;
@@ -207,6 +213,7 @@ public sealed class ChunkFetcher : IDisposable
             }
             else theirs.Add(c);
         }
+        if (Fleet is not null && ours.Count > 0) ours = await FromFleetAsync(run, ours, buffer, fleetLeases, progress).ConfigureAwait(false);
         foreach (var (first, last) in Segments(ours))
             await FetchChunksAsync(run, first, last, buffer, progress).ConfigureAwait(false);
         if (theirs.Count > 0)
@@ -331,6 +338,7 @@ public sealed class ChunkFetcher : IDisposable
             catch (CacheFullException) { throw; }
             catch (IOException) { return false; }
             _index.Add(blob.Name, [(chunk, d.ChunkHashes[chunk])]);
+            Fleet?.Hold(d.ChunkHashes[chunk], blob.Name, chunk, bytes.Length);
             Interlocked.Increment(ref _stats.ChunksDeduplicated);
             Interlocked.Add(ref _stats.BytesDeduplicated, bytes.Length);
             return true;
@@ -387,6 +395,100 @@ public sealed class ChunkFetcher : IDisposable
         }
     }
 
+    /// <summary>
+    /// Fleet mode, for chunks this process is to fetch: each from a peer that holds it; else, under the
+    /// fleet lease, from storage (first: other nodes may wait for those); else it waits, bounded, for the
+    /// node that leased it and copies from it. Returns the chunks still to get from storage (hedges).
+    /// </summary>
+    private async Task<List<int>> FromFleetAsync(ChunkRun run, List<int> chunks, Memory<byte> buffer, List<string> fleetLeases, FetchProgress progress)
+    {
+        var fleet = Fleet!;
+        var d = run.Blob.Descriptor;
+        var toStorage = new List<int>();
+        var waitFor = new List<int>();
+        foreach (int c in chunks)
+        {
+            if (await TryPeersAsync(run, c, buffer).ConfigureAwait(false)) continue;
+            string sha = d.ChunkHashes![c];
+            if (await fleet.Index.TryLeaseAsync(sha, fleet.Options.LeaseTime).ConfigureAwait(false))
+            {
+                fleetLeases.Add(sha);
+                toStorage.Add(c);
+            }
+            else waitFor.Add(c);
+        }
+        if (waitFor.Count == 0) return toStorage;
+        foreach (var (first, last) in Segments(toStorage))
+            await FetchChunksAsync(run, first, last, buffer, progress).ConfigureAwait(false);
+        var hedged = new List<int>();
+        foreach (int c in waitFor)
+        {
+            Interlocked.Increment(ref _stats.FleetWaits);
+            var deadline = DateTime.UtcNow + fleet.Options.PeerWait;
+            bool got = false;
+            while (!got && DateTime.UtcNow < deadline && !_shutdown.IsCancellationRequested)
+            {
+                await Task.Delay(20, _shutdown.Token).ConfigureAwait(false);
+                if (await TryPeersAsync(run, c, buffer).ConfigureAwait(false)) got = true;
+                else if (await fleet.Index.TryLeaseAsync(d.ChunkHashes![c], fleet.Options.LeaseTime).ConfigureAwait(false))
+                {
+                    fleetLeases.Add(d.ChunkHashes[c]); // its fetcher gave up or died: ours now
+                    break;
+                }
+            }
+            if (got) continue;
+            if (DateTime.UtcNow >= deadline) Interlocked.Increment(ref _stats.FleetHedges);
+            hedged.Add(c);
+        }
+        return hedged;
+    }
+
+    /// <summary>One chunk from a peer that holds it: up to three holders, each verified against the reading manifest's hash.</summary>
+    private async Task<bool> TryPeersAsync(ChunkRun run, int chunk, Memory<byte> buffer)
+    {
+        var fleet = Fleet!;
+        var d = run.Blob.Descriptor;
+        string sha = d.ChunkHashes![chunk];
+        var holders = (await fleet.Index.HoldersAsync(sha).ConfigureAwait(false)).Where(p => !fleet.Client.IsSkipped(p)).ToArray();
+        if (holders.Length == 0) return false;
+        Random.Shared.Shuffle(holders); // spreads the load over every holder; each new holder is a source
+        var bytes = buffer[..d.ChunkLength(chunk)];
+        foreach (var peer in holders.Take(3))
+        {
+            string? failure = await fleet.Client.TryGetAsync(peer, sha, bytes, run.FileName, _shutdown.Token).ConfigureAwait(false);
+            if (failure is null)
+            {
+                bool ok;
+                VerifiedChunk verified;
+                using (var verify = run.StartChild("mlfs.verify"))
+                {
+                    verify?.SetTag("mlfs.chunk", chunk);
+                    verify?.SetTag("mlfs.bytes", bytes.Length);
+                    ok = ChunkVerifier.TryVerify(d, chunk, bytes, out verified);
+                    verify?.SetTag("mlfs.verified", ok);
+                    if (!ok) verify?.SetStatus(ActivityStatusCode.Error, "SHA-256 mismatch");
+                }
+                if (ok)
+                {
+                    fleet.Client.Credit(peer, bytes.Length);
+                    Interlocked.Increment(ref _stats.ChunksFromPeers);
+                    Interlocked.Add(ref _stats.BytesFromPeers, bytes.Length);
+                    MlfsTelemetry.BytesFetched.Add(bytes.Length, new KeyValuePair<string, object?>("mlfs.source", "peer"));
+                    run.Progress.Bytes += bytes.Length;
+                    ChunkVerified(run, verified);
+                    return true;
+                }
+                failure = "bytes that do not match the chunk's SHA-256";
+            }
+            fleet.Client.Penalize(peer);
+            Interlocked.Increment(ref _stats.PeerFailures);
+            MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "peer"));
+            _logger.LogWarning("fleet: {File} chunk {Chunk} from peer {Peer}: {Failure}; skipping that peer for {Penalty} s",
+                run.FileName, chunk, peer, failure, fleet.Options.Penalty.TotalSeconds);
+        }
+        return false;
+    }
+
     /// <summary>A fetched chunk verified: its readers are answered at once, then it is stored and published.</summary>
     private void ChunkVerified(ChunkRun run, VerifiedChunk chunk)
     {
@@ -405,7 +507,9 @@ public sealed class ChunkFetcher : IDisposable
     private void ChunkStore(ChunkRun run, VerifiedChunk chunk)
     {
         run.Blob.WriteVerified(chunk);
-        _index.Add(run.Blob.Name, [(chunk.Index, run.Blob.Descriptor.ChunkHashes![chunk.Index])]);
+        var d = run.Blob.Descriptor;
+        _index.Add(run.Blob.Name, [(chunk.Index, d.ChunkHashes![chunk.Index])]);
+        Fleet?.Hold(d.ChunkHashes[chunk.Index], run.Blob.Name, chunk.Index, d.ChunkLength(chunk.Index)); // on disk now: others may have it
         Interlocked.Increment(ref _stats.ChunksFetched);
     }
 
@@ -413,7 +517,12 @@ public sealed class ChunkFetcher : IDisposable
     private bool Adopt(CachedBlob blob, int chunk, string fileName)
     {
         long damagedBefore = Interlocked.Read(ref blob.DamagedChunks);
-        if (blob.TryAdopt(chunk)) return true;
+        if (blob.TryAdopt(chunk))
+        {
+            var d = blob.Descriptor;
+            if (d.HasChunkHashes) Fleet?.Hold(d.ChunkHashes![chunk], blob.Name, chunk, d.ChunkLength(chunk)); // hashed just now
+            return true;
+        }
         if (Interlocked.Read(ref blob.DamagedChunks) != damagedBefore)
         {
             MlfsTelemetry.Errors.Add(1, new KeyValuePair<string, object?>("kind", "cache_damaged"));

@@ -40,6 +40,8 @@ internal sealed class RangeSource(IObjectStore store, FetcherOptions options, Fe
 {
     public FetcherOptions Options => options;
 
+    private static readonly KeyValuePair<string, object?> Origin = new("mlfs.source", "origin");
+
     /// <summary>Streams [start, end) of <paramref name="location"/> into <paramref name="consumer"/>, with retries.</summary>
     public async Task StreamAsync(ObjectLocation location, string fileName, long start, long end, IRangeConsumer consumer, FetchProgress progress)
     {
@@ -67,7 +69,7 @@ internal sealed class RangeSource(IObjectStore store, FetcherOptions options, Fe
                         throw new ObjectStoreException(ObjectStoreErrorKind.Transient,
                             $"GET {location.Display} bytes {attemptStart}-{end - 1}: body ended after {pos - attemptStart} of {end - attemptStart} bytes");
                     Interlocked.Add(ref stats.BytesFetched, n);
-                    MlfsTelemetry.BytesFetched.Add(n);
+                    MlfsTelemetry.BytesFetched.Add(n, Origin);
                     progress.Bytes += n;
                     long at = pos;
                     pos += n;
@@ -110,7 +112,7 @@ internal sealed class RangeSource(IObjectStore store, FetcherOptions options, Fe
         catch (Exception e) when (EndGet(get, got, e)) { throw; }
         EndGet(get, got, null);
         Interlocked.Add(ref stats.BytesFetched, destination.Length);
-        MlfsTelemetry.BytesFetched.Add(destination.Length);
+        MlfsTelemetry.BytesFetched.Add(destination.Length, Origin);
     }
 
     /// <summary>A span per ranged GET (one attempt), under the current one (the run or read it serves).</summary>

@@ -39,6 +39,13 @@ public sealed record MountStatus
     [JsonPropertyName("ignored_index_entries")] public long IgnoredIndexEntries { get; init; }
     /// <summary>Recorded chunks found damaged (or forged) in the cache, dropped and fetched again.</summary>
     [JsonPropertyName("damaged_chunks_dropped")] public long DamagedChunksDropped { get; init; }
+    // Fleet mode (bytes_fetched above counts storage only)
+    [JsonPropertyName("bytes_from_peers")] public long BytesFromPeers { get; init; }
+    [JsonPropertyName("chunks_from_peers")] public long ChunksFromPeers { get; init; }
+    [JsonPropertyName("peer_failures")] public long PeerFailures { get; init; }
+    [JsonPropertyName("fleet_waits")] public long FleetWaits { get; init; }
+    [JsonPropertyName("fleet_hedges")] public long FleetHedges { get; init; }
+    [JsonPropertyName("fleet")] public FleetStatus? Fleet { get; init; }
 }
 
 public sealed record ControlRequest
@@ -54,6 +61,26 @@ public sealed record ControlResponse
     [JsonPropertyName("status")] public MountStatus? Status { get; init; }
     [JsonPropertyName("switch_ms")] public double? SwitchMilliseconds { get; init; }
     [JsonPropertyName("bytes_fetched")] public long? BytesFetched { get; init; }
+}
+
+public sealed record FleetStatus
+{
+    [JsonPropertyName("listen")] public string Listen { get; init; } = "";
+    [JsonPropertyName("advertise")] public string Advertise { get; init; } = "";
+    [JsonPropertyName("index")] public string Index { get; init; } = "";
+    [JsonPropertyName("chunks_held")] public int ChunksHeld { get; init; }
+    [JsonPropertyName("chunks_served")] public long ChunksServed { get; init; }
+    [JsonPropertyName("bytes_served")] public long BytesServed { get; init; }
+    [JsonPropertyName("unauthorized_requests")] public long Unauthorized { get; init; }
+    [JsonPropertyName("ignored_holder_entries")] public long IgnoredHolderEntries { get; init; }
+    [JsonPropertyName("peers")] public Dictionary<string, PeerStatus> Peers { get; init; } = [];
+}
+
+public sealed record PeerStatus
+{
+    [JsonPropertyName("chunks")] public long Chunks { get; init; }
+    [JsonPropertyName("bytes")] public long Bytes { get; init; }
+    [JsonPropertyName("failures")] public long Failures { get; init; }
 }
 
 [JsonSourceGenerationOptions(WriteIndented = false)]

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using Microsoft.Extensions.Logging;
 using MlArtifactFs.Cache;
 using MlArtifactFs.Fetching;
+using MlArtifactFs.Fleet;
 using MlArtifactFs.Fuse;
 using MlArtifactFs.Index;
 using MlArtifactFs.Manifest;
@@ -37,7 +38,19 @@ public sealed class ModelMount : IAsyncDisposable
         Stats = new FetchStatistics();
         Cache = new BlobCache(options.CacheDirectory ?? BlobCache.DefaultRoot(), options.CacheSize, logger);
         Index = string.IsNullOrWhiteSpace(options.Redis) ? new LocalChunkIndex() : RedisChunkIndex.Connect(options.Redis, Cache.Root, logger);
-        Fetcher = new ChunkFetcher(_store, Cache, options.Fetcher, Stats, logger, Index);
+        if (options.Fleet is { } fleet)
+        {
+            if (string.IsNullOrWhiteSpace(options.Redis))
+                throw new ArgumentException("fleet mode (--peer-listen) needs --redis: Redis is the index of which node holds which chunk");
+            try { Fleet = new FleetMember(fleet, options.Redis, Cache, logger); }
+            catch
+            {
+                Index.Dispose();
+                Cache.Dispose();
+                throw;
+            }
+        }
+        Fetcher = new ChunkFetcher(_store, Cache, options.Fetcher, Stats, logger, Index) { Fleet = Fleet };
         MlfsTelemetry.CacheBytesProvider = () => Cache.UsedBytes;
     }
 
@@ -45,6 +58,8 @@ public sealed class ModelMount : IAsyncDisposable
     public BlobCache Cache { get; }
     public ChunkFetcher Fetcher { get; }
     public IChunkIndex Index { get; }
+    /// <summary>Fleet mode's peer server, holder index and peer client; null without --peer-listen.</summary>
+    public FleetMember? Fleet { get; }
     public FetchStatistics Stats { get; }
     public ModelFileSystem FileSystem { get; private set; } = null!;
     public FuseSession Session => _session!;
@@ -274,6 +289,28 @@ public sealed class ModelMount : IAsyncDisposable
             ChunkIndex = Index.Describe(),
             IgnoredIndexEntries = Index.IgnoredEntries + Interlocked.Read(ref Cache.IgnoredIndexEntries),
             DamagedChunksDropped = Interlocked.Read(ref Cache.DamagedChunks),
+            BytesFromPeers = Interlocked.Read(ref Stats.BytesFromPeers),
+            ChunksFromPeers = Interlocked.Read(ref Stats.ChunksFromPeers),
+            PeerFailures = Interlocked.Read(ref Stats.PeerFailures),
+            FleetWaits = Interlocked.Read(ref Stats.FleetWaits),
+            FleetHedges = Interlocked.Read(ref Stats.FleetHedges),
+            Fleet = Fleet is { } f ? new FleetStatus
+            {
+                Listen = f.Server.EndPoint.ToString(),
+                Advertise = f.Options.Advertise.ToString(),
+                Index = f.Index.Describe(),
+                ChunksHeld = f.Held.Count,
+                ChunksServed = Interlocked.Read(ref f.Server.ChunksServed),
+                BytesServed = Interlocked.Read(ref f.Server.BytesServed),
+                Unauthorized = Interlocked.Read(ref f.Server.Unauthorized),
+                IgnoredHolderEntries = f.Index.IgnoredEntries,
+                Peers = f.Client.Peers.ToDictionary(p => p.Key, p => new PeerStatus
+                {
+                    Chunks = Interlocked.Read(ref p.Value.Chunks),
+                    Bytes = Interlocked.Read(ref p.Value.Bytes),
+                    Failures = Interlocked.Read(ref p.Value.Failures),
+                }),
+            } : null,
         };
     }
 
@@ -288,6 +325,7 @@ public sealed class ModelMount : IAsyncDisposable
         _control?.Dispose();
         _session?.Dispose();   // unmounts; pending reads get an error
         Fetcher.Dispose();
+        if (Fleet is not null) await Fleet.DisposeAsync().ConfigureAwait(false);
         if (FileSystem is not null) FileSystem.Dispose();
         Cache.Dispose();
         Index.Dispose();

@@ -21,6 +21,8 @@ public sealed record MountOptions
     public FetcherOptions Fetcher { get; init; } = new();
     /// <summary>Redis connection string for the shared chunk index; null uses an in-process index.</summary>
     public string? Redis { get; init; }
+    /// <summary>Fleet mode (serve verified chunks to peers, fetch from them first); needs <see cref="Redis"/>.</summary>
+    public Fleet.FleetOptions? Fleet { get; init; }
     /// <summary>Control socket for `mlfs status` / `mlfs switch`; null picks the default for the mount point.</summary>
     public string? ControlSocket { get; init; }
 }

@@ -15,7 +15,7 @@ public static class MlfsTelemetry
     public static readonly ActivitySource Source = new(Name);
     public static readonly Meter Meter = new(Name);
 
-    public static readonly Counter<long> BytesFetched = Meter.CreateCounter<long>("mlfs.fetch.bytes", "By", "Bytes received from object storage");
+    public static readonly Counter<long> BytesFetched = Meter.CreateCounter<long>("mlfs.fetch.bytes", "By", "Bytes received, by source (mlfs.source: origin = object storage, peer = another mount)");
     public static readonly Counter<long> CacheHits = Meter.CreateCounter<long>("mlfs.cache.hits", "{read}", "Reads served from the disk cache without waiting");
     public static readonly Counter<long> CacheMisses = Meter.CreateCounter<long>("mlfs.cache.misses", "{read}", "Reads that waited for a fetch");
     public static readonly Histogram<double> FetchDuration = Meter.CreateHistogram<double>("mlfs.fetch.duration", "s", "Duration of one ranged GET, headers to last byte");
@@ -55,6 +55,12 @@ public sealed class FetchStatistics
     public long ChunksDeduplicated;
     public long BytesDeduplicated;
     public long ChunksFromOtherProcesses;
+    // Fleet mode
+    public long ChunksFromPeers;
+    public long BytesFromPeers;
+    public long PeerFailures;
+    public long FleetWaits;
+    public long FleetHedges;
 
     public double HitRatio
     {

@@ -36,6 +36,50 @@ internal static class MountCommand
         Description = "Redis for the shared chunk index (host:port[,options]); default MLFS_REDIS or ConnectionStrings__redis; none = in-process",
         DefaultValueFactory = _ => Environment.GetEnvironmentVariable("MLFS_REDIS") ?? Environment.GetEnvironmentVariable("ConnectionStrings__redis"),
     };
+    public static readonly Option<string?> PeerListen = new("--peer-listen")
+    {
+        Description = "fleet mode: serve this node's verified chunks to other mounts at ADDR:PORT, and fetch cold chunks from them first (needs --redis and a token)",
+    };
+    public static readonly Option<string?> PeerAdvertise = new("--peer-advertise") { Description = "fleet mode: the ADDR:PORT other nodes reach this one at (default: --peer-listen)" };
+    public static readonly Option<string?> PeerTokenFile = new("--peer-token-file")
+    {
+        Description = "fleet mode: file holding the fleet's shared token (default: the MLFS_PEER_TOKEN environment variable)",
+    };
+    public static readonly Option<double> PeerWait = new("--peer-wait")
+    {
+        Description = "fleet mode: seconds to wait for the node fetching a chunk from storage before fetching it too",
+        DefaultValueFactory = _ => 5,
+    };
+
+    /// <summary>Fleet options from the command line; null without --peer-listen. Throws ArgumentException naming the bad option.</summary>
+    internal static MlArtifactFs.Fleet.FleetOptions? ParseFleet(ParseResult parse)
+    {
+        if (parse.GetValue(PeerListen) is not { } listenText) return null;
+        var listen = MlArtifactFs.Fleet.FleetOptions.ParseEndPoint(listenText, "--peer-listen");
+        var advertise = parse.GetValue(PeerAdvertise) is { } advertiseText
+            ? MlArtifactFs.Fleet.FleetOptions.ParseEndPoint(advertiseText, "--peer-advertise")
+            : listen;
+        if (advertise.Address.Equals(System.Net.IPAddress.Any) || advertise.Address.Equals(System.Net.IPAddress.IPv6Any))
+            throw new ArgumentException($"--peer-listen {listenText} listens on every address: say which one other nodes reach with --peer-advertise ADDR:PORT");
+        string? token;
+        if (parse.GetValue(PeerTokenFile) is { } tokenFile)
+        {
+            try { token = File.ReadAllText(tokenFile).Trim(); }
+            catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+            {
+                throw new ArgumentException($"--peer-token-file {tokenFile}: {e.Message}");
+            }
+        }
+        else token = Environment.GetEnvironmentVariable("MLFS_PEER_TOKEN")?.Trim();
+        if (string.IsNullOrEmpty(token))
+            throw new ArgumentException("fleet mode needs the fleet's token: --peer-token-file PATH or MLFS_PEER_TOKEN");
+        if (token.Length < MlArtifactFs.Fleet.FleetOptions.MinTokenLength || token.Any(char.IsControl))
+            throw new ArgumentException($"the fleet token must be at least {MlArtifactFs.Fleet.FleetOptions.MinTokenLength} printable characters (e.g. openssl rand -hex 32)");
+        double wait = parse.GetValue(PeerWait);
+        if (!(wait > 0 && wait <= 300)) throw new ArgumentException($"--peer-wait {wait}: give seconds between 0 and 300");
+        return new MlArtifactFs.Fleet.FleetOptions { Listen = listen, Advertise = advertise, Token = token, PeerWait = TimeSpan.FromSeconds(wait) };
+    }
+
     /// <summary>
     /// Writes the ready file without following or reusing anything at its path: a fresh temporary
     /// (O_CREAT|O_EXCL|O_NOFOLLOW) in the same directory, renamed over the name. A link planted there is
@@ -68,7 +112,7 @@ internal static class MountCommand
         var command = new Command("mount", "Mount a manifest read-only; files are fetched lazily in verified chunks and cached on disk.")
         {
             Manifest, CacheDir, CacheSize, Endpoint, LogLevel, PrefetchAll, AllowOther, NoPassthrough, ReadAheadKb,
-            MaxConnections, DemandParts, StallTimeout, MaxAttempts, Redis, ReadyFile, MountPoint,
+            MaxConnections, DemandParts, StallTimeout, MaxAttempts, Redis, PeerListen, PeerAdvertise, PeerTokenFile, PeerWait, ReadyFile, MountPoint,
         };
         command.SetAction((parse, cancel) => RunAsync(parse, cancel));
         return command;
@@ -92,8 +136,17 @@ internal static class MountCommand
             return ExitCodes.InvalidInput;
         }
 
+        MlArtifactFs.Fleet.FleetOptions? fleet;
+        try { fleet = ParseFleet(parse); }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"mlfs mount: {e.Message}");
+            return ExitCodes.InvalidInput;
+        }
+
         var options = new MountOptions
         {
+            Fleet = fleet,
             ManifestPath = parse.GetValue(Manifest)!,
             MountPoint = parse.GetValue(MountPoint)!,
             CacheDirectory = parse.GetValue(CacheDir),

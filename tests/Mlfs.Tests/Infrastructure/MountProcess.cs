@@ -27,14 +27,19 @@ public sealed class MountProcess : IAsyncDisposable
         StartAsync(workDir, manifest, mountPoint, cacheDir, env, null, waitReady, extra);
 
     /// <summary>As above, with the --ready-file path chosen by the test.</summary>
-    public static async Task<MountProcess> StartAsync(string workDir, string manifest, string mountPoint, string cacheDir,
+    public static Task<MountProcess> StartAsync(string workDir, string manifest, string mountPoint, string cacheDir,
+        Dictionary<string, string?> env, string? readyFile, bool waitReady = true, params string[] extra) =>
+        StartAsync([], workDir, manifest, mountPoint, cacheDir, env, readyFile, waitReady, extra);
+
+    /// <summary>As above, run under <paramref name="launcher"/> (e.g. nsenter into a node's network namespace).</summary>
+    public static async Task<MountProcess> StartAsync(string[] launcher, string workDir, string manifest, string mountPoint, string cacheDir,
         Dictionary<string, string?> env, string? readyFile, bool waitReady = true, params string[] extra)
     {
         string ready = readyFile ?? Path.Combine(workDir, $"ready-{Guid.NewGuid():N}");
         string outputs = Path.Combine(workDir, $"mount-{Guid.NewGuid():N}");
         string stdout = outputs + ".out", stderr = outputs + ".err";
         var psi = new ProcessStartInfo("/bin/sh") { UseShellExecute = false };
-        string args = string.Join(' ', new[] { Repo.Mlfs, "mount", "--manifest", manifest, "--cache-dir", cacheDir, "--ready-file", ready, "--log-level", "debug" }
+        string args = string.Join(' ', launcher.Concat([Repo.Mlfs, "mount", "--manifest", manifest, "--cache-dir", cacheDir, "--ready-file", ready, "--log-level", "debug"])
             .Concat(extra).Append(mountPoint).Select(a => $"'{a}'"));
         psi.ArgumentList.Add("-c");
         psi.ArgumentList.Add($"exec {args} >'{stdout}' 2>'{stderr}'");

@@ -1,0 +1,174 @@
+using System.Net;
+using System.Security.Cryptography;
+using System.Text;
+using Microsoft.Extensions.Logging;
+using MlArtifactFs.Storage;
+using StackExchange.Redis;
+
+namespace MlArtifactFs.Fleet;
+
+/// <summary>
+/// The fleet's chunk -> holders index and its per-chunk single flight, in Redis. Every key is one
+/// chunk's and carries the chunk SHA-256 as its hash tag, so all of a chunk's keys sit in one slot
+/// and each command touches one key: it works the same on a single Redis and on Redis Cluster.
+/// <list type="bullet">
+/// <item><c>mlfs:fleet:NS:{SHA}:holders</c>: sorted set, member = a holder's "ip:port", score = when
+/// the entry expires (ms since the epoch). Holders refresh their entries; a dead node's lapse. The
+/// key itself expires too, so nothing is left behind once every holder is gone.</item>
+/// <item><c>mlfs:fleet:NS:{SHA}:lease</c>: SET NX PX, value = the node fetching it from storage.</item>
+/// </list>
+/// NS is a hash of the fleet token, so fleets sharing a Redis do not see each other. Entries are
+/// input: a member that is not an IP:port, or names an address we never connect to (link-local,
+/// metadata), is ignored and counted. Redis down means no sharing, never a failed read: lookups find
+/// nobody and leases are granted.
+/// </summary>
+public sealed class FleetIndex : IDisposable
+{
+    private const string ReleaseScript = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
+
+    private readonly ConnectionMultiplexer _redis;
+    private readonly string _prefix;
+    private readonly string _self;
+    private readonly TimeSpan _ttl;
+    private readonly ILogger _logger;
+    private long _ignored;
+    private int _warned;
+
+    private FleetIndex(ConnectionMultiplexer redis, string token, string self, TimeSpan ttl, ILogger logger)
+    {
+        _redis = redis;
+        _self = self;
+        _ttl = ttl;
+        _logger = logger;
+        _prefix = "mlfs:fleet:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes("mlfs-fleet:" + token)))[..16] + ":";
+    }
+
+    public static FleetIndex Connect(string configuration, string token, IPEndPoint self, TimeSpan ttl, ILogger logger)
+    {
+        var options = ConfigurationOptions.Parse(configuration);
+        options.AbortOnConnectFail = false;
+        options.ConnectTimeout = 2000;
+        options.SyncTimeout = 1000;
+        options.AsyncTimeout = 1000;
+        options.ConnectRetry = 1;
+        options.ClientName = "mlfs-fleet";
+        return new FleetIndex(ConnectionMultiplexer.Connect(options), token, self.ToString(), ttl, logger);
+    }
+
+    /// <summary>Holder entries that were not usable addresses (planted or damaged), ignored.</summary>
+    public long IgnoredEntries => Interlocked.Read(ref _ignored);
+
+    public bool IsConnected => _redis.IsConnected;
+
+    private IDatabase Db => _redis.GetDatabase();
+    private string HoldersKey(string sha) => $"{_prefix}{{{sha}}}:holders";
+    private string LeaseKey(string sha) => $"{_prefix}{{{sha}}}:lease";
+
+    /// <summary>Live holders of a chunk other than this node (may be stale: whatever they send is verified).</summary>
+    public async Task<IReadOnlyList<IPEndPoint>> HoldersAsync(string sha)
+    {
+        if (!_redis.IsConnected) return [];
+        try
+        {
+            var members = await Db.SortedSetRangeByScoreAsync(HoldersKey(sha), DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), double.PositiveInfinity, take: 32)
+                .ConfigureAwait(false);
+            var holders = new List<IPEndPoint>(members.Length);
+            foreach (var member in members)
+            {
+                string text = member.ToString();
+                if (text == _self) continue;
+                if (text.Length > 64 || !IPEndPoint.TryParse(text, out var endpoint) || endpoint.Port == 0 || HostPolicy.Refuses(endpoint.Address) is not null)
+                {
+                    Interlocked.Increment(ref _ignored);
+                    continue;
+                }
+                holders.Add(endpoint);
+            }
+            return holders;
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException)
+        {
+            Warn($"fleet index lookup failed ({e.GetType().Name}); fetching from storage");
+            return [];
+        }
+    }
+
+    /// <summary>Says (or says again) that this node holds these verified chunks.</summary>
+    public async Task AnnounceAsync(IReadOnlyCollection<string> shas)
+    {
+        if (!_redis.IsConnected || shas.Count == 0) return;
+        try
+        {
+            double expires = DateTimeOffset.UtcNow.Add(_ttl).ToUnixTimeMilliseconds();
+            var batch = Db.CreateBatch();
+            var sent = new List<Task>(shas.Count * 3);
+            foreach (var sha in shas)
+            {
+                string key = HoldersKey(sha);
+                sent.Add(batch.SortedSetAddAsync(key, _self, expires));
+                sent.Add(batch.SortedSetRemoveRangeByScoreAsync(key, double.NegativeInfinity, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds())); // lapsed holders
+                sent.Add(batch.KeyExpireAsync(key, _ttl * 2));
+            }
+            batch.Execute();
+            await Task.WhenAll(sent).ConfigureAwait(false);
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException)
+        {
+            Warn($"fleet index update failed ({e.GetType().Name}); announced again on the next refresh");
+        }
+    }
+
+    /// <summary>This node no longer holds these chunks (evicted, damaged, or the node is leaving).</summary>
+    public Task WithdrawAsync(IReadOnlyCollection<string> shas)
+    {
+        if (!_redis.IsConnected || shas.Count == 0) return Task.CompletedTask;
+        try
+        {
+            var batch = Db.CreateBatch();
+            var sent = shas.Select(sha => (Task)batch.SortedSetRemoveAsync(HoldersKey(sha), _self)).ToList();
+            batch.Execute();
+            return Task.WhenAll(sent).ContinueWith(t => _ = t.Exception, TaskScheduler.Default); // best effort: entries lapse anyway
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException) { return Task.CompletedTask; }
+    }
+
+    /// <summary>True when this node should fetch the chunk from storage for the fleet (also when Redis is down).</summary>
+    public async Task<bool> TryLeaseAsync(string sha, TimeSpan ttl)
+    {
+        if (!_redis.IsConnected) return true;
+        try
+        {
+            if (await Db.StringSetAsync(LeaseKey(sha), _self, ttl, When.NotExists).ConfigureAwait(false)) return true;
+            // Believe a lease only if it expires the way ours do: a planted one without TTL must not stall the fleet.
+            var remaining = await Db.KeyTimeToLiveAsync(LeaseKey(sha)).ConfigureAwait(false);
+            if (remaining is null || remaining > ttl * 2)
+            {
+                Interlocked.Increment(ref _ignored);
+                return true;
+            }
+            return false;
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException)
+        {
+            Warn($"fleet lease failed ({e.GetType().Name}); fetching from storage");
+            return true;
+        }
+    }
+
+    public void ReleaseLease(string sha)
+    {
+        if (!_redis.IsConnected) return;
+        try { Db.ScriptEvaluate(ReleaseScript, [(RedisKey)LeaseKey(sha)], [(RedisValue)_self], CommandFlags.FireAndForget); }
+        catch (Exception e) when (e is RedisException or TimeoutException) { }
+    }
+
+    public string Describe() => $"redis {string.Join(",", _redis.GetEndPoints().Select(e => e.ToString()))} ({(_redis.IsConnected ? "connected" : "disconnected")})";
+
+    private void Warn(string message)
+    {
+        if (Interlocked.Exchange(ref _warned, 1) == 0) _logger.LogWarning("{Message}", message);
+        else _logger.LogDebug("{Message}", message);
+    }
+
+    public void Dispose() => _redis.Dispose();
+}

@@ -1,0 +1,86 @@
+using System.Net;
+using Microsoft.Extensions.Logging;
+using MlArtifactFs.Cache;
+
+namespace MlArtifactFs.Fleet;
+
+/// <summary>
+/// This node's part in the fleet: the chunks it holds (served by its <see cref="PeerServer"/> and
+/// announced in the <see cref="FleetIndex"/>, refreshed so a dead node drops out), and the client
+/// it takes chunks from others with. The fetcher decides, per cold chunk: a peer that holds it, else
+/// the fleet lease (one node goes to storage, the others wait for it, bounded, then copy), else storage.
+/// </summary>
+public sealed class FleetMember : IAsyncDisposable
+{
+    private readonly BlobCache _cache;
+    private readonly ILogger _logger;
+    private readonly CancellationTokenSource _stop = new();
+    private readonly Task _refreshing;
+
+    public FleetMember(FleetOptions options, string redis, BlobCache cache, ILogger logger)
+    {
+        Options = options;
+        _cache = cache;
+        _logger = logger;
+        Held = new HeldChunks();
+        Server = new PeerServer(options.Listen, options.Token, Held, cache, logger);
+        // Port 0 asked for: advertise the one the kernel gave.
+        if (options.Advertise.Port == 0) Options = options with { Advertise = new IPEndPoint(options.Advertise.Address, Server.EndPoint.Port) };
+        Index = FleetIndex.Connect(redis, options.Token, Options.Advertise, options.HolderTtl, logger);
+        Client = new PeerClient(Options);
+        Held.Forgotten += sha => _ = Index.WithdrawAsync([sha]);
+        cache.BlobEvicted += ForgetBlob;
+        _refreshing = RefreshLoopAsync();
+        logger.LogInformation("fleet: serving verified chunks on {Listen} (advertised as {Advertise}); holders index {Index}",
+            Server.EndPoint, Options.Advertise, Index.Describe());
+    }
+
+    public FleetOptions Options { get; }
+    public HeldChunks Held { get; }
+    public PeerServer Server { get; }
+    public FleetIndex Index { get; }
+    public PeerClient Client { get; }
+
+    /// <summary>A chunk verified and stored (or adopted after hashing) here: serve it, and say so.</summary>
+    public void Hold(string sha, string blobName, int chunk, int length)
+    {
+        if (Held.Add(sha, new HeldChunk(blobName, chunk, length))) _ = Index.AnnounceAsync([sha]);
+    }
+
+    private void ForgetBlob(string blobName)
+    {
+        foreach (var (sha, held) in Held.All.ToList())
+            if (held.BlobName == blobName) Held.Forget(sha);
+    }
+
+    /// <summary>Re-announces what is held before the entries lapse; forgets blobs another process evicted.</summary>
+    private async Task RefreshLoopAsync()
+    {
+        var period = Options.HolderTtl / 3;
+        while (!_stop.IsCancellationRequested)
+        {
+            try { await Task.Delay(period, _stop.Token).ConfigureAwait(false); }
+            catch (OperationCanceledException) { return; }
+            try
+            {
+                foreach (var blob in Held.All.Select(h => h.Value.BlobName).Distinct().ToList())
+                    if (!_cache.HasBlobData(blob)) ForgetBlob(blob);
+                await Index.AnnounceAsync(Held.Shas).ConfigureAwait(false);
+            }
+            catch (Exception e) { _logger.LogDebug("fleet: refresh failed: {Error}", e.Message); }
+        }
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        await _stop.CancelAsync().ConfigureAwait(false);
+        try { await _refreshing.ConfigureAwait(false); } catch (Exception) { }
+        _cache.BlobEvicted -= ForgetBlob;
+        // Leaving: others stop asking at once rather than after the TTL.
+        try { await Index.WithdrawAsync(Held.Shas).WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false); } catch (TimeoutException) { }
+        await Server.DisposeAsync().ConfigureAwait(false);
+        Client.Dispose();
+        Index.Dispose();
+        _stop.Dispose();
+    }
+}

@@ -1,0 +1,268 @@
+using System.Diagnostics;
+using System.Net;
+using System.Net.Sockets;
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using MlArtifactFs.Fuse;
+using MlArtifactFs.Manifest;
+using Mlfs.Tests.Infrastructure;
+using StackExchange.Redis;
+using Xunit.Abstractions;
+
+namespace Mlfs.Tests;
+
+/// <summary>
+/// Fleet mode with real processes on one machine: each node an `mlfs mount` in a network namespace of
+/// its own with its own address on a bridge the test creates; the S3 server reached through a relay on
+/// the bridge (which counts the bytes it served); a redis-server on the bridge as the holders index.
+/// Every node reads from the host through its own mount point, and every byte is checked.
+/// </summary>
+[Collection(S3Collection.Name)]
+public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncLifetime
+{
+    private const int PeerPort = 7070;
+    private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("mlfs-fleet-");
+    private readonly TestModel _model = new();
+    private readonly string _token = Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(24));
+    private readonly List<MountProcess> _nodes = [];
+    private FleetNetwork _net = null!;
+    private BridgeRedis _redis = null!;
+    private TcpRelay _origin = null!;
+
+    public async Task InitializeAsync()
+    {
+        _net = await FleetNetwork.CreateAsync(4);
+        _redis = new BridgeRedis(_net.Host);
+        await _redis.StartAsync();
+        var s3Uri = new Uri(s3.Endpoint);
+        _origin = new TcpRelay(_net.Host, new IPEndPoint(IPAddress.Parse(s3Uri.Host), s3Uri.Port));
+    }
+
+    public async Task DisposeAsync()
+    {
+        foreach (var node in _nodes) await node.DisposeAsync();
+        foreach (var dir in _work.EnumerateDirectories("mnt-*"))
+            for (int i = 0; i < 3 && FuseMounter.IsMountPoint(dir.FullName); i++) FuseMounter.TryUnmount(dir.FullName, lazy: true);
+        await _origin.DisposeAsync();
+        await _redis.DisposeAsync();
+        await _net.DisposeAsync();
+        _model.Dispose();
+        _work.Delete(recursive: true);
+    }
+
+    private string MountPoint(int node) => Path.Combine(_work.FullName, $"mnt-{node}");
+
+    /// <summary>Starts node <paramref name="i"/> in its namespace, serving on its own address.</summary>
+    private async Task<MountProcess> StartNodeAsync(int i, string manifest, bool fleet = true, params string[] extra)
+    {
+        Directory.CreateDirectory(MountPoint(i));
+        var env = s3.Environment($"http://{_origin.EndPoint}");
+        env["MLFS_REDIS"] = _redis.ConnectionString;
+        env["MLFS_PEER_TOKEN"] = _token;
+        string[] args = fleet ? ["--peer-listen", $"{_net.Nodes[i].Address}:{PeerPort}", .. extra] : extra;
+        var node = await MountProcess.StartAsync(_net.Launcher(i), _work.FullName, manifest, MountPoint(i),
+            Path.Combine(_work.FullName, $"cache-{i}"), env, null, true, args);
+        _nodes.Add(node);
+        return node;
+    }
+
+    private static async Task<JsonElement> StatusAsync(int node, string mountPoint)
+    {
+        var result = await Repo.RunAsync(Repo.Mlfs, ["status", "--json", mountPoint]);
+        Assert.True(result.ExitCode == 0, $"status of node {node}: {result.Stderr}");
+        return JsonDocument.Parse(result.Stdout).RootElement;
+    }
+
+    private static long WrongBytes(byte[] expected, byte[] actual)
+    {
+        long wrong = Math.Abs(expected.Length - actual.Length);
+        for (int i = 0; i < Math.Min(expected.Length, actual.Length); i++)
+            if (expected[i] != actual[i]) wrong++;
+        return wrong;
+    }
+
+    [Fact]
+    public async Task FourNodesReadingAtOnceFetchEachChunkFromStorageAboutOnce()
+    {
+        _model.Add("config.json", 1500, 7).Add("model.safetensors", (256 << 20) + 4097, 8);
+        string manifest = await _model.PublishAsync(s3, "fleet4", chunkSize: 4 << 20, prefetch: ["config.json"]);
+        long modelBytes = _model.Files.Values.Sum(f => (long)f.Length);
+        for (int i = 0; i < 4; i++) await StartNodeAsync(i, manifest);
+        long beforeReads = _origin.BytesFromTarget; // the prefetched config, once per node at most
+
+        var sw = Stopwatch.StartNew();
+        var wrong = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => Task.Run(async () =>
+        {
+            var bytes = await File.ReadAllBytesAsync(Path.Combine(MountPoint(i), "model.safetensors"));
+            return WrongBytes(_model.Files["model.safetensors"], bytes);
+        })));
+        var elapsed = sw.Elapsed;
+
+        long fromOrigin = _origin.BytesFromTarget;
+        long fromPeers = 0, hedges = 0, served = 0;
+        for (int i = 0; i < 4; i++)
+        {
+            var status = await StatusAsync(i, MountPoint(i));
+            fromPeers += status.GetProperty("bytes_from_peers").GetInt64();
+            hedges += status.GetProperty("fleet_hedges").GetInt64();
+            served += status.GetProperty("fleet").GetProperty("bytes_served").GetInt64();
+        }
+        double ratio = (double)fromOrigin / modelBytes;
+        output.WriteLine($"4 nodes, {modelBytes} bytes each in {elapsed.TotalSeconds:0.00} s: storage served {fromOrigin} bytes ({ratio:0.000} x the model; " +
+                         $"{beforeReads} before the reads), peers {fromPeers} bytes (served {served}), {hedges} hedges; wrong bytes {string.Join(", ", wrong)}");
+        Assert.All(wrong, w => Assert.Equal(0, w));
+        Assert.True(ratio <= 1.1, $"storage served {ratio:0.000} x the model to 4 nodes (goal: at most 1.1 x)");
+        Assert.True(fromPeers >= 2 * modelBytes, $"only {fromPeers} bytes came from peers");
+    }
+
+    /// <summary>The holders key of a chunk, as mlfs names it (the namespace is a hash of the token).</summary>
+    private string HoldersKey(string sha) =>
+        $"mlfs:fleet:{Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes("mlfs-fleet:" + _token)))[..16]}:{{{sha}}}:holders";
+
+    [Theory]
+    [InlineData(PeerFault.FlippedByte)]
+    [InlineData(PeerFault.Stall)]
+    [InlineData(PeerFault.WrongLength)]
+    public async Task ABadPeerIsSkippedAndCountedAndNoWrongByteIsServed(PeerFault fault)
+    {
+        _model.Add("model.safetensors", (24 << 20) + 123, 21);
+        string manifest = await _model.PublishAsync(s3, "fleetbad", chunkSize: 1 << 20);
+        var parsed = ManifestLoader.Load(manifest);
+        var file = parsed.Files!.Single();
+        var bytes = _model.Files["model.safetensors"];
+        var chunks = file.Chunks!.Select((sha, i) => (sha, i)).ToDictionary(c => c.sha, c => bytes.AsSpan(c.i << 20, Math.Min(1 << 20, bytes.Length - (c.i << 20))).ToArray());
+
+        // The liar holds the token and is announced as a holder of every chunk.
+        await using var liar = new FakePeer(_net.Host, fault, sha => chunks.GetValueOrDefault(sha));
+        using (var redis = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString))
+        {
+            double until = DateTimeOffset.UtcNow.AddMinutes(10).ToUnixTimeMilliseconds();
+            foreach (var sha in chunks.Keys) await redis.GetDatabase().SortedSetAddAsync(HoldersKey(sha), liar.EndPoint.ToString(), until);
+        }
+
+        await StartNodeAsync(0, manifest, true, "--stall-timeout", "2");
+        var read = await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"));
+        var status = await StatusAsync(0, MountPoint(0));
+        var peers = status.GetProperty("fleet").GetProperty("peers");
+        long liarFailures = peers.TryGetProperty(liar.EndPoint.ToString(), out var p) ? p.GetProperty("failures").GetInt64() : 0;
+        output.WriteLine($"{fault}: {liar.Requests} requests to the bad peer, {liarFailures} failures counted, " +
+                         $"{status.GetProperty("bytes_from_peers").GetInt64()} bytes from peers, {status.GetProperty("bytes_fetched").GetInt64()} from storage; wrong bytes {WrongBytes(bytes, read)}");
+        Assert.Equal(0, WrongBytes(bytes, read));
+        Assert.True(liar.Requests >= 1, "the bad peer was never asked");
+        Assert.True(liarFailures >= 1, "the bad peer's failure was not counted");
+        Assert.Equal(0, status.GetProperty("bytes_from_peers").GetInt64());
+        Assert.Equal(bytes.Length, status.GetProperty("bytes_fetched").GetInt64()); // all of it from storage, once
+    }
+
+    [Fact]
+    public async Task APeerKilledMidTransferAndRedisStoppedMidRunFailNoRead()
+    {
+        const int size = (96 << 20) + 77;
+        _model.Add("model.safetensors", size, 31);
+        string manifest = await _model.PublishAsync(s3, "fleetkill", chunkSize: 1 << 20);
+        var expected = _model.Files["model.safetensors"];
+
+        // Node 0 holds the whole model; node 1 starts copying it from node 0, which is killed mid-transfer.
+        await StartNodeAsync(0, manifest);
+        Assert.Equal(0, WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
+        var node1 = await StartNodeAsync(1, manifest);
+        var wrong1 = await ReadWhileAsync(1, expected, 4 << 20, async () =>
+        {
+            var status = await StatusAsync(1, MountPoint(1));
+            Assert.True(status.GetProperty("chunks_from_peers").GetInt64() > 0, "node 1 took nothing from node 0 before the kill");
+            _nodes[0].Process.Kill(); // SIGKILL: its mount dies with it
+            await _nodes[0].Process.WaitForExitAsync();
+        });
+        FuseMounter.TryUnmount(MountPoint(0), lazy: true);
+
+        // Node 2 reads while Redis goes away: no sharing from then on, and no failed read.
+        await StartNodeAsync(2, manifest);
+        var wrong2 = await ReadWhileAsync(2, expected, 4 << 20, () => _redis.StopAsync());
+        var status1 = await StatusAsync(1, MountPoint(1));
+        var status2 = await StatusAsync(2, MountPoint(2));
+        output.WriteLine($"node 1 (peer killed): {status1.GetProperty("bytes_from_peers").GetInt64()} bytes from peers, {status1.GetProperty("bytes_fetched").GetInt64()} from storage, " +
+                         $"{status1.GetProperty("peer_failures").GetInt64()} peer failures, wrong bytes {wrong1}; " +
+                         $"node 2 (Redis stopped): {status2.GetProperty("bytes_from_peers").GetInt64()} from peers, {status2.GetProperty("bytes_fetched").GetInt64()} from storage, wrong bytes {wrong2}");
+        Assert.Equal(0, wrong1);
+        Assert.Equal(0, wrong2);
+        Assert.False(node1.Process.HasExited);
+    }
+
+    /// <summary>Reads the file through node <paramref name="node"/> in 1 MiB steps; after <paramref name="after"/> bytes, runs <paramref name="disturb"/> and reads on.</summary>
+    private async Task<long> ReadWhileAsync(int node, byte[] expected, long after, Func<Task> disturb)
+    {
+        var read = new byte[expected.Length];
+        await using var stream = new FileStream(Path.Combine(MountPoint(node), "model.safetensors"), FileMode.Open, FileAccess.Read, FileShare.Read, 1, FileOptions.None);
+        int got = 0;
+        bool disturbed = false;
+        while (got < read.Length)
+        {
+            int n = await stream.ReadAsync(read.AsMemory(got, Math.Min(1 << 20, read.Length - got)));
+            if (n == 0) break;
+            got += n;
+            if (!disturbed && got >= after)
+            {
+                disturbed = true;
+                await disturb();
+            }
+        }
+        Assert.True(disturbed, "the read ended before the disturbance");
+        return WrongBytes(expected, read[..got]);
+    }
+
+    [Fact]
+    public async Task ThePeerServerAnswersOnlyTheTokenAndOnlyWithVerifiedChunks()
+    {
+        _model.Add("model.safetensors", (6 << 20) + 5, 41);
+        string manifest = await _model.PublishAsync(s3, "fleetsec", chunkSize: 1 << 20);
+        var file = ManifestLoader.Load(manifest).Files!.Single();
+        var bytes = _model.Files["model.safetensors"];
+        await StartNodeAsync(0, manifest);
+        Assert.Equal(0, WrongBytes(bytes, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
+        var peer = new IPEndPoint(_net.Nodes[0].Address, PeerPort);
+        string held = file.Chunks![1];
+
+        using var http = new HttpClient();
+        async Task<(int Status, byte[] Body)> GetAsync(string path, string? token, string? range = null)
+        {
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{peer}{path}");
+            if (token is not null) request.Headers.Authorization = new System.Net.Http.Headers.AuthenticationHeaderValue("Bearer", token);
+            if (range is not null) request.Headers.Range = System.Net.Http.Headers.RangeHeaderValue.Parse(range);
+            using var response = await http.SendAsync(request);
+            return ((int)response.StatusCode, await response.Content.ReadAsByteArrayAsync());
+        }
+
+        var noToken = await GetAsync($"/v1/chunks/{held}", null);
+        var wrongToken = await GetAsync($"/v1/chunks/{held}", _token + "x");
+        Assert.Equal((401, 0), (noToken.Status, noToken.Body.Length));
+        Assert.Equal((401, 0), (wrongToken.Status, wrongToken.Body.Length));
+        Assert.Equal(400, (await GetAsync("/v1/chunks/not-a-sha", _token)).Status);
+        Assert.Equal(400, (await GetAsync($"/v1/chunks/{held.ToUpperInvariant()}", _token)).Status);
+        Assert.Equal(404, (await GetAsync("/etc/passwd", _token)).Status);
+        Assert.Equal(404, (await GetAsync($"/v1/blobs/{held}", _token)).Status);
+        Assert.Equal(404, (await GetAsync($"/v1/chunks/{new string('0', 64)}", _token)).Status); // not held
+        var whole = await GetAsync($"/v1/chunks/{held}", _token);
+        Assert.Equal(200, whole.Status);
+        Assert.Equal(bytes.AsSpan(1 << 20, 1 << 20).ToArray(), whole.Body);
+        var part = await GetAsync($"/v1/chunks/{held}", _token, "bytes=100-199");
+        Assert.Equal(206, part.Status);
+        Assert.Equal(bytes.AsSpan((1 << 20) + 100, 100).ToArray(), part.Body);
+
+        // A held chunk damaged on disk is never sent: the server hashes it against its id first.
+        string data = Directory.EnumerateFiles(Path.Combine(_work.FullName, "cache-0"), "c-*.data", SearchOption.AllDirectories).Single();
+        using (var handle = File.OpenHandle(data, FileMode.Open, FileAccess.ReadWrite))
+            RandomAccess.Write(handle, new byte[] { (byte)(bytes[(2 << 20) + 10] ^ 1) }, (2 << 20) + 10);
+        var damaged = await GetAsync($"/v1/chunks/{file.Chunks[2]}", _token);
+        Assert.Equal((404, 0), (damaged.Status, damaged.Body.Length));
+
+        // It listens only where told: not on the node's loopback, nor on the bridge's other address.
+        var loopback = await Repo.RunAsync("ip", ["netns", "exec", _net.Nodes[0].Namespace, "bash", "-c", $"exec 3<>/dev/tcp/127.0.0.1/{PeerPort}"]);
+        Assert.NotEqual(0, loopback.ExitCode);
+        using var probe = new Socket(SocketType.Stream, ProtocolType.Tcp);
+        await Assert.ThrowsAnyAsync<SocketException>(() => probe.ConnectAsync(new IPEndPoint(_net.Host, PeerPort)));
+        var status = await StatusAsync(0, MountPoint(0));
+        output.WriteLine($"401s counted {status.GetProperty("fleet").GetProperty("unauthorized_requests").GetInt64()}, chunks served {status.GetProperty("fleet").GetProperty("chunks_served").GetInt64()}");
+        Assert.Equal(2, status.GetProperty("fleet").GetProperty("unauthorized_requests").GetInt64());
+    }
+}
