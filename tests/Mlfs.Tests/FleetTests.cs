@@ -54,11 +54,14 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
     private string MountPoint(int node) => Path.Combine(_work.FullName, $"mnt-{node}");
 
     /// <summary>Starts node <paramref name="i"/> in its namespace, serving on its own address.</summary>
-    private async Task<MountProcess> StartNodeAsync(int i, string manifest, bool fleet = true, params string[] extra)
+    private Task<MountProcess> StartNodeAsync(int i, string manifest, bool fleet = true, params string[] extra) =>
+        StartNodeAsync(i, manifest, _redis.ConnectionString, fleet, extra);
+
+    private async Task<MountProcess> StartNodeAsync(int i, string manifest, string redis, bool fleet, params string[] extra)
     {
         Directory.CreateDirectory(MountPoint(i));
         var env = s3.Environment($"http://{_origin.EndPoint}");
-        env["MLFS_REDIS"] = _redis.ConnectionString;
+        env["MLFS_REDIS"] = redis;
         env["MLFS_PEER_TOKEN"] = _token;
         string[] args = fleet ? ["--peer-listen", $"{_net.Nodes[i].Address}:{PeerPort}", .. extra] : extra;
         var node = await MountProcess.StartAsync(_net.Launcher(i), _work.FullName, manifest, MountPoint(i),
@@ -163,17 +166,29 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         string manifest = await _model.PublishAsync(s3, "fleetkill", chunkSize: 1 << 20);
         var expected = _model.Files["model.safetensors"];
 
-        // Node 0 holds the whole model; node 1 starts copying it from node 0, which is killed mid-transfer.
+        // Node 0 holds the whole model. Node 1 copies it from node 0 through a relay that carries 20 MB/s
+        // (announced in node 0's place), and node 0 is killed once 8 MiB went through: mid-transfer.
         await StartNodeAsync(0, manifest);
         Assert.Equal(0, WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
-        var node1 = await StartNodeAsync(1, manifest);
-        var wrong1 = await ReadWhileAsync(1, expected, 4 << 20, async () =>
+        var node0 = new IPEndPoint(_net.Nodes[0].Address, PeerPort);
+        await using var slowLink = new TcpRelay(_net.Host, node0, bytesPerSecond: 20_000_000);
+        var chunkShas = ManifestLoader.Load(manifest).Files!.Single().Chunks!;
+        using (var redis = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString))
         {
-            var status = await StatusAsync(1, MountPoint(1));
-            Assert.True(status.GetProperty("chunks_from_peers").GetInt64() > 0, "node 1 took nothing from node 0 before the kill");
-            _nodes[0].Process.Kill(); // SIGKILL: its mount dies with it
-            await _nodes[0].Process.WaitForExitAsync();
-        });
+            double until = DateTimeOffset.UtcNow.AddMinutes(10).ToUnixTimeMilliseconds();
+            foreach (var sha in chunkShas)
+            {
+                await redis.GetDatabase().SortedSetRemoveAsync(HoldersKey(sha), node0.ToString());
+                await redis.GetDatabase().SortedSetAddAsync(HoldersKey(sha), slowLink.EndPoint.ToString(), until);
+            }
+        }
+        var node1 = await StartNodeAsync(1, manifest);
+        var reading1 = Task.Run(async () => WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(1), "model.safetensors"))));
+        while (slowLink.BytesFromTarget < 8 << 20 && !reading1.IsCompleted) await Task.Delay(10);
+        Assert.False(reading1.IsCompleted, "node 1 finished before node 0 could be killed");
+        _nodes[0].Process.Kill(); // SIGKILL: mid-transfer, its mount dies with it
+        await _nodes[0].Process.WaitForExitAsync();
+        long wrong1 = await reading1;
         FuseMounter.TryUnmount(MountPoint(0), lazy: true);
 
         // Node 2 reads while Redis goes away: no sharing from then on, and no failed read.
@@ -186,7 +201,44 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
                          $"node 2 (Redis stopped): {status2.GetProperty("bytes_from_peers").GetInt64()} from peers, {status2.GetProperty("bytes_fetched").GetInt64()} from storage, wrong bytes {wrong2}");
         Assert.Equal(0, wrong1);
         Assert.Equal(0, wrong2);
+        Assert.True(status1.GetProperty("bytes_from_peers").GetInt64() > 0 && status1.GetProperty("bytes_fetched").GetInt64() > 0,
+            "node 1 should have taken part of the model from node 0 and the rest from storage");
+        Assert.True(status1.GetProperty("peer_failures").GetInt64() >= 1, "the dead peer's failure was not counted");
         Assert.False(node1.Process.HasExited);
+    }
+
+    [Fact]
+    public async Task OnARedisClusterSharingGoesOnWhenAMasterDies()
+    {
+        const int size = (48 << 20) + 99;
+        _model.Add("model.safetensors", size, 51);
+        string manifest = await _model.PublishAsync(s3, "fleetcluster", chunkSize: 1 << 20);
+        var expected = _model.Files["model.safetensors"];
+        var sw = Stopwatch.StartNew();
+        await using var cluster = new BridgeRedisCluster(_net.Host);
+        await cluster.StartAsync();
+        output.WriteLine($"cluster up after {sw.Elapsed.TotalSeconds:0.0} s");
+
+        await StartNodeAsync(0, manifest, cluster.ConnectionString, true);
+        Assert.Equal(0, WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
+        // Node 1 reads while one of the three masters is killed: its third of the chunks' keys is gone.
+        await StartNodeAsync(1, manifest, cluster.ConnectionString, true);
+        output.WriteLine($"node 0 read after {sw.Elapsed.TotalSeconds:0.0} s");
+        long wrong1 = await ReadWhileAsync(1, expected, 4 << 20, () => cluster.KillAsync(2));
+        output.WriteLine($"node 1 read after {sw.Elapsed.TotalSeconds:0.0} s");
+        // Node 2 starts after: the two masters left still name holders for their chunks.
+        await StartNodeAsync(2, manifest, cluster.ConnectionString, true);
+        output.WriteLine($"node 2 ready after {sw.Elapsed.TotalSeconds:0.0} s");
+        long wrong2 = WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(2), "model.safetensors")));
+        output.WriteLine($"node 2 read after {sw.Elapsed.TotalSeconds:0.0} s");
+        var status1 = await StatusAsync(1, MountPoint(1));
+        var status2 = await StatusAsync(2, MountPoint(2));
+        output.WriteLine($"Redis Cluster of 3, one killed: node 1 {status1.GetProperty("bytes_from_peers").GetInt64()} bytes from peers, {status1.GetProperty("bytes_fetched").GetInt64()} from storage, wrong {wrong1}; " +
+                         $"node 2 (after) {status2.GetProperty("bytes_from_peers").GetInt64()} from peers, {status2.GetProperty("bytes_fetched").GetInt64()} from storage, wrong {wrong2}");
+        Assert.Equal(0, wrong1);
+        Assert.Equal(0, wrong2);
+        Assert.True(status2.GetProperty("bytes_from_peers").GetInt64() >= size / 3,
+            "sharing did not go on with two of three masters:\n" + string.Join('\n', _nodes[^1].Stderr.Split('\n').Where(l => l.Contains("edis", StringComparison.Ordinal) || l.Contains("fleet", StringComparison.Ordinal)).Take(30)));
     }
 
     /// <summary>Reads the file through node <paramref name="node"/> in 1 MiB steps; after <paramref name="after"/> bytes, runs <paramref name="disturb"/> and reads on.</summary>

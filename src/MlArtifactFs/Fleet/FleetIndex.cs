@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Extensions.Logging;
+using MlArtifactFs.Index;
 using MlArtifactFs.Storage;
 using StackExchange.Redis;
 
@@ -31,6 +32,7 @@ public sealed class FleetIndex : IDisposable
     private readonly string _self;
     private readonly TimeSpan _ttl;
     private readonly ILogger _logger;
+    private readonly SlotBreaker _breaker;
     private long _ignored;
     private int _warned;
 
@@ -40,6 +42,7 @@ public sealed class FleetIndex : IDisposable
         _self = self;
         _ttl = ttl;
         _logger = logger;
+        _breaker = new SlotBreaker(redis, TimeSpan.FromSeconds(10));
         _prefix = "mlfs:fleet:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes("mlfs-fleet:" + token)))[..16] + ":";
     }
 
@@ -67,10 +70,11 @@ public sealed class FleetIndex : IDisposable
     /// <summary>Live holders of a chunk other than this node (may be stale: whatever they send is verified).</summary>
     public async Task<IReadOnlyList<IPEndPoint>> HoldersAsync(string sha)
     {
-        if (!_redis.IsConnected) return [];
+        string key = HoldersKey(sha);
+        if (!_redis.IsConnected || !_breaker.Allows(key)) return [];
         try
         {
-            var members = await Db.SortedSetRangeByScoreAsync(HoldersKey(sha), DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), double.PositiveInfinity, take: 32)
+            var members = await Db.SortedSetRangeByScoreAsync(key, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), double.PositiveInfinity, take: 32)
                 .ConfigureAwait(false);
             var holders = new List<IPEndPoint>(members.Length);
             foreach (var member in members)
@@ -88,6 +92,7 @@ public sealed class FleetIndex : IDisposable
         }
         catch (Exception e) when (e is RedisException or TimeoutException)
         {
+            _breaker.Failed(key);
             Warn($"fleet index lookup failed ({e.GetType().Name}); fetching from storage");
             return [];
         }
@@ -105,6 +110,7 @@ public sealed class FleetIndex : IDisposable
             foreach (var sha in shas)
             {
                 string key = HoldersKey(sha);
+                if (!_breaker.Allows(key)) continue; // announced again on the next refresh
                 sent.Add(batch.SortedSetAddAsync(key, _self, expires));
                 sent.Add(batch.SortedSetRemoveRangeByScoreAsync(key, double.NegativeInfinity, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds())); // lapsed holders
                 sent.Add(batch.KeyExpireAsync(key, _ttl * 2));
@@ -135,10 +141,11 @@ public sealed class FleetIndex : IDisposable
     /// <summary>True when this node should fetch the chunk from storage for the fleet (also when Redis is down).</summary>
     public async Task<bool> TryLeaseAsync(string sha, TimeSpan ttl)
     {
-        if (!_redis.IsConnected) return true;
+        string key = LeaseKey(sha);
+        if (!_redis.IsConnected || !_breaker.Allows(key)) return true;
         try
         {
-            if (await Db.StringSetAsync(LeaseKey(sha), _self, ttl, When.NotExists).ConfigureAwait(false)) return true;
+            if (await Db.StringSetAsync(key, _self, ttl, When.NotExists).ConfigureAwait(false)) return true;
             // Believe a lease only if it expires the way ours do: a planted one without TTL must not stall the fleet.
             var remaining = await Db.KeyTimeToLiveAsync(LeaseKey(sha)).ConfigureAwait(false);
             if (remaining is null || remaining > ttl * 2)
@@ -150,6 +157,7 @@ public sealed class FleetIndex : IDisposable
         }
         catch (Exception e) when (e is RedisException or TimeoutException)
         {
+            _breaker.Failed(key);
             Warn($"fleet lease failed ({e.GetType().Name}); fetching from storage");
             return true;
         }

@@ -30,6 +30,7 @@ public sealed class RedisChunkIndex : IChunkIndex
     private readonly string _prefix;
     private readonly string _owner = $"{Environment.ProcessId}-{Guid.NewGuid():N}";
     private readonly string _endpoint;
+    private readonly SlotBreaker _breaker;
     private int _warned;
     private long _ignored;
 
@@ -40,6 +41,7 @@ public sealed class RedisChunkIndex : IChunkIndex
         _redis = redis;
         _endpoint = endpoint;
         _logger = logger;
+        _breaker = new SlotBreaker(redis, TimeSpan.FromSeconds(10));
         _prefix = "mlfs:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(cacheRoot)))[..12] + ":";
         _redis.ConnectionRestored += (_, _) => _ = Task.Run(RepublishAsync);
         _redis.ConnectionFailed += (_, e) => Warn($"Redis {_endpoint} connection lost ({e.FailureType}); reads go on without the shared index");
@@ -76,10 +78,11 @@ public sealed class RedisChunkIndex : IChunkIndex
     public async ValueTask<IReadOnlyList<ChunkLocation>> FindAsync(string chunkSha256)
     {
         var local = await _local.FindAsync(chunkSha256).ConfigureAwait(false);
-        if (!_redis.IsConnected) return local;
+        string key = _prefix + "chunk:" + chunkSha256;
+        if (!_redis.IsConnected || !_breaker.Allows(key)) return local;
         try
         {
-            var entries = await Db.HashGetAllAsync(_prefix + "chunk:" + chunkSha256).ConfigureAwait(false);
+            var entries = await Db.HashGetAllAsync(key).ConfigureAwait(false);
             var found = new List<ChunkLocation>();
             foreach (var e in entries)
             {
@@ -96,6 +99,7 @@ public sealed class RedisChunkIndex : IChunkIndex
         }
         catch (Exception e) when (e is RedisException or TimeoutException)
         {
+            _breaker.Failed(key);
             Warn($"Redis lookup failed ({e.GetType().Name}); using the in-process index");
             return local;
         }
@@ -137,10 +141,10 @@ public sealed class RedisChunkIndex : IChunkIndex
 
     public async ValueTask<bool> TryLeaseAsync(string key, TimeSpan ttl)
     {
-        if (!_redis.IsConnected) return true;
+        string leaseKey = _prefix + "lease:" + key;
+        if (!_redis.IsConnected || !_breaker.Allows(leaseKey)) return true;
         try
         {
-            string leaseKey = _prefix + "lease:" + key;
             if (await Db.StringSetAsync(leaseKey, _owner, ttl, When.NotExists).ConfigureAwait(false)) return true;
             // Held by someone: believe it only if it will expire the way our leases do.
             var remaining = await Db.KeyTimeToLiveAsync(leaseKey).ConfigureAwait(false);
@@ -154,6 +158,7 @@ public sealed class RedisChunkIndex : IChunkIndex
         }
         catch (Exception e) when (e is RedisException or TimeoutException)
         {
+            _breaker.Failed(leaseKey);
             Warn($"Redis lease failed ({e.GetType().Name}); fetching without cross-process single flight");
             return true;
         }

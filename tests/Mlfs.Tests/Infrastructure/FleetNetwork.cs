@@ -240,3 +240,91 @@ public sealed class BridgeRedis : IAsyncDisposable
         Directory.Delete(_dir, recursive: true);
     }
 }
+
+/// <summary>
+/// Three redis-server masters in cluster mode on the bridge address, joined with `redis-cli --cluster
+/// create` (no replicas; a dead master's slots are simply gone, the rest go on: require-full-coverage no).
+/// </summary>
+public sealed class BridgeRedisCluster : IAsyncDisposable
+{
+    private readonly string _dir = Directory.CreateTempSubdirectory("mlfs-fleet-cluster-").FullName;
+    private readonly System.Diagnostics.Process?[] _masters = new System.Diagnostics.Process?[3];
+
+    public BridgeRedisCluster(IPAddress address)
+    {
+        Address = address;
+        // Each master needs its port and port + 10000 (the cluster bus) free.
+        var ports = new List<int>();
+        for (int candidate = 21000 + Random.Shared.Next(0, 8000); ports.Count < 3; candidate++)
+            if (IsFree(address, candidate) && IsFree(address, candidate + 10000)) ports.Add(candidate);
+        Ports = ports;
+    }
+
+    public IPAddress Address { get; }
+    public IReadOnlyList<int> Ports { get; }
+    public string Password { get; } = Guid.NewGuid().ToString("N");
+    public string ConnectionString => string.Join(",", Ports.Select(p => $"{Address}:{p}")) + $",password={Password}";
+
+    private static bool IsFree(IPAddress address, int port)
+    {
+        try
+        {
+            using var l = new TcpListener(address, port);
+            l.Start();
+            return true;
+        }
+        catch (SocketException) { return false; }
+    }
+
+    private string Port(int i) => Ports[i].ToString(System.Globalization.CultureInfo.InvariantCulture);
+
+    public async Task StartAsync()
+    {
+        for (int i = 0; i < 3; i++)
+        {
+            string dir = Path.Combine(_dir, Port(i));
+            Directory.CreateDirectory(dir);
+            var psi = new System.Diagnostics.ProcessStartInfo("redis-server",
+                ["--bind", Address.ToString(), "--port", Port(i), "--requirepass", Password, "--masterauth", Password,
+                 "--cluster-enabled", "yes", "--cluster-config-file", Path.Combine(dir, "nodes.conf"), "--cluster-node-timeout", "2000",
+                 "--cluster-require-full-coverage", "no", "--save", "", "--appendonly", "no", "--dir", dir])
+            { RedirectStandardOutput = true, RedirectStandardError = true };
+            var p = System.Diagnostics.Process.Start(psi)!;
+            _ = p.StandardOutput.ReadToEndAsync();
+            _ = p.StandardError.ReadToEndAsync();
+            _masters[i] = p;
+        }
+        for (int i = 0; i < 3; i++) await WaitForAsync(i, "ping", "PONG");
+        var create = await Repo.RunAsync("redis-cli", ["--no-auth-warning", "-a", Password, "--cluster", "create",
+            .. Enumerable.Range(0, 3).Select(i => $"{Address}:{Port(i)}"), "--cluster-replicas", "0", "--cluster-yes"], null, TimeSpan.FromMinutes(1));
+        if (create.ExitCode != 0) throw new InvalidOperationException("redis-cli --cluster create failed: " + create.Stdout + create.Stderr);
+        for (int i = 0; i < 3; i++) await WaitForAsync(i, "cluster info", "cluster_state:ok");
+    }
+
+    private async Task WaitForAsync(int i, string command, string expect)
+    {
+        for (int attempt = 0; attempt < 400; attempt++)
+        {
+            var r = await Repo.RunAsync("redis-cli", ["-h", Address.ToString(), "-p", Port(i), "--no-auth-warning", "-a", Password, .. command.Split(' ')]);
+            if (r.Stdout.Contains(expect, StringComparison.Ordinal)) return;
+            await Task.Delay(25);
+        }
+        throw new InvalidOperationException($"redis master {Port(i)} never answered {command} with {expect}");
+    }
+
+    /// <summary>Kills master <paramref name="i"/> (SIGKILL): its slots go, the other masters keep theirs.</summary>
+    public async Task KillAsync(int i)
+    {
+        if (_masters[i] is not { } p) return;
+        p.Kill();
+        await p.WaitForExitAsync();
+        p.Dispose();
+        _masters[i] = null;
+    }
+
+    public async ValueTask DisposeAsync()
+    {
+        for (int i = 0; i < 3; i++) await KillAsync(i);
+        Directory.Delete(_dir, recursive: true);
+    }
+}
