@@ -16,15 +16,24 @@ string work = builder.Configuration["MLFS_DEV_DIR"] ?? Path.Combine(
     "mlfs-dev");
 string mountPoint = builder.Configuration["MLFS_DEV_MOUNT"] ?? "/mnt/mlfs-dev";
 string sampleMb = builder.Configuration["MLFS_SAMPLE_MB"] ?? "256";
-string readyFile = Path.Combine(work, "mount.ready");
+// MLFS_DEV_FLEET=1: the fleet profile, three mount services (mount-1..3), each with its own cache and
+// mount point (MLFS_DEV_MOUNT-1..3), serving each other verified chunks on 127.0.0.1:18101..18103.
+bool fleet = builder.Configuration["MLFS_DEV_FLEET"] == "1";
+var nodes = fleet
+    ? Enumerable.Range(1, 3).Select(i => new MountNode($"mount-{i}", $"{mountPoint}-{i}", Path.Combine(work, $"cache-{i}"), Path.Combine(work, $"mount-{i}.ready"), 18100 + i)).ToList()
+    : [new MountNode("mount", mountPoint, Path.Combine(work, "cache"), Path.Combine(work, "mount.ready"), null)];
+string fleetToken = Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(24)); // this run's only
 int s3Port = int.Parse(builder.Configuration["MLFS_S3_PORT"] ?? "18080", System.Globalization.CultureInfo.InvariantCulture);
 int redisPort = int.Parse(builder.Configuration["MLFS_REDIS_PORT"] ?? "16379", System.Globalization.CultureInfo.InvariantCulture);
 Directory.CreateDirectory(work, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
 if ((File.GetUnixFileMode(work) & (UnixFileMode.GroupWrite | UnixFileMode.OtherWrite)) != 0)
     throw new InvalidOperationException($"{work} is writable by group or others; choose a private MLFS_DEV_DIR");
 Console.WriteLine($"mlfs AppHost: state in {work}");
-Directory.CreateDirectory(mountPoint);
-File.Delete(readyFile);
+foreach (var node in nodes)
+{
+    Directory.CreateDirectory(node.MountPoint);
+    File.Delete(node.ReadyFile);
+}
 
 var (containers, why) = ContainerProbe.Decide(ContainerProbe.RunProcess);
 Console.WriteLine(containers
@@ -85,8 +94,6 @@ var seed = builder.AddExecutable("seed", "bash", repo, "scripts/seed-sample.sh")
 
 // ---- the mount service --------------------------------------------------------------------------
 string redisConnection = "127.0.0.1:" + redisPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
-builder.Services.AddHealthChecks().AddCheck("mount-ready", () =>
-    File.Exists(readyFile) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("not mounted yet"));
 
 // As a project on the host (the default), or, with MLFS_DEV_MOUNT_CONTAINER=1, as a container of the
 // mount service image (scripts/container-image.sh; MLFS_DEV_MOUNT_IMAGE, default localhost/mlfs:dev) run
@@ -94,48 +101,53 @@ builder.Services.AddHealthChecks().AddCheck("mount-ready", () =>
 // it: it needs a tunnel proxy image from a registry, and a FUSE mount propagated to the host needs
 // `--device /dev/fuse`, SYS_ADMIN and an rshared bind, which that script sets up.
 bool mountInContainer = builder.Configuration["MLFS_DEV_MOUNT_CONTAINER"] == "1";
-string[] mountArgs = ["--manifest", Path.Combine(work, "manifests", "v1.json"), "--cache-dir", Path.Combine(work, "cache"),
-    "--ready-file", readyFile, "--log-level", "info"];
-IResourceBuilder<IResource> mount;
-if (mountInContainer)
+string image = builder.Configuration["MLFS_DEV_MOUNT_IMAGE"] ?? "localhost/mlfs:dev";
+if (mountInContainer) Console.WriteLine($"mlfs AppHost: the mount service runs in a container ({image}, podman)");
+if (fleet) Console.WriteLine($"mlfs AppHost: fleet profile: {string.Join(", ", nodes.Select(n => $"{n.Name} at {n.MountPoint}"))}");
+foreach (var node in nodes)
 {
-    string image = builder.Configuration["MLFS_DEV_MOUNT_IMAGE"] ?? "localhost/mlfs:dev";
-    Console.WriteLine($"mlfs AppHost: the mount service runs in a container ({image}, podman)");
-    mount = MountService(builder.AddExecutable("mount", "bash", repo, ["scripts/mount-container.sh", image, work, mountPoint, .. mountArgs])
-        .WithOtlpExporter());
-}
-else
-{
-    mount = MountService(builder.AddProject<Projects.Mlfs>("mount").WithArgs(["mount", .. mountArgs, mountPoint]));
+    builder.Services.AddHealthChecks().AddCheck($"{node.Name}-ready", () =>
+        File.Exists(node.ReadyFile) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("not mounted yet"));
+    string[] mountArgs = ["--manifest", Path.Combine(work, "manifests", "v1.json"), "--cache-dir", node.CacheDirectory,
+        "--ready-file", node.ReadyFile, "--log-level", "info"];
+    if (node.PeerPort is { } peerPort) mountArgs = [.. mountArgs, "--peer-listen", $"127.0.0.1:{peerPort}"];
+    IResourceBuilder<IResource> mount = mountInContainer
+        ? MountService(builder.AddExecutable(node.Name, "bash", repo, ["scripts/mount-container.sh", image, work, node.MountPoint, .. mountArgs])
+            .WithOtlpExporter(), node)
+        : MountService(builder.AddProject<Projects.Mlfs>(node.Name).WithArgs(["mount", .. mountArgs, node.MountPoint]), node);
+
+    foreach (var version in new[] { "v1", "v2" })
+    {
+        mount.WithCommand($"switch-{version}", $"Switch to {version}", async context =>
+        {
+            var psi = new ProcessStartInfo(mlfsBinary) { RedirectStandardError = true, RedirectStandardOutput = true };
+            foreach (var a in new[] { "switch", "--manifest", Path.Combine(work, "manifests", $"{version}.json"), node.MountPoint }) psi.ArgumentList.Add(a);
+            using var process = Process.Start(psi)!;
+            string output = await process.StandardOutput.ReadToEndAsync(context.CancellationToken);
+            string error = await process.StandardError.ReadToEndAsync(context.CancellationToken);
+            await process.WaitForExitAsync(context.CancellationToken);
+            return process.ExitCode == 0
+                ? CommandResults.Success()
+                : CommandResults.Failure(error.Length > 0 ? error : output);
+        });
+    }
 }
 
 // The same settings whichever way it runs.
-IResourceBuilder<T> MountService<T>(IResourceBuilder<T> service) where T : IResourceWithEnvironment, IResourceWithWaitSupport =>
+IResourceBuilder<T> MountService<T>(IResourceBuilder<T> service, MountNode node) where T : IResourceWithEnvironment, IResourceWithWaitSupport
+{
     service
         .WithEnvironment("AWS_ENDPOINT_URL", s3Endpoint)
         .WithEnvironment("AWS_ACCESS_KEY_ID", accessKey)
         .WithEnvironment("AWS_SECRET_ACCESS_KEY", secretKey)
         .WithEnvironment("AWS_REGION", "us-east-1")
         .WithEnvironment("MLFS_REDIS", redisConnection)
-        .WithHealthCheck("mount-ready")
+        .WithHealthCheck($"{node.Name}-ready")
         .WaitFor(s3)
         .WaitFor(redis)
         .WaitForCompletion(seed);
-
-foreach (var version in new[] { "v1", "v2" })
-{
-    mount.WithCommand($"switch-{version}", $"Switch to {version}", async context =>
-    {
-        var psi = new ProcessStartInfo(mlfsBinary) { RedirectStandardError = true, RedirectStandardOutput = true };
-        foreach (var a in new[] { "switch", "--manifest", Path.Combine(work, "manifests", $"{version}.json"), mountPoint }) psi.ArgumentList.Add(a);
-        using var process = Process.Start(psi)!;
-        string output = await process.StandardOutput.ReadToEndAsync(context.CancellationToken);
-        string error = await process.StandardError.ReadToEndAsync(context.CancellationToken);
-        await process.WaitForExitAsync(context.CancellationToken);
-        return process.ExitCode == 0
-            ? CommandResults.Success()
-            : CommandResults.Failure(error.Length > 0 ? error : output);
-    });
+    if (node.PeerPort is not null) service.WithEnvironment("MLFS_PEER_TOKEN", fleetToken);
+    return service;
 }
 
 var app = builder.Build();
@@ -143,12 +155,15 @@ _ = Task.Run(async () =>
 {
     // Say where things are once the model is mounted (headless users have no browser open).
     var notifications = app.Services.GetRequiredService<ResourceNotificationService>();
-    await notifications.WaitForResourceHealthyAsync("mount");
+    foreach (var node in nodes) await notifications.WaitForResourceHealthyAsync(node.Name);
     string dashboard = builder.Configuration["ASPNETCORE_URLS"] ?? "http://localhost:15888";
     Console.WriteLine();
-    Console.WriteLine($"mlfs: sample model v1 mounted at {mountPoint}   (manifests in {Path.Combine(work, "manifests")})");
+    Console.WriteLine($"mlfs: sample model v1 mounted at {string.Join(", ", nodes.Select(n => n.MountPoint))}   (manifests in {Path.Combine(work, "manifests")})");
     Console.WriteLine($"mlfs: dashboard {dashboard}   (fetch spans under Traces; switch v1/v2 from the mount resource's commands)");
-    Console.WriteLine($"mlfs: try: ls -l {mountPoint}; {mlfsBinary} status {mountPoint}");
+    Console.WriteLine($"mlfs: try: ls -l {nodes[0].MountPoint}; {mlfsBinary} status {nodes[0].MountPoint}");
     Console.WriteLine();
 });
 app.Run();
+
+/// <summary>One mount service of the stack: its resource name, mount point, cache, ready file and (fleet profile) peer port.</summary>
+internal sealed record MountNode(string Name, string MountPoint, string CacheDirectory, string ReadyFile, int? PeerPort);

@@ -46,6 +46,16 @@ def rows():
         out += [
             ("resources", "daemon CPU per GiB, warm (passthrough / daemon reads)", f"{m['warm_passthrough_daemon_cpu_s_per_GiB']} / {m['warm_daemon_read_cpu_s_per_GiB']} s", "", None, None),
         ]
+    fl = load("fleet")
+    if fl:
+        m, w, wo, one = fl["measures"], fl["with_fleet"], fl["without_fleet"], fl["one_node"]
+        n, cap = fl["nodes"], fl["origin_cap_MBps"]
+        out += [
+            ("fleet", f"{n} nodes read {fl['size_bytes'] >> 20} MiB at once: bytes from storage / model", f"{m['fleet_storage_bytes_vs_model']} x",
+             f"without fleet mode {m['no_fleet_storage_bytes_vs_model']} x", m["fleet_storage_bytes_vs_model"], ("<=", 1.1)),
+            ("fleet", f"{n} nodes, origin capped at {cap:g} MB/s: time for all / one node alone", f"{w['seconds']} s (x {m['fleet_all_nodes_time_vs_one_node']})",
+             f"one node {one['seconds']} s; without fleet mode {wo['seconds']} s (x {m['no_fleet_all_nodes_time_vs_one_node']})", m["fleet_all_nodes_time_vs_one_node"], ("<=", 1.5)),
+        ]
     lat = load("latency")
     if lat:
         out += [

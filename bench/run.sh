@@ -19,7 +19,7 @@ done
 
 # What the benchmarks use: the local S3 server, nginx, the peers, boto3 (the plain client), torch.
 scripts/ensure-packages.sh fuse3 swift swift-proxy swift-account swift-container swift-object memcached curl python3 bc \
-  nginx-light rclone s3fs python3-boto3 python3-torch
+  nginx-light rclone s3fs python3-boto3 python3-torch socat redis-server iproute2
 scripts/build.sh >/dev/null   # the AOT binary users run
 
 # The S3 server's state (4 GiB and more of objects) lives apart and goes at the end.
@@ -30,6 +30,7 @@ echo "== throughput (${size} MiB, ${runs} runs)"; python3 bench/fuse-throughput.
 echo "== latency";                            python3 bench/latency.py --runs $((runs * 3))
 echo "== model load";                         python3 bench/model-load.py --runs $((runs * 2 + 1))  # disk-bound: noisier
 echo "== generate";                           bench/generate-speed.sh 1024
+echo "== fleet (4 nodes, origin capped at 100 MB/s)"; python3 bench/fleet.py --size-mib 256
 if ((micro)); then
   echo "== microbenchmarks"
   dotnet run -c Release --project bench/MlArtifactFs.Benchmarks -- micro --filter '*' --job short --exporters csv --artifacts bench/results/micro

@@ -20,10 +20,19 @@ public sealed class AppHostTests
     [Fact]
     public Task TheStackRunsTheMountServiceInAContainer() => RunStackAsync(mountInContainer: true);
 
-    private static async Task RunStackAsync(bool mountInContainer)
+    /// <summary>
+    /// MLFS_DEV_FLEET=1: three mount services with their own caches serve each other: after the first reads
+    /// the model (from S3), the others read it byte-exact, and peer fetch spans reach the collector.
+    /// </summary>
+    [Fact]
+    public Task TheFleetProfileRunsThreeMountsThatShareChunks() => RunStackAsync(mountInContainer: false, fleet: true);
+
+    private static async Task RunStackAsync(bool mountInContainer, bool fleet = false)
     {
         string work = Directory.CreateTempSubdirectory("mlfs-apphost-").FullName;
         string mountPoint = Path.Combine(work, "mnt");
+        string[] mounts = fleet ? ["mount-1", "mount-2", "mount-3"] : ["mount"];
+        string[] mountPoints = fleet ? [.. Enumerable.Range(1, 3).Select(i => $"{mountPoint}-{i}")] : [mountPoint];
         using var collector = new OtlpCollector();
         string[] settings =
         [
@@ -31,23 +40,25 @@ public sealed class AppHostTests
             "MLFS_S3_PORT=18180", "MLFS_REDIS_PORT=16479",
         ];
         if (mountInContainer) settings = [.. settings, "MLFS_DEV_MOUNT_CONTAINER=1", "MLFS_DEV_MOUNT_IMAGE=localhost/mlfs:test"];
+        if (fleet) settings = [.. settings, "MLFS_DEV_FLEET=1"];
         var builder = await DistributedApplicationTestingBuilder.CreateAsync<Projects.AppHost>(settings);
-        // Send the mount service's telemetry to our collector, quickly.
-        var mountResource = builder.Resources.Single(r => r.Name == "mount");
-        mountResource.Annotations.Add(new EnvironmentCallbackAnnotation(context =>
-        {
-            context.EnvironmentVariables["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.Endpoint;
-            context.EnvironmentVariables["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf";
-            context.EnvironmentVariables["OTEL_BSP_SCHEDULE_DELAY"] = "200";
-            context.EnvironmentVariables.Remove("OTEL_EXPORTER_OTLP_HEADERS");
-        }));
+        // Send the mount services' telemetry to our collector, quickly.
+        foreach (var mountResource in builder.Resources.Where(r => mounts.Contains(r.Name)))
+            mountResource.Annotations.Add(new EnvironmentCallbackAnnotation(context =>
+            {
+                context.EnvironmentVariables["OTEL_EXPORTER_OTLP_ENDPOINT"] = collector.Endpoint;
+                context.EnvironmentVariables["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf";
+                context.EnvironmentVariables["OTEL_BSP_SCHEDULE_DELAY"] = "200";
+                context.EnvironmentVariables.Remove("OTEL_EXPORTER_OTLP_HEADERS");
+            }));
 
         var errors = new List<string>();
         var all = new List<string>();
         await using var app = await builder.BuildAsync();
         var logs = app.Services.GetRequiredService<ResourceLoggerService>();
         using var stop = new CancellationTokenSource();
-        var watchers = new[] { "s3", "redis", "seed", "mount" }.Select(name => Task.Run(async () =>
+        string[] resources = ["s3", "redis", "seed", .. mounts];
+        var watchers = resources.Select(name => Task.Run(async () =>
         {
             try
             {
@@ -69,7 +80,7 @@ public sealed class AppHostTests
             var notifications = app.Services.GetRequiredService<ResourceNotificationService>();
             try
             {
-                await notifications.WaitForResourceHealthyAsync("mount").WaitAsync(TimeSpan.FromMinutes(5));
+                foreach (var name in mounts) await notifications.WaitForResourceHealthyAsync(name).WaitAsync(TimeSpan.FromMinutes(5));
             }
             catch (Exception e)
             {
@@ -82,18 +93,28 @@ public sealed class AppHostTests
                 Assert.Contains(File.ReadAllLines("/proc/self/mountinfo"), l => l.Split(' ')[4] == mountPoint && l.Contains(" - fuse.mlfs ", StringComparison.Ordinal));
                 Assert.NotEmpty(MountContainers());
             }
-            foreach (var file in new[] { "config.json", "tokenizer.json", "model.safetensors" })
-            {
-                var expected = await File.ReadAllBytesAsync(Path.Combine(work, "model-v1", file));
-                var actual = await File.ReadAllBytesAsync(Path.Combine(mountPoint, file));
-                Assert.True(expected.AsSpan().SequenceEqual(actual), $"{file} differs through the mount");
-            }
+            // One mount after the other: in the fleet profile the first reads from S3, the others from it.
+            foreach (var mp in mountPoints)
+                foreach (var file in new[] { "config.json", "tokenizer.json", "model.safetensors" })
+                {
+                    var expected = await File.ReadAllBytesAsync(Path.Combine(work, "model-v1", file));
+                    var actual = await File.ReadAllBytesAsync(Path.Combine(mp, file));
+                    Assert.True(expected.AsSpan().SequenceEqual(actual), $"{file} differs through {mp}");
+                }
 
             // The dashboard's Switch command, through the control socket (shared with the container).
             var commands = app.Services.GetRequiredService<ResourceCommandService>();
-            var switched = await commands.ExecuteCommandAsync("mount", "switch-v2", CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(2));
+            var switched = await commands.ExecuteCommandAsync(mounts[0], "switch-v2", CancellationToken.None).WaitAsync(TimeSpan.FromMinutes(2));
             Assert.True(switched.Success, $"switch to v2 failed: {switched.Message}");
-            Assert.Equal(await File.ReadAllBytesAsync(Path.Combine(work, "model-v2", "config.json")), await File.ReadAllBytesAsync(Path.Combine(mountPoint, "config.json")));
+            Assert.Equal(await File.ReadAllBytesAsync(Path.Combine(work, "model-v2", "config.json")), await File.ReadAllBytesAsync(Path.Combine(mountPoints[0], "config.json")));
+
+            if (fleet)
+            {
+                // Peer GETs (the only spans that name a chunk by its SHA-256) reach the dashboard's collector.
+                var waited = Stopwatch.StartNew();
+                while (!collector.ReceivedTraceContaining("mlfs.chunk.sha256") && waited.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(200);
+                Assert.True(collector.ReceivedTraceContaining("mlfs.chunk.sha256"), "no peer fetch span reached the collector");
+            }
 
             var sw = Stopwatch.StartNew();
             while (!collector.ReceivedTraceContaining("mlfs.fetch") && sw.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(200);
@@ -107,15 +128,16 @@ public sealed class AppHostTests
             stop.Cancel();
             await app.StopAsync().WaitAsync(TimeSpan.FromMinutes(1));
             await Task.WhenAll(watchers);
-            bool leftMounted = IsMounted(mountPoint);
-            for (int i = 0; i < 5 && IsMounted(mountPoint); i++) Process.Start("umount", ["-l", mountPoint])!.WaitForExit();
+            bool leftMounted = mountPoints.Any(IsMounted);
+            foreach (var mp in mountPoints)
+                for (int i = 0; i < 5 && IsMounted(mp); i++) Process.Start("umount", ["-l", mp])!.WaitForExit();
             if (mountInContainer)
             {
                 var containersLeft = MountContainers();
                 foreach (var id in containersLeft) Process.Start("podman", ["rm", "-f", id])!.WaitForExit();
                 if (completed) Assert.True(containersLeft.Count == 0, $"containers left after the stack stopped: {string.Join(' ', containersLeft)}");
             }
-            if (completed) Assert.False(leftMounted, $"{mountPoint} was still mounted after the stack stopped");
+            if (completed) Assert.False(leftMounted, "a mount point was still mounted after the stack stopped");
             try { Directory.Delete(work, recursive: true); } catch (IOException) { }
         }
     }

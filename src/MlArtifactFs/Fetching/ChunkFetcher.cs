@@ -409,13 +409,11 @@ public sealed class ChunkFetcher : IDisposable
         foreach (int c in chunks)
         {
             if (await TryPeersAsync(run, c, buffer).ConfigureAwait(false)) continue;
-            string sha = d.ChunkHashes![c];
-            if (await fleet.Index.TryLeaseAsync(sha, fleet.Options.LeaseTime).ConfigureAwait(false))
+            switch (await LeaseAsync(run, c, buffer, fleetLeases).ConfigureAwait(false))
             {
-                fleetLeases.Add(sha);
-                toStorage.Add(c);
+                case FleetLease.Ours: toStorage.Add(c); break;
+                case FleetLease.Theirs: waitFor.Add(c); break;
             }
-            else waitFor.Add(c);
         }
         if (waitFor.Count == 0) return toStorage;
         foreach (var (first, last) in Segments(toStorage))
@@ -430,10 +428,11 @@ public sealed class ChunkFetcher : IDisposable
             {
                 await Task.Delay(20, _shutdown.Token).ConfigureAwait(false);
                 if (await TryPeersAsync(run, c, buffer).ConfigureAwait(false)) got = true;
-                else if (await fleet.Index.TryLeaseAsync(d.ChunkHashes![c], fleet.Options.LeaseTime).ConfigureAwait(false))
+                else
                 {
-                    fleetLeases.Add(d.ChunkHashes[c]); // its fetcher gave up or died: ours now
-                    break;
+                    var lease = await LeaseAsync(run, c, buffer, fleetLeases).ConfigureAwait(false);
+                    if (lease == FleetLease.CopiedFromPeer) got = true;
+                    else if (lease == FleetLease.Ours) break; // its fetcher finished without it, gave up or died: ours now
                 }
             }
             if (got) continue;
@@ -441,6 +440,26 @@ public sealed class ChunkFetcher : IDisposable
             hedged.Add(c);
         }
         return hedged;
+    }
+
+    private enum FleetLease { Ours, Theirs, CopiedFromPeer }
+
+    /// <summary>
+    /// Takes the fleet lease of a chunk. With it, looks for holders once more before going to storage:
+    /// a lease is free also just after its holder stored the chunk, announced it and let go.
+    /// </summary>
+    private async Task<FleetLease> LeaseAsync(ChunkRun run, int chunk, Memory<byte> buffer, List<string> fleetLeases)
+    {
+        var fleet = Fleet!;
+        string sha = run.Blob.Descriptor.ChunkHashes![chunk];
+        if (!await fleet.Index.TryLeaseAsync(sha, fleet.Options.LeaseTime).ConfigureAwait(false)) return FleetLease.Theirs;
+        if (await TryPeersAsync(run, chunk, buffer).ConfigureAwait(false))
+        {
+            fleet.Index.ReleaseLease(sha);
+            return FleetLease.CopiedFromPeer;
+        }
+        fleetLeases.Add(sha);
+        return FleetLease.Ours;
     }
 
     /// <summary>One chunk from a peer that holds it: up to three holders, each verified against the reading manifest's hash.</summary>
@@ -455,7 +474,8 @@ public sealed class ChunkFetcher : IDisposable
         var bytes = buffer[..d.ChunkLength(chunk)];
         foreach (var peer in holders.Take(3))
         {
-            string? failure = await fleet.Client.TryGetAsync(peer, sha, bytes, run.FileName, _shutdown.Token).ConfigureAwait(false);
+            var (failure, notHeld) = await fleet.Client.TryGetAsync(peer, sha, bytes, run.FileName, _shutdown.Token).ConfigureAwait(false);
+            if (notHeld) continue; // evicted there since it was announced: ask the next holder
             if (failure is null)
             {
                 bool ok;

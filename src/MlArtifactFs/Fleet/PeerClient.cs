@@ -83,9 +83,10 @@ public sealed class PeerClient : IDisposable
 
     /// <summary>
     /// GETs chunk <paramref name="sha"/> from <paramref name="peer"/> into <paramref name="destination"/>
-    /// (its exact length). Null on success, else why it failed (the caller penalizes).
+    /// (its exact length). Null on success, else why it failed; NotHeld when the peer simply does not
+    /// have it (a 404: a stale index entry, not misbehaviour), otherwise the caller penalizes it.
     /// </summary>
-    public async Task<string?> TryGetAsync(IPEndPoint peer, string sha, Memory<byte> destination, string fileName, CancellationToken cancel)
+    public async Task<(string? Failure, bool NotHeld)> TryGetAsync(IPEndPoint peer, string sha, Memory<byte> destination, string fileName, CancellationToken cancel)
     {
         using var get = MlfsTelemetry.StartDetached("mlfs.get", Activity.Current?.Context ?? default);
         get?.SetTag("mlfs.source", "peer");
@@ -103,6 +104,7 @@ public sealed class PeerClient : IDisposable
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _options.Token);
             using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, stall.Token).ConfigureAwait(false);
             get?.SetTag("http.response.status_code", (int)response.StatusCode);
+            if (response.StatusCode == HttpStatusCode.NotFound) return (End("not held (404)").Item1, true);
             if (response.StatusCode != HttpStatusCode.OK)
                 return End($"HTTP {(int)response.StatusCode}");
             if (response.Content.Headers.ContentLength is { } length && length != destination.Length)
@@ -126,11 +128,11 @@ public sealed class PeerClient : IDisposable
             return End($"connection error ({e.Message})");
         }
 
-        string? End(string? error)
+        (string?, bool) End(string? error)
         {
             get?.SetTag("mlfs.bytes", (long)got);
             if (error is not null) get?.SetStatus(ActivityStatusCode.Error, error);
-            return error;
+            return (error, false);
         }
     }
 
