@@ -241,6 +241,56 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
             "sharing did not go on with two of three masters:\n" + string.Join('\n', _nodes[^1].Stderr.Split('\n').Where(l => l.Contains("edis", StringComparison.Ordinal) || l.Contains("fleet", StringComparison.Ordinal)).Take(30)));
     }
 
+    [Fact]
+    public async Task FleetOptionsThatCannotWorkAreRefusedByName()
+    {
+        _model.Add("config.json", 100, 61);
+        string manifest = await _model.PublishAsync(s3, "fleetcli");
+        string mp = Directory.CreateDirectory(MountPoint(0)).FullName;
+        async Task<string> Refused(string? token, string? redis, params string[] options)
+        {
+            var env = s3.Environment();
+            env["MLFS_PEER_TOKEN"] = token;
+            env["MLFS_REDIS"] = redis;
+            var result = await Repo.RunAsync(Repo.Mlfs, ["mount", "--manifest", manifest, "--cache-dir", Path.Combine(_work.FullName, "cache-cli"), .. options, mp], env);
+            Assert.Equal(2, result.ExitCode);
+            Assert.False(FuseMounter.IsMountPoint(mp));
+            return result.Stderr;
+        }
+        string listen = $"{_net.Host}:{PeerPort}";
+        Assert.Contains("token", await Refused(null, _redis.ConnectionString, "--peer-listen", listen));
+        Assert.Contains("at least 16", await Refused("short", _redis.ConnectionString, "--peer-listen", listen));
+        Assert.Contains("--peer-advertise", await Refused(_token, _redis.ConnectionString, "--peer-listen", "0.0.0.0:7070"));
+        Assert.Contains("--peer-listen \"node-1:7070\"", await Refused(_token, _redis.ConnectionString, "--peer-listen", "node-1:7070"));
+        Assert.Contains("--redis", await Refused(_token, null, "--peer-listen", listen));
+        string tokenFile = Path.Combine(_work.FullName, "missing-token");
+        Assert.Contains(tokenFile, await Refused(null, _redis.ConnectionString, "--peer-listen", listen, "--peer-token-file", tokenFile));
+    }
+
+    [Fact]
+    public async Task HolderEntriesThatAreNotPeerAddressesAreIgnoredWithoutConnecting()
+    {
+        _model.Add("model.safetensors", (3 << 20) + 1, 71);
+        string manifest = await _model.PublishAsync(s3, "fleetplanted", chunkSize: 1 << 20);
+        var chunks = ManifestLoader.Load(manifest).Files!.Single().Chunks!;
+        using (var redis = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString))
+        {
+            double until = DateTimeOffset.UtcNow.AddMinutes(10).ToUnixTimeMilliseconds();
+            // The metadata service, link-local addresses, names and junk: refused before any connection is made.
+            foreach (var sha in chunks)
+                foreach (var planted in new[] { "169.254.169.254:80", "[fe80::1]:7070", "[fd00:ec2::254]:80", "metadata.google.internal:80", "not an address", "10.0.0.1" })
+                    await redis.GetDatabase().SortedSetAddAsync(HoldersKey(sha), planted, until);
+        }
+        await StartNodeAsync(0, manifest);
+        var read = await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"));
+        Assert.Equal(0, WrongBytes(_model.Files["model.safetensors"], read));
+        var status = await StatusAsync(0, MountPoint(0));
+        long ignored = status.GetProperty("fleet").GetProperty("ignored_holder_entries").GetInt64();
+        output.WriteLine($"{ignored} planted holder entries ignored; peer failures {status.GetProperty("peer_failures").GetInt64()}");
+        Assert.True(ignored >= 6 * chunks.Count, $"only {ignored} planted entries were ignored");
+        Assert.Equal(0, status.GetProperty("peer_failures").GetInt64()); // none was ever tried
+    }
+
     /// <summary>Reads the file through node <paramref name="node"/> in 1 MiB steps; after <paramref name="after"/> bytes, runs <paramref name="disturb"/> and reads on.</summary>
     private async Task<long> ReadWhileAsync(int node, byte[] expected, long after, Func<Task> disturb)
     {
