@@ -123,6 +123,16 @@ public sealed class HardeningTests(S3Fixture s3, RedisFixture redis, ITestOutput
         {
             await Task.WhenAll(_model.Files.Keys.Select(f => Task.Run(() => File.ReadAllBytes(Path.Combine(mp, f)).Length)));
             output.WriteLine($"first mount (cold, 16 x 64 MiB): peak RSS {first.PeakRss() >> 20} MiB");
+            // Reads are answered from the verified buffer before its write lands: wait until all 16 are stored
+            // (chunks_fetched counts stored chunks) before the process is killed.
+            var waited = System.Diagnostics.Stopwatch.StartNew();
+            while (true)
+            {
+                var stored = await Repo.RunAsync(Repo.Mlfs, ["status", "--json", mp]);
+                if (System.Text.Json.JsonDocument.Parse(stored.Stdout).RootElement.GetProperty("chunks_fetched").GetInt64() >= 16) break;
+                Assert.True(waited.Elapsed < TimeSpan.FromMinutes(2), "the first mount never stored all 16 chunks");
+                await Task.Delay(20);
+            }
         }
         FuseMounter.TryUnmount(mp, lazy: true);
         string mp2 = NewMountPoint();

@@ -139,6 +139,7 @@ public sealed class ChunkFetcher : IDisposable
     {
         var blob = run.Blob;
         var d = blob.Descriptor;
+        Interlocked.Increment(ref _activeRuns);
         // The run's GETs are children of its own span, whichever read's context this task was started from.
         Activity.Current = run.Trace;
         MlfsTelemetry.FetchesInFlight.Add(1);
@@ -183,6 +184,7 @@ public sealed class ChunkFetcher : IDisposable
             _flights.Finished(run);
             _cache.Release(blob);
             _scheduler.Finished();
+            Interlocked.Decrement(ref _activeRuns);
         }
     }
 
@@ -650,6 +652,21 @@ public sealed class ChunkFetcher : IDisposable
         }
         bytes.Slice((int)(offset - start), length).CopyTo(destination);
         return length;
+    }
+
+    private int _activeRuns;
+
+    /// <summary>
+    /// Stops fetching: runs still on the network fail at their next read, and every run ends only after
+    /// the write of a chunk it already verified has landed (a clean unmount keeps what it fetched).
+    /// Returns once no run is left, or after <paramref name="bound"/>.
+    /// </summary>
+    public async Task StopAsync(TimeSpan bound)
+    {
+        await _shutdown.CancelAsync().ConfigureAwait(false);
+        var deadline = Environment.TickCount64 + (long)bound.TotalMilliseconds;
+        while (Volatile.Read(ref _activeRuns) > 0 && Environment.TickCount64 < deadline)
+            await Task.Delay(10, CancellationToken.None).ConfigureAwait(false);
     }
 
     public void Dispose()

@@ -324,6 +324,7 @@ public sealed class ModelMount : IAsyncDisposable
         catch (Exception e) { _logger.LogWarning("background work ended with {Type}: {Error}", e.GetType().Name, e.Message); }
         _control?.Dispose();
         _session?.Dispose();   // unmounts; pending reads get an error
+        await Fetcher.StopAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false); // verified chunks in flight land on disk
         Fetcher.Dispose();
         if (Fleet is not null) await Fleet.DisposeAsync().ConfigureAwait(false);
         if (FileSystem is not null) FileSystem.Dispose();
