@@ -78,12 +78,6 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "flock", SetLastError = true)]
     public static partial int Flock(int fd, int operation);
 
-    public const int POSIX_FADV_WILLNEED = 3;
-
-    /// <summary>Returns 0 or an error number (not errno).</summary>
-    [LibraryImport(Lib, EntryPoint = "posix_fadvise")]
-    public static partial int PosixFadvise(int fd, long offset, long length, int advice);
-
     [LibraryImport(Lib, EntryPoint = "statfs", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int StatFsRaw(string path, byte* buf);
 

@@ -280,16 +280,6 @@ public sealed class CachedBlob : IDisposable
         return total;
     }
 
-    /// <summary>
-    /// Asks the kernel to start reading [offset, offset+length) of the cache file into the page cache, so
-    /// a sequential reader served by the daemon (no passthrough) finds the next READs there instead of
-    /// waiting on the disk for each. Advice only: failures change nothing.
-    /// </summary>
-    public void AdviseWillNeed(long offset, long length)
-    {
-        if (length > 0) _ = Libc.PosixFadvise(CacheFiles.Fd(_data), offset, length, Libc.POSIX_FADV_WILLNEED);
-    }
-
     private int ReadFile(long offset, Span<byte> destination)
     {
         int total = 0;

@@ -43,8 +43,7 @@ public sealed class FileReader
         if (Blob.Poison is not null) return ValueTask.FromResult(-Libc.EIO);
 
         var (aheadOffset, aheadLength) = _window.OnRead(offset, length);
-        if (aheadLength > 0 && Blob.IsComplete) AdviseAhead(aheadOffset, aheadLength);
-        else if (aheadLength > 0)
+        if (aheadLength > 0 && !Blob.IsComplete)
         {
             // End the window on a request boundary, so read-ahead tops up in whole requests (16 MiB GETs)
             // rather than one chunk per READ as the window slides: fewer requests, less per-request cost.
@@ -99,20 +98,6 @@ public sealed class FileReader
             try { return await self._fetcher.ReadUncachedAsync(self.Blob, self.Location, self.Path, offset, destination, cancel).ConfigureAwait(false); }
             catch (Exception e) when (ReadErrors.IsReadFailure(e)) { return ReadErrors.ToErrno(e); }
         }
-    }
-
-    private long _advisedUpTo; // end of what the disk was asked to read ahead for this reader
-
-    /// <summary>A sequential reader of a complete file: the disk reads the window ahead (in steps of at most 32 MiB) while the daemon serves.</summary>
-    private void AdviseAhead(long aheadOffset, long aheadLength)
-    {
-        long end = Math.Min(Size, aheadOffset + aheadLength);
-        long from = Math.Max(aheadOffset, Interlocked.Read(ref _advisedUpTo));
-        if (end <= from) return;
-        end = Math.Min(end, from + (32L << 20));
-        long seen = Interlocked.Read(ref _advisedUpTo);
-        if (seen >= end || Interlocked.CompareExchange(ref _advisedUpTo, end, seen) != seen) return; // another READ thread advised it
-        Blob.AdviseWillNeed(from, end - from);
     }
 
     private int ReadCached(long offset, Span<byte> destination)
