@@ -222,6 +222,9 @@ public sealed unsafe partial class FuseSession
             return;
         }
         int size = (int)Math.Min(read.Size, (uint)_options.MaxRead);
+        if (Volatile.Read(ref _spliceReads) && _fs.TryGetFileSource(h.NodeId, read.Fh, (long)read.Offset, size, out int sourceFd, out int length)
+            && TrySpliceRead(r, h.Unique, sourceFd, (long)read.Offset, length))
+            return;
         byte[] buffer = _readBuffers.Rent();
         if (!_tokenPool.TryTake(out var cts)) cts = new CancellationTokenSource();
         ValueTask<int> pending;
@@ -250,6 +253,81 @@ public sealed unsafe partial class FuseSession
         _pendingReads[unique] = entry;
         if (Volatile.Read(ref _disposed) != 0) entry.Cancel();
         _ = PendingRead.CompleteAsync(this, r.Fd, unique, buffer, pending, entry);
+    }
+
+    /// <summary>Cleared when the kernel refuses a spliced reply: the session then answers every READ by copy.</summary>
+    private bool _spliceReads = true;
+    private long _splicedReads;
+
+    /// <summary>READs answered by splicing from a file (see <see cref="IFuseFileSystem.TryGetFileSource"/>).</summary>
+    public long SplicedReads => Interlocked.Read(ref _splicedReads);
+
+    /// <summary>
+    /// Answers a READ with bytes spliced from a file: the reply header written into this thread's pipe,
+    /// the data spliced from the file behind it (page references, no copy), and the whole reply spliced
+    /// into /dev/fuse, where the kernel copies it once into the reader's pages. False (nothing sent)
+    /// when the pipe cannot take it or a splice fails; the caller then answers by copy.
+    /// </summary>
+    private bool TrySpliceRead(ReaderContext r, ulong unique, int sourceFd, long offset, int length)
+    {
+        int header = sizeof(FuseOutHeader);
+        // Pipe slots: one for the header, one per page of data (one more when the offset is not page-aligned).
+        long needed = (2 + ((long)length + 4095) / 4096) * 4096;
+        if (!EnsurePipe(r, needed)) return false;
+        var reply = new FuseOutHeader { Len = (uint)(header + length), Unique = unique };
+        if (Libc.Write(r.PipeWrite, (byte*)&reply, header) != header) return AbandonPipe(r);
+        long at = offset;
+        for (int moved = 0; moved < length;)
+        {
+            nint n = Libc.Splice(sourceFd, &at, r.PipeWrite, null, (nuint)(length - moved), 0);
+            if (n <= 0) return AbandonPipe(r); // EOF, a full pipe (non-blocking), or an error: nothing went to the kernel
+            moved += (int)n;
+        }
+        nint sent;
+        do sent = Libc.Splice(r.PipeRead, null, r.Fd, null, (nuint)(header + length), 0);
+        while (sent < 0 && Libc.LastErrno == Libc.EINTR);
+        if (sent == header + length)
+        {
+            Interlocked.Increment(ref _splicedReads);
+            return true;
+        }
+        int errno = sent < 0 ? Libc.LastErrno : 0;
+        AbandonPipe(r);
+        if (errno == Libc.ENOENT) return true; // the request was interrupted meanwhile: nobody waits for an answer
+        if (errno == Libc.EINVAL && Volatile.Read(ref _spliceReads))
+        {
+            Volatile.Write(ref _spliceReads, false);
+            _logger.LogInformation("the kernel refused a spliced READ reply (EINVAL); answering READs by copy");
+        }
+        return false;
+    }
+
+    /// <summary>This thread's non-blocking pipe, able to hold <paramref name="bytes"/> (root may exceed pipe-max-size).</summary>
+    private static bool EnsurePipe(ReaderContext r, long bytes)
+    {
+        if (r.PipeRead < 0)
+        {
+            int* fds = stackalloc int[2];
+            if (Libc.Pipe2(fds, Libc.O_CLOEXEC | Libc.O_NONBLOCK) != 0) return false;
+            (r.PipeRead, r.PipeWrite, r.PipeBytes) = (fds[0], fds[1], Libc.Fcntl(fds[1], Libc.F_GETPIPE_SZ, 0));
+        }
+        if (r.PipeBytes >= bytes) return true;
+        int size = Libc.Fcntl(r.PipeWrite, Libc.F_SETPIPE_SZ, (int)Math.Min(bytes, 16 << 20));
+        if (size > 0) r.PipeBytes = size;
+        return r.PipeBytes >= bytes;
+    }
+
+    /// <summary>Drops a pipe that may hold part of a reply (the next splice starts on a fresh one); returns false.</summary>
+    private static bool AbandonPipe(ReaderContext r)
+    {
+        if (r.PipeRead >= 0)
+        {
+            Libc.Close(r.PipeRead);
+            Libc.Close(r.PipeWrite);
+        }
+        r.PipeRead = r.PipeWrite = -1;
+        r.PipeBytes = 0;
+        return false;
     }
 
     internal int ErrnoOf(Exception e)

@@ -160,6 +160,8 @@ public sealed unsafe partial class FuseSession : IDisposable
         public readonly int Fd = fd;
         /// <summary>Pinned; used for synchronous replies only (never escapes the reader thread).</summary>
         public readonly byte[] ReplyBuffer = replyBuffer;
+        /// <summary>This thread's pipe for spliced READ replies (-1 until first used); see FuseSession.TrySpliceRead.</summary>
+        public int PipeRead = -1, PipeWrite = -1, PipeBytes;
     }
 
     private void ReaderLoop(object? state)
@@ -188,6 +190,7 @@ public sealed unsafe partial class FuseSession : IDisposable
         }
         finally
         {
+            AbandonPipe(reader);
             if (Interlocked.Decrement(ref _runningReaders) == 0)
             {
                 _initialized.TrySetException(new FuseMountException($"the FUSE connection for {_mountPoint} closed before INIT"));

@@ -43,6 +43,19 @@ public interface IFuseFileSystem
     /// </summary>
     ValueTask<int> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> destination, CancellationToken cancel);
 
+    /// <summary>
+    /// Optional: where a READ's bytes already lie, complete and verified, in a file: the session then
+    /// splices them from <paramref name="fd"/> (at <paramref name="offset"/>) into /dev/fuse, one copy in
+    /// the kernel instead of a pread and a write through our buffer. False: <see cref="ReadAsync"/> answers.
+    /// <paramref name="length"/> is what to send (short at the end of the file).
+    /// </summary>
+    bool TryGetFileSource(ulong node, ulong handle, long offset, int size, out int fd, out int length)
+    {
+        fd = -1;
+        length = 0;
+        return false;
+    }
+
     void Release(ulong node, ulong handle) { }
 
     int OpenDir(ulong node, out ulong handle);

@@ -78,6 +78,14 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "flock", SetLastError = true)]
     public static partial int Flock(int fd, int operation);
 
+    public const int O_NONBLOCK = 0x800, F_SETPIPE_SZ = 1031, F_GETPIPE_SZ = 1032;
+
+    [LibraryImport(Lib, EntryPoint = "pipe2", SetLastError = true)]
+    public static partial int Pipe2(int* fds, int flags);
+
+    [LibraryImport(Lib, EntryPoint = "splice", SetLastError = true)]
+    public static partial nint Splice(int fdIn, long* offIn, int fdOut, long* offOut, nuint length, uint flags);
+
     [LibraryImport(Lib, EntryPoint = "statfs", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
     private static partial int StatFsRaw(string path, byte* buf);
 

@@ -21,11 +21,17 @@ internal sealed class SlotBreaker(ConnectionMultiplexer redis, TimeSpan openFor)
     public bool Allows(RedisKey key)
     {
         var owner = OwnerOf(key);
-        if (!ReferenceEquals(owner, Single) && !redis.GetServer(owner).IsConnected) return false;
+        if (!ReferenceEquals(owner, Single) && !IsConnected(owner)) return false;
         return !_openUntil.TryGetValue(owner, out long until) || Environment.TickCount64 >= until;
     }
 
     public void Failed(RedisKey key) => _openUntil[OwnerOf(key)] = Environment.TickCount64 + (long)openFor.TotalMilliseconds;
+
+    private bool IsConnected(EndPoint owner)
+    {
+        try { return redis.GetServer(owner).IsConnected; }
+        catch (Exception e) when (e is ArgumentException or RedisException or InvalidOperationException) { return true; } // unknown to the client: let the command say
+    }
 
     private EndPoint OwnerOf(RedisKey key)
     {

@@ -31,6 +31,8 @@ public sealed record MountStatus
     [JsonPropertyName("open_files")] public int OpenFiles { get; init; }
     [JsonPropertyName("passthrough_opens")] public long PassthroughOpens { get; init; }
     [JsonPropertyName("passthrough")] public bool Passthrough { get; init; }
+    /// <summary>READs of complete files answered by splicing from the cache file into /dev/fuse (no passthrough).</summary>
+    [JsonPropertyName("spliced_reads")] public long SplicedReads { get; init; }
     [JsonPropertyName("chunks_deduplicated")] public long ChunksDeduplicated { get; init; }
     [JsonPropertyName("bytes_deduplicated")] public long BytesDeduplicated { get; init; }
     [JsonPropertyName("chunks_from_other_processes")] public long ChunksFromOtherProcesses { get; init; }

@@ -312,6 +312,13 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
     public ValueTask<int> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> destination, CancellationToken cancel) =>
         _handles.TryGetValue(handle, out var open) ? open.Reader.ReadAsync(offset, destination, cancel) : ValueTask.FromResult(-Libc.EBADF);
 
+    public bool TryGetFileSource(ulong node, ulong handle, long offset, int size, out int fd, out int length)
+    {
+        fd = -1;
+        length = 0;
+        return _handles.TryGetValue(handle, out var open) && open.Reader.TryGetFileRange(offset, size, out fd, out length);
+    }
+
     // ---- version switch --------------------------------------------------------------------------
 
     /// <summary>

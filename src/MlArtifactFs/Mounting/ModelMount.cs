@@ -283,6 +283,7 @@ public sealed class ModelMount : IAsyncDisposable
             OpenFiles = FileSystem.OpenHandles,
             PassthroughOpens = Interlocked.Read(ref FileSystem.PassthroughOpens),
             Passthrough = _session?.PassthroughEnabled ?? false,
+            SplicedReads = _session?.SplicedReads ?? 0,
             ChunksDeduplicated = Interlocked.Read(ref Stats.ChunksDeduplicated),
             BytesDeduplicated = Interlocked.Read(ref Stats.BytesDeduplicated),
             ChunksFromOtherProcesses = Interlocked.Read(ref Stats.ChunksFromOtherProcesses),

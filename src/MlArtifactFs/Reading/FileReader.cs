@@ -100,6 +100,24 @@ public sealed class FileReader
         }
     }
 
+    /// <summary>
+    /// A READ of a complete file (every chunk verified and on disk): where its bytes lie, for the session
+    /// to splice them to the kernel. Counted as a hit; no fetch can be needed. False otherwise.
+    /// </summary>
+    public bool TryGetFileRange(long offset, int size, out int fd, out int length)
+    {
+        fd = -1;
+        length = 0;
+        if (!Blob.IsComplete || Blob.Poison is not null || offset >= Size || size <= 0) return false;
+        length = (int)Math.Min(size, Size - offset);
+        fd = Blob.DataFd;
+        Blob.LastAccess = Environment.TickCount64;
+        _window.OnRead(offset, length);
+        Interlocked.Increment(ref _stats.CacheHits);
+        MlfsTelemetry.CacheHits.Add(1);
+        return true;
+    }
+
     private int ReadCached(long offset, Span<byte> destination)
     {
         int n = Blob.Read(offset, destination);
