@@ -4,7 +4,7 @@
 # file system is built once and kept in $MLFS_OLDKERNEL_DIR), not in CI. Needs root.
 #   bench/old-kernel.sh
 # Inside the VM, nginx serves the model with Range support and mlfs mounts it through plain URLs. The
-# checks: read every file exactly, random preads, a second open (through the daemon: no passthrough
+# checks: read every file exactly, random preads, a second open (through the daemon, spliced: no passthrough
 # before 7.40), a hot switch to v2, and a clean unmount on SIGTERM. Each prints PASS or FAIL on the
 # serial console; the script exits 0 only when every check passed.
 set -euo pipefail
@@ -78,7 +78,10 @@ r=0; for off in 1 4095 1048577 9437183 20000000 41943039; do
   b=$(dd if=/srv/model/v1/model.safetensors bs=1 skip=$off count=1 2>/dev/null | od -An -tx1)
   [ "$a" = "$b" ] || r=1
 done; check $r "random preads"
+sync; echo 3 > /proc/sys/vm/drop_caches   # the second open's READs reach the daemon again
 cmp -s /mnt/model/model.safetensors /srv/model/v1/model.safetensors; check $? "second open (through the daemon)"
+spliced=$(mlfs status --json /mnt/model | grep -o '"spliced_reads":[0-9]*' | cut -d: -f2)
+[ "${spliced:-0}" -gt 0 ]; check $? "second open spliced from the cache file (${spliced:-0} READs)"
 grep -q "passthrough off" /tmp/ready; check $? "passthrough reported off (7.38)"
 mlfs switch --manifest /srv/model/v2.json /mnt/model > /tmp/switch.log 2>&1; check $? "switch to v2"
 cmp -s /mnt/model/model.safetensors /srv/model/v2/model.safetensors; check $? "read v2 after the switch"
