@@ -25,41 +25,32 @@ namespace MlArtifactFs.Fleet;
 /// </summary>
 public sealed class FleetIndex : IDisposable
 {
-    private const string ReleaseScript = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
-
     private readonly ConnectionMultiplexer _redis;
     private readonly string _prefix;
     private readonly string _self;
     private readonly TimeSpan _ttl;
     private readonly ILogger _logger;
     private readonly SlotBreaker _breaker;
+    private readonly RedisLeases _leases;
     private long _ignored;
     private int _warned;
 
-    private FleetIndex(ConnectionMultiplexer redis, string token, string self, TimeSpan ttl, ILogger logger)
+    private FleetIndex(ConnectionMultiplexer redis, string token, string self, TimeSpan ttl, TimeSpan leaseTime, ILogger logger)
     {
         _redis = redis;
         _self = self;
         _ttl = ttl;
         _logger = logger;
         _breaker = new SlotBreaker(redis, TimeSpan.FromSeconds(10));
+        _leases = new RedisLeases(redis, _breaker, self, leaseTime * 2, logger);
         _prefix = "mlfs:fleet:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes("mlfs-fleet:" + token)))[..16] + ":";
     }
 
-    public static FleetIndex Connect(string configuration, string token, IPEndPoint self, TimeSpan ttl, ILogger logger)
-    {
-        var options = ConfigurationOptions.Parse(configuration);
-        options.AbortOnConnectFail = false;
-        options.ConnectTimeout = 2000;
-        options.SyncTimeout = 1000;
-        options.AsyncTimeout = 1000;
-        options.ConnectRetry = 1;
-        options.ClientName = "mlfs-fleet";
-        return new FleetIndex(ConnectionMultiplexer.Connect(options), token, self.ToString(), ttl, logger);
-    }
+    public static FleetIndex Connect(string configuration, string token, IPEndPoint self, TimeSpan ttl, TimeSpan leaseTime, ILogger logger) =>
+        new(RedisConnections.Connect(configuration, "mlfs-fleet", out _), token, self.ToString(), ttl, leaseTime, logger);
 
-    /// <summary>Holder entries that were not usable addresses (planted or damaged), ignored.</summary>
-    public long IgnoredEntries => Interlocked.Read(ref _ignored);
+    /// <summary>Holder entries that were not usable addresses, and leases without a believable TTL (planted or damaged), ignored.</summary>
+    public long IgnoredEntries => Interlocked.Read(ref _ignored) + _leases.Ignored;
 
     public bool IsConnected => _redis.IsConnected;
 
@@ -138,37 +129,11 @@ public sealed class FleetIndex : IDisposable
         catch (Exception e) when (e is RedisException or TimeoutException) { return Task.CompletedTask; }
     }
 
-    /// <summary>True when this node should fetch the chunk from storage for the fleet (also when Redis is down).</summary>
-    public async Task<bool> TryLeaseAsync(string sha, TimeSpan ttl)
-    {
-        string key = LeaseKey(sha);
-        if (!_redis.IsConnected || !_breaker.Allows(key)) return true;
-        try
-        {
-            if (await Db.StringSetAsync(key, _self, ttl, When.NotExists).ConfigureAwait(false)) return true;
-            // Believe a lease only if it expires the way ours do: a planted one without TTL must not stall the fleet.
-            var remaining = await Db.KeyTimeToLiveAsync(LeaseKey(sha)).ConfigureAwait(false);
-            if (remaining is null || remaining > ttl * 2)
-            {
-                Interlocked.Increment(ref _ignored);
-                return true;
-            }
-            return false;
-        }
-        catch (Exception e) when (e is RedisException or TimeoutException)
-        {
-            _breaker.Failed(key);
-            Warn($"fleet lease failed ({e.GetType().Name}); fetching from storage");
-            return true;
-        }
-    }
+    /// <summary>True when this node should fetch the chunk from storage for the fleet (also when Redis cannot say).</summary>
+    public Task<bool> TryLeaseAsync(string sha, TimeSpan ttl) =>
+        _leases.TryTakeAsync(LeaseKey(sha), ttl, e => Warn($"fleet lease failed ({e.GetType().Name}); fetching from storage"));
 
-    public void ReleaseLease(string sha)
-    {
-        if (!_redis.IsConnected) return;
-        try { Db.ScriptEvaluate(ReleaseScript, [(RedisKey)LeaseKey(sha)], [(RedisValue)_self], CommandFlags.FireAndForget); }
-        catch (Exception e) when (e is RedisException or TimeoutException) { }
-    }
+    public void ReleaseLease(string sha) => _leases.Release(LeaseKey(sha));
 
     public string Describe() => $"redis {string.Join(",", _redis.GetEndPoints().Select(e => e.ToString()))} ({(_redis.IsConnected ? "connected" : "disconnected")})";
 

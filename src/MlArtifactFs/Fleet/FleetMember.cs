@@ -26,7 +26,7 @@ public sealed class FleetMember : IAsyncDisposable
         Server = new PeerServer(options.Listen, options.Token, Held, cache, logger);
         // Port 0 asked for: advertise the one the kernel gave.
         if (options.Advertise.Port == 0) Options = options with { Advertise = new IPEndPoint(options.Advertise.Address, Server.EndPoint.Port) };
-        Index = FleetIndex.Connect(redis, options.Token, Options.Advertise, options.HolderTtl, logger);
+        Index = FleetIndex.Connect(redis, options.Token, Options.Advertise, options.HolderTtl, options.LeaseTime, logger);
         Client = new PeerClient(Options);
         Held.Forgotten += sha => _ = Index.WithdrawAsync([sha]);
         cache.BlobEvicted += ForgetBlob;

@@ -21,9 +21,6 @@ namespace MlArtifactFs.Index;
 /// </summary>
 public sealed class RedisChunkIndex : IChunkIndex
 {
-    // Compare-and-delete: only the owner releases a lease. Keys and values as arrays (AOT-safe).
-    private const string ReleaseScript = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
-
     private readonly ConnectionMultiplexer _redis;
     private readonly LocalChunkIndex _local = new();
     private readonly ILogger _logger;
@@ -31,10 +28,11 @@ public sealed class RedisChunkIndex : IChunkIndex
     private readonly string _owner = $"{Environment.ProcessId}-{Guid.NewGuid():N}";
     private readonly string _endpoint;
     private readonly SlotBreaker _breaker;
+    private readonly RedisLeases _leases;
     private int _warned;
     private long _ignored;
 
-    public long IgnoredEntries => Interlocked.Read(ref _ignored);
+    public long IgnoredEntries => Interlocked.Read(ref _ignored) + _leases.Ignored;
 
     private RedisChunkIndex(ConnectionMultiplexer redis, string endpoint, string cacheRoot, ILogger logger)
     {
@@ -42,6 +40,7 @@ public sealed class RedisChunkIndex : IChunkIndex
         _endpoint = endpoint;
         _logger = logger;
         _breaker = new SlotBreaker(redis, TimeSpan.FromSeconds(10));
+        _leases = new RedisLeases(redis, _breaker, _owner, MaxBelievableLease, logger);
         _prefix = "mlfs:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(cacheRoot)))[..12] + ":";
         _redis.ConnectionRestored += (_, _) => _ = Task.Run(RepublishAsync);
         _redis.ConnectionFailed += (_, e) => Warn($"Redis {_endpoint} connection lost ({e.FailureType}); reads go on without the shared index");
@@ -50,15 +49,7 @@ public sealed class RedisChunkIndex : IChunkIndex
     /// <summary>Connects (without failing when Redis is down: that is a warning, and it keeps retrying).</summary>
     public static RedisChunkIndex Connect(string configuration, string cacheRoot, ILogger logger)
     {
-        var options = ConfigurationOptions.Parse(configuration);
-        options.AbortOnConnectFail = false;
-        options.ConnectTimeout = 2000;
-        options.SyncTimeout = 1000;
-        options.AsyncTimeout = 1000;
-        options.ConnectRetry = 1;
-        options.ClientName = "mlfs";
-        var redis = ConnectionMultiplexer.Connect(options);
-        string endpoint = string.Join(",", options.EndPoints.Select(e => e.ToString()));
+        var redis = RedisConnections.Connect(configuration, "mlfs", out string endpoint);
         var index = new RedisChunkIndex(redis, endpoint, cacheRoot, logger);
         if (!redis.IsConnected)
             index.Warn($"Redis {endpoint} is unreachable; mounting without the shared chunk index (retrying in the background)");
@@ -139,43 +130,14 @@ public sealed class RedisChunkIndex : IChunkIndex
         }
     }
 
-    public async ValueTask<bool> TryLeaseAsync(string key, TimeSpan ttl)
-    {
-        string leaseKey = _prefix + "lease:" + key;
-        if (!_redis.IsConnected || !_breaker.Allows(leaseKey)) return true;
-        try
-        {
-            if (await Db.StringSetAsync(leaseKey, _owner, ttl, When.NotExists).ConfigureAwait(false)) return true;
-            // Held by someone: believe it only if it will expire the way our leases do.
-            var remaining = await Db.KeyTimeToLiveAsync(leaseKey).ConfigureAwait(false);
-            if (remaining is null || remaining > MaxBelievableLease)
-            {
-                Interlocked.Increment(ref _ignored);
-                _logger.LogDebug("lease {Key} has {Ttl}: ignored, fetching without it", leaseKey, remaining is null ? "no TTL" : $"a TTL of {remaining}");
-                return true;
-            }
-            return false;
-        }
-        catch (Exception e) when (e is RedisException or TimeoutException)
-        {
-            _breaker.Failed(leaseKey);
-            Warn($"Redis lease failed ({e.GetType().Name}); fetching without cross-process single flight");
-            return true;
-        }
-    }
+    public async ValueTask<bool> TryLeaseAsync(string key, TimeSpan ttl) =>
+        await _leases.TryTakeAsync(_prefix + "lease:" + key, ttl,
+            e => Warn($"Redis lease failed ({e.GetType().Name}); fetching without cross-process single flight")).ConfigureAwait(false);
 
     /// <summary>Leases are taken for seconds (the fetcher's lease time is 30 s); anything longer-lived was not set by mlfs.</summary>
     private static readonly TimeSpan MaxBelievableLease = TimeSpan.FromMinutes(2);
 
-    public void ReleaseLease(string key)
-    {
-        if (!_redis.IsConnected) return;
-        try
-        {
-            Db.ScriptEvaluate(ReleaseScript, [(RedisKey)(_prefix + "lease:" + key)], [(RedisValue)_owner], CommandFlags.FireAndForget);
-        }
-        catch (Exception e) when (e is RedisException or TimeoutException) { }
-    }
+    public void ReleaseLease(string key) => _leases.Release(_prefix + "lease:" + key);
 
     public string Describe() => $"redis {_endpoint} ({(_redis.IsConnected ? "connected" : "disconnected")})";
 
