@@ -119,6 +119,19 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         Assert.True(fromPeers >= 2 * modelBytes, $"only {fromPeers} bytes came from peers");
     }
 
+    /// <summary>Writes holder entries as if nodes had announced them (for 10 minutes), and removes one.</summary>
+    private async Task SetHoldersAsync(IEnumerable<string> shas, string[] add, string? remove = null)
+    {
+        using var redis = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString);
+        var db = redis.GetDatabase();
+        double until = DateTimeOffset.UtcNow.AddMinutes(10).ToUnixTimeMilliseconds();
+        foreach (var sha in shas)
+        {
+            if (remove is not null) await db.SortedSetRemoveAsync(HoldersKey(sha), remove);
+            foreach (var member in add) await db.SortedSetAddAsync(HoldersKey(sha), member, until);
+        }
+    }
+
     /// <summary>The holders key of a chunk, as mlfs names it (the namespace is a hash of the token).</summary>
     private string HoldersKey(string sha) =>
         $"mlfs:fleet:{Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes("mlfs-fleet:" + _token)))[..16]}:{{{sha}}}:holders";
@@ -138,11 +151,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
 
         // The liar holds the token and is announced as a holder of every chunk.
         await using var liar = new FakePeer(_net.Host, fault, sha => chunks.GetValueOrDefault(sha));
-        using (var redis = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString))
-        {
-            double until = DateTimeOffset.UtcNow.AddMinutes(10).ToUnixTimeMilliseconds();
-            foreach (var sha in chunks.Keys) await redis.GetDatabase().SortedSetAddAsync(HoldersKey(sha), liar.EndPoint.ToString(), until);
-        }
+        await SetHoldersAsync(chunks.Keys, add: [liar.EndPoint.ToString()]);
 
         await StartNodeAsync(0, manifest, true, "--stall-timeout", "2");
         var read = await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"));
@@ -173,15 +182,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         var node0 = new IPEndPoint(_net.Nodes[0].Address, PeerPort);
         await using var slowLink = new TcpRelay(_net.Host, node0, bytesPerSecond: 20_000_000);
         var chunkShas = ManifestLoader.Load(manifest).Files!.Single().Chunks!;
-        using (var redis = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString))
-        {
-            double until = DateTimeOffset.UtcNow.AddMinutes(10).ToUnixTimeMilliseconds();
-            foreach (var sha in chunkShas)
-            {
-                await redis.GetDatabase().SortedSetRemoveAsync(HoldersKey(sha), node0.ToString());
-                await redis.GetDatabase().SortedSetAddAsync(HoldersKey(sha), slowLink.EndPoint.ToString(), until);
-            }
-        }
+        await SetHoldersAsync(chunkShas, add: [slowLink.EndPoint.ToString()], remove: node0.ToString());
         var node1 = await StartNodeAsync(1, manifest);
         var reading1 = Task.Run(async () => WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(1), "model.safetensors"))));
         while (slowLink.BytesFromTarget < 8 << 20 && !reading1.IsCompleted) await Task.Delay(10);
@@ -273,14 +274,8 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         _model.Add("model.safetensors", (3 << 20) + 1, 71);
         string manifest = await _model.PublishAsync(s3, "fleetplanted", chunkSize: 1 << 20);
         var chunks = ManifestLoader.Load(manifest).Files!.Single().Chunks!;
-        using (var redis = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString))
-        {
-            double until = DateTimeOffset.UtcNow.AddMinutes(10).ToUnixTimeMilliseconds();
-            // The metadata service, link-local addresses, names and junk: refused before any connection is made.
-            foreach (var sha in chunks)
-                foreach (var planted in new[] { "169.254.169.254:80", "[fe80::1]:7070", "[fd00:ec2::254]:80", "metadata.google.internal:80", "not an address", "10.0.0.1" })
-                    await redis.GetDatabase().SortedSetAddAsync(HoldersKey(sha), planted, until);
-        }
+        // The metadata service, link-local addresses, names and junk: refused before any connection is made.
+        await SetHoldersAsync(chunks, add: ["169.254.169.254:80", "[fe80::1]:7070", "[fd00:ec2::254]:80", "metadata.google.internal:80", "not an address", "10.0.0.1"]);
         await StartNodeAsync(0, manifest);
         var read = await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"));
         Assert.Equal(0, WrongBytes(_model.Files["model.safetensors"], read));
