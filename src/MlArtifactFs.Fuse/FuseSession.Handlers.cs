@@ -312,8 +312,16 @@ public sealed unsafe partial class FuseSession
             (r.PipeRead, r.PipeWrite, r.PipeBytes) = (fds[0], fds[1], Libc.Fcntl(fds[1], Libc.F_GETPIPE_SZ, 0));
         }
         if (r.PipeBytes >= bytes) return true;
+        if (bytes > r.PipeLimit) return false; // refused before (not root: pipe-max-size); not asked again
         int size = Libc.Fcntl(r.PipeWrite, Libc.F_SETPIPE_SZ, (int)Math.Min(bytes, 16 << 20));
         if (size > 0) r.PipeBytes = size;
+        else
+        {
+            // Not root: at most pipe-max-size (1 MiB by default), enough for READs a little under 1 MiB.
+            size = Libc.Fcntl(r.PipeWrite, Libc.F_SETPIPE_SZ, 1 << 20);
+            if (size > 0) r.PipeBytes = size;
+            r.PipeLimit = r.PipeBytes;
+        }
         return r.PipeBytes >= bytes;
     }
 

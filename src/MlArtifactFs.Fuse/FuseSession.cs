@@ -162,6 +162,8 @@ public sealed unsafe partial class FuseSession : IDisposable
         public readonly byte[] ReplyBuffer = replyBuffer;
         /// <summary>This thread's pipe for spliced READ replies (-1 until first used); see FuseSession.TrySpliceRead.</summary>
         public int PipeRead = -1, PipeWrite = -1, PipeBytes;
+        /// <summary>The largest pipe this thread may have (lowered once F_SETPIPE_SZ is refused).</summary>
+        public long PipeLimit = long.MaxValue;
     }
 
     private void ReaderLoop(object? state)
