@@ -472,9 +472,10 @@ public sealed class ChunkFetcher : IDisposable
         string sha = d.ChunkHashes![chunk];
         var holders = (await fleet.Index.HoldersAsync(sha).ConfigureAwait(false)).Where(p => !fleet.Client.IsSkipped(p)).ToArray();
         if (holders.Length == 0) return false;
-        Random.Shared.Shuffle(holders); // spreads the load over every holder; each new holder is a source
+        // A random one of the least loaded (by this node's GETs open to each): spreads the load, and each new holder is a source.
+        Random.Shared.Shuffle(holders);
         var bytes = buffer[..d.ChunkLength(chunk)];
-        foreach (var peer in holders.Take(3))
+        foreach (var peer in holders.OrderBy(fleet.Client.InFlight).Take(3))
         {
             var (failure, notHeld) = await fleet.Client.TryGetAsync(peer, sha, bytes, run.FileName, _shutdown.Token).ConfigureAwait(false);
             if (notHeld) continue; // evicted there since it was announced: ask the next holder

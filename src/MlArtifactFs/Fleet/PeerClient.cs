@@ -27,6 +27,10 @@ public sealed class PeerClient : IDisposable
     private readonly ConcurrentDictionary<string, DateTime> _skipUntil = new(StringComparer.Ordinal);
 
     public ConcurrentDictionary<string, PeerCounters> Peers { get; } = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<string, int> _inFlight = new(StringComparer.Ordinal);
+
+    /// <summary>GETs this node has open to <paramref name="peer"/> now (to choose the least loaded holder).</summary>
+    public int InFlight(IPEndPoint peer) => _inFlight.TryGetValue(peer.ToString(), out int n) ? n : 0;
 
     public PeerClient(FleetOptions options)
     {
@@ -97,6 +101,8 @@ public sealed class PeerClient : IDisposable
         get?.SetTag("mlfs.attempt", 1);
         using var stall = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         int got = 0;
+        string key = peer.ToString();
+        _inFlight.AddOrUpdate(key, 1, (_, n) => n + 1);
         try
         {
             stall.CancelAfter(_options.PeerTimeout);
@@ -126,6 +132,10 @@ public sealed class PeerClient : IDisposable
         catch (Exception e) when (e is HttpRequestException or IOException or SocketException)
         {
             return End($"connection error ({e.Message})");
+        }
+        finally
+        {
+            _inFlight.AddOrUpdate(key, 0, (_, n) => n - 1);
         }
 
         (string?, bool) End(string? error)
