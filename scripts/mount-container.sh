@@ -33,7 +33,7 @@ fi
 name="mlfs-dev-mount-$(printf %s "$mount_point" | sha256sum | cut -c1-12)"
 
 passed=()
-for var in AWS_ENDPOINT_URL AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN MLFS_REDIS; do
+for var in AWS_ENDPOINT_URL AWS_REGION AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN MLFS_REDIS MLFS_PEER_TOKEN; do
   [[ -n ${!var:-} ]] && passed+=(-e "$var")
 done
 while read -r var; do passed+=(-e "$var"); done < <(compgen -e | grep '^OTEL_' || true)
