@@ -27,6 +27,10 @@ public sealed class AppHostTests
     [Fact]
     public Task TheFleetProfileRunsThreeMountsThatShareChunks() => RunStackAsync(mountInContainer: false, fleet: true);
 
+    /// <summary>Both profiles at once: three mount service containers sharing chunks (the token reaches each as -e NAME).</summary>
+    [Fact]
+    public Task TheFleetProfileRunsInContainersToo() => RunStackAsync(mountInContainer: true, fleet: true);
+
     private static async Task RunStackAsync(bool mountInContainer, bool fleet = false)
     {
         string work = Directory.CreateTempSubdirectory("mlfs-apphost-").FullName;
@@ -90,8 +94,9 @@ public sealed class AppHostTests
             if (mountInContainer)
             {
                 // The mount the host sees is the running container's.
-                Assert.Contains(File.ReadAllLines("/proc/self/mountinfo"), l => l.Split(' ')[4] == mountPoint && l.Contains(" - fuse.mlfs ", StringComparison.Ordinal));
-                Assert.NotEmpty(MountContainers());
+                foreach (var mp in mountPoints)
+                    Assert.Contains(File.ReadAllLines("/proc/self/mountinfo"), l => l.Split(' ')[4] == mp && l.Contains(" - fuse.mlfs ", StringComparison.Ordinal));
+                Assert.Equal(mountPoints.Length, MountContainers().Count);
             }
             // One mount after the other: in the fleet profile the first reads from S3, the others from it.
             foreach (var mp in mountPoints)
