@@ -43,28 +43,10 @@ public sealed class PeerClient : IDisposable
             ConnectTimeout = TimeSpan.FromSeconds(2),
             MaxConnectionsPerServer = 8,
             PooledConnectionIdleTimeout = TimeSpan.FromSeconds(30),
-            ConnectCallback = ConnectAsync,
+            // Peer addresses come from Redis (input): IP literals only, never link-local or metadata ones.
+            ConnectCallback = (context, cancel) => HostPolicy.ConnectAsync(context, literalOnly: true, cancel),
         };
         _http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan, DefaultRequestVersion = HttpVersion.Version11 };
-    }
-
-    /// <summary>Peer addresses come from Redis (input): only IP literals, never link-local or metadata ones.</summary>
-    private static async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancel)
-    {
-        if (!IPAddress.TryParse(context.DnsEndPoint.Host, out var address))
-            throw new HttpRequestException($"peer {context.DnsEndPoint.Host} is not an IP address");
-        if (HostPolicy.Refuses(address) is { } why) throw new HttpRequestException($"peer {address} {why}");
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        try
-        {
-            await socket.ConnectAsync(address, context.DnsEndPoint.Port, cancel).ConfigureAwait(false);
-            return new NetworkStream(socket, ownsSocket: true);
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
-        }
     }
 
     public bool IsSkipped(IPEndPoint peer) =>

@@ -33,4 +33,31 @@ public static class HostPolicy
         if (address.Equals(Ec2MetadataV6)) return "is the cloud instance metadata address: refused";
         return null;
     }
+
+    /// <summary>
+    /// A SocketsHttpHandler ConnectCallback that applies the policy to every address before connecting:
+    /// a name may resolve where its URL did not look to lead. <paramref name="literalOnly"/> refuses names
+    /// altogether (peer addresses, which come from Redis).
+    /// </summary>
+    public static async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, bool literalOnly, CancellationToken cancel)
+    {
+        string host = context.DnsEndPoint.Host;
+        IPAddress[] addresses;
+        if (IPAddress.TryParse(host, out var literal)) addresses = [literal];
+        else if (literalOnly) throw new HttpRequestException($"{host} is not an IP address");
+        else addresses = await Dns.GetHostAddressesAsync(host, cancel).ConfigureAwait(false);
+        foreach (var address in addresses)
+            if (Refuses(address) is { } why) throw new HttpRequestException($"{host} resolves to {address}, which {why}");
+        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
+        try
+        {
+            await socket.ConnectAsync(addresses, context.DnsEndPoint.Port, cancel).ConfigureAwait(false);
+            return new NetworkStream(socket, ownsSocket: true);
+        }
+        catch
+        {
+            socket.Dispose();
+            throw;
+        }
+    }
 }

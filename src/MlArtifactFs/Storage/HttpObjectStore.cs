@@ -29,32 +29,9 @@ public sealed class HttpObjectStore : IObjectStore, IDisposable
             AllowAutoRedirect = false, // a redirect from S3 is an error to report (wrong region), not to follow unsigned
             UseCookies = false,
             UseProxy = Environment.GetEnvironmentVariable("HTTPS_PROXY") is not null || Environment.GetEnvironmentVariable("HTTP_PROXY") is not null,
-            ConnectCallback = ConnectAsync,
+            ConnectCallback = (context, cancel) => HostPolicy.ConnectAsync(context, literalOnly: false, cancel), // link-local and metadata refused before connecting
         };
         _http = new HttpClient(handler) { Timeout = Timeout.InfiniteTimeSpan, DefaultRequestVersion = HttpVersion.Version11 };
-    }
-
-    /// <summary>
-    /// Resolves, refuses link-local and metadata addresses (<see cref="HostPolicy"/>) before any
-    /// connection is made (a name may resolve there even when the manifest's URL looked harmless), then connects.
-    /// </summary>
-    private static async ValueTask<Stream> ConnectAsync(SocketsHttpConnectionContext context, CancellationToken cancel)
-    {
-        string host = context.DnsEndPoint.Host;
-        var addresses = IPAddress.TryParse(host, out var literal) ? [literal] : await Dns.GetHostAddressesAsync(host, cancel).ConfigureAwait(false);
-        foreach (var address in addresses)
-            if (HostPolicy.Refuses(address) is { } why) throw new HttpRequestException($"{host} resolves to {address}, which {why}");
-        var socket = new Socket(SocketType.Stream, ProtocolType.Tcp) { NoDelay = true };
-        try
-        {
-            await socket.ConnectAsync(addresses, context.DnsEndPoint.Port, cancel).ConfigureAwait(false);
-            return new NetworkStream(socket, ownsSocket: true);
-        }
-        catch
-        {
-            socket.Dispose();
-            throw;
-        }
     }
 
     public async Task<Stream> OpenRangeAsync(ObjectLocation location, long offset, long length, CancellationToken cancel)
