@@ -62,8 +62,6 @@ internal sealed class ChunkRun(CachedBlob blob, ObjectLocation location, string 
         Trace.SetTag("mlfs.length", End - Start);
         Trace.SetTag("mlfs.chunk.first", FirstChunk);
         Trace.SetTag("mlfs.chunk.last", LastChunk);
-        Trace.SetTag("mlfs.range.start", Start);
-        Trace.SetTag("mlfs.range.end", End);
         Trace.SetTag("mlfs.reason", Priority switch
         {
             FetchPriority.Demand => "read",

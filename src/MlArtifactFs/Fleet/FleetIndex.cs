@@ -30,7 +30,7 @@ public sealed class FleetIndex : IDisposable
     private readonly string _self;
     private readonly TimeSpan _ttl;
     private readonly ILogger _logger;
-    private readonly SlotBreaker _breaker;
+    private readonly RedisOwnerBreaker _breaker;
     private readonly RedisLeases _leases;
     private long _ignored;
     private int _warned;
@@ -41,7 +41,7 @@ public sealed class FleetIndex : IDisposable
         _self = self;
         _ttl = ttl;
         _logger = logger;
-        _breaker = new SlotBreaker(redis, TimeSpan.FromSeconds(10));
+        _breaker = new RedisOwnerBreaker(redis, TimeSpan.FromSeconds(10));
         _leases = new RedisLeases(redis, _breaker, self, leaseTime * 2, logger);
         _prefix = "mlfs:fleet:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes("mlfs-fleet:" + token)))[..16] + ":";
     }

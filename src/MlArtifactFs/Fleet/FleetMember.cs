@@ -1,4 +1,3 @@
-using System.Net;
 using Microsoft.Extensions.Logging;
 using MlArtifactFs.Cache;
 
@@ -24,15 +23,13 @@ public sealed class FleetMember : IAsyncDisposable
         _logger = logger;
         Held = new HeldChunks();
         Server = new PeerServer(options.Listen, options.Token, Held, cache, logger);
-        // Port 0 asked for: advertise the one the kernel gave.
-        if (options.Advertise.Port == 0) Options = options with { Advertise = new IPEndPoint(options.Advertise.Address, Server.EndPoint.Port) };
-        Index = FleetIndex.Connect(redis, options.Token, Options.Advertise, options.HolderTtl, options.LeaseTime, logger);
-        Client = new PeerClient(Options);
+        Index = FleetIndex.Connect(redis, options.Token, options.Advertise, options.HolderTtl, options.LeaseTime, logger);
+        Client = new PeerClient(options);
         Held.Forgotten += sha => _ = Index.WithdrawAsync([sha]);
         cache.BlobEvicted += ForgetBlob;
         _refreshing = RefreshLoopAsync();
         logger.LogInformation("fleet: serving verified chunks on {Listen} (advertised as {Advertise}); holders index {Index}",
-            Server.EndPoint, Options.Advertise, Index.Describe());
+            Server.EndPoint, options.Advertise, Index.Describe());
     }
 
     public FleetOptions Options { get; }

@@ -27,7 +27,7 @@ public sealed class RedisChunkIndex : IChunkIndex
     private readonly string _prefix;
     private readonly string _owner = $"{Environment.ProcessId}-{Guid.NewGuid():N}";
     private readonly string _endpoint;
-    private readonly SlotBreaker _breaker;
+    private readonly RedisOwnerBreaker _breaker;
     private readonly RedisLeases _leases;
     private int _warned;
     private long _ignored;
@@ -39,7 +39,7 @@ public sealed class RedisChunkIndex : IChunkIndex
         _redis = redis;
         _endpoint = endpoint;
         _logger = logger;
-        _breaker = new SlotBreaker(redis, TimeSpan.FromSeconds(10));
+        _breaker = new RedisOwnerBreaker(redis, TimeSpan.FromSeconds(10));
         _leases = new RedisLeases(redis, _breaker, _owner, MaxBelievableLease, logger);
         _prefix = "mlfs:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(cacheRoot)))[..12] + ":";
         _redis.ConnectionRestored += (_, _) => _ = Task.Run(RepublishAsync);

@@ -27,7 +27,7 @@ internal static class RedisConnections
 /// TTL, or with one beyond <paramref name="maxBelievable"/>, was not set by mlfs and is ignored
 /// (counted), so no planted key can stall a fetch.
 /// </summary>
-internal sealed class RedisLeases(ConnectionMultiplexer redis, SlotBreaker breaker, string owner, TimeSpan maxBelievable, ILogger logger)
+internal sealed class RedisLeases(ConnectionMultiplexer redis, RedisOwnerBreaker breaker, string owner, TimeSpan maxBelievable, ILogger logger)
 {
     private const string ReleaseScript = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) else return 0 end";
     private long _ignored;

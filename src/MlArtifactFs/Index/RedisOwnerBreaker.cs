@@ -12,7 +12,7 @@ namespace MlArtifactFs.Index;
 /// disconnected, and for a while after a command to it failed; keys on live masters go on as usual.
 /// On a single Redis there is one owner, and so one outage.
 /// </summary>
-internal sealed class SlotBreaker(ConnectionMultiplexer redis, TimeSpan openFor)
+internal sealed class RedisOwnerBreaker(ConnectionMultiplexer redis, TimeSpan openFor)
 {
     private static readonly EndPoint Single = new DnsEndPoint("redis", 0);
     private readonly ConcurrentDictionary<EndPoint, long> _openUntil = new();
