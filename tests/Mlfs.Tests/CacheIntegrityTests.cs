@@ -39,14 +39,6 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
 
     private string NewMountPoint() => _work.CreateSubdirectory("mnt-" + Guid.NewGuid().ToString("N")[..8]).FullName;
 
-    private static long WrongBytes(byte[] expected, byte[] actual)
-    {
-        long wrong = Math.Abs(expected.Length - actual.Length);
-        for (int i = 0; i < Math.Min(expected.Length, actual.Length); i++)
-            if (expected[i] != actual[i]) wrong++;
-        return wrong;
-    }
-
     /// <summary>Drops the kernel's page cache, so the next read reaches the mount (or its passthrough file) again.</summary>
     private static void DropPageCache() => File.WriteAllText("/proc/sys/vm/drop_caches", "3");
 
@@ -82,7 +74,7 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
         // The honest manifest, mounted on the same cache while the liar is still mounted.
         await using var mount = await InProcessMount.StartAsync(s3, honest, Cache);
         var read = await File.ReadAllBytesAsync(mount["model.safetensors"]);
-        long wrong = WrongBytes(truth, read);
+        long wrong = Check.WrongBytes(truth, read);
         output.WriteLine($"forged {(seedFormat ? "seed-format" : "chunked")} manifest: liar read {liarRead?.Length ?? 0} bytes " +
                          $"(unverified served {liar.Mount.Stats.UnverifiedBytesServed}); honest mount fetched {mount.Mount.Stats.BytesFetched} bytes, {wrong} wrong");
         Assert.Equal(0, wrong);
@@ -102,7 +94,7 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
         long before = mount.Mount.Stats.BytesFetched;
         await mount.Mount.SwitchAsync(honest);
         var read = await File.ReadAllBytesAsync(mount["model.safetensors"]);
-        long wrong = WrongBytes(truth, read);
+        long wrong = Check.WrongBytes(truth, read);
         output.WriteLine($"switch from a forged {(seedFormat ? "seed-format" : "chunked")} manifest: {mount.Mount.Stats.BytesFetched - before} bytes fetched after the switch, {wrong} wrong");
         Assert.Equal(0, wrong);
         Assert.True(mount.Mount.Stats.BytesFetched - before >= truth.Length, "fetched again after the switch");
@@ -140,7 +132,7 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
         await proxyA.Paused.Task.WaitAsync(TimeSpan.FromMinutes(1)); // A's GET is in flight, its bad body held back
         if (withRedis) await DropLeasesAsync(); // as if A's leases had expired while it was slow: B fetches for itself
         byte[] firstB = await File.ReadAllBytesAsync(Path.Combine(b, "weights.bin"));
-        Assert.Equal(0, WrongBytes(expected, firstB));
+        Assert.Equal(0, Check.WrongBytes(expected, firstB));
 
         proxyA.Release.SetResult(); // now A's bad body arrives
         byte[]? bytesA = null;
@@ -153,7 +145,7 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
         byte[] readC = await File.ReadAllBytesAsync(Path.Combine(c, "weights.bin"));
         var check = CacheCheck.Run(Cache);
 
-        long wrongA = bytesA is null ? -1 : WrongBytes(expected, bytesA), wrongB = WrongBytes(expected, againB), wrongC = WrongBytes(expected, readC);
+        long wrongA = bytesA is null ? -1 : Check.WrongBytes(expected, bytesA), wrongB = Check.WrongBytes(expected, againB), wrongC = Check.WrongBytes(expected, readC);
         output.WriteLine($"{fault}, {(seedFormat ? "seed-format" : "chunked")}, {(withRedis ? "Redis" : "no Redis")}: " +
                          $"{proxyA.FaultsInjected} fault(s) injected in {proxyA.Gets} GETs of A; wrong bytes served: A {(bytesA is null ? "none (EIO)" : wrongA)}, " +
                          $"B {wrongB}, C {wrongC}; cache check: {check.ChunksChecked} chunk(s), {check.Damaged.Count} damaged");
@@ -200,11 +192,11 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
             var reads = mounts.SelectMany(m => new[] { "a.bin", "b.bin" }.Select(f => (File: f, Task: Task.Run(() => File.ReadAllBytes(Path.Combine(m.MountPoint, f)))))).ToList();
             var results = await Task.WhenAll(reads.Select(r => r.Task)).WaitAsync(TimeSpan.FromMinutes(3));
             long[] wrong = new long[4];
-            for (int i = 0; i < reads.Count; i++) wrong[i / 2] += WrongBytes(model.Files[reads[i].File], results[i]);
+            for (int i = 0; i < reads.Count; i++) wrong[i / 2] += Check.WrongBytes(model.Files[reads[i].File], results[i]);
             DropPageCache();
             foreach (var (_, mp) in mounts)
                 foreach (var f in new[] { "a.bin", "b.bin" })
-                    Assert.Equal(0, WrongBytes(model.Files[f], await File.ReadAllBytesAsync(Path.Combine(mp, f))));
+                    Assert.Equal(0, Check.WrongBytes(model.Files[f], await File.ReadAllBytesAsync(Path.Combine(mp, f))));
             var check = CacheCheck.Run(Cache);
             output.WriteLine($"4 processes: faults injected {string.Join(", ", proxies.Select((p, i) => $"{faults[i]} x{p.FaultsInjected}"))}; " +
                              $"bytes from S3 {string.Join(", ", proxies.Select(p => p.BytesSent))}; wrong bytes served {string.Join(", ", wrong)}; " +
@@ -244,17 +236,17 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
             served = proxyA.BytesSent;
             mountA.Process.Kill(); // SIGKILL, with A's writes in flight
             await mountA.Process.WaitForExitAsync();
-            Assert.Equal(0, WrongBytes(expected, await readB.WaitAsync(TimeSpan.FromMinutes(2))));
+            Assert.Equal(0, Check.WrongBytes(expected, await readB.WaitAsync(TimeSpan.FromMinutes(2))));
             FuseMounter.TryUnmount(a, lazy: true);
             await readA.WaitAsync(TimeSpan.FromMinutes(1));
         }
         finally { await mountA.DisposeAsync(); }
 
         DropPageCache();
-        long wrongB = WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(b, "weights.bin")));
+        long wrongB = Check.WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(b, "weights.bin")));
         var check = CacheCheck.Run(Cache);
         await using var restarted = await MountProcess.StartAsync(_work.FullName, manifest, a2, Cache, s3.Environment());
-        long wrongRestart = WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(a2, "weights.bin")));
+        long wrongRestart = Check.WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(a2, "weights.bin")));
         output.WriteLine($"kill -9 after A was served {served} bytes: B wrong bytes {wrongB}; restart wrong bytes {wrongRestart}; " +
                          $"cache check: {check.ChunksChecked} chunk(s), {check.Damaged.Count} damaged");
         Assert.Equal(0, wrongB);

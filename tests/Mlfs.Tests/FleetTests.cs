@@ -77,14 +77,6 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         return JsonDocument.Parse(result.Stdout).RootElement;
     }
 
-    private static long WrongBytes(byte[] expected, byte[] actual)
-    {
-        long wrong = Math.Abs(expected.Length - actual.Length);
-        for (int i = 0; i < Math.Min(expected.Length, actual.Length); i++)
-            if (expected[i] != actual[i]) wrong++;
-        return wrong;
-    }
-
     [Fact]
     public async Task FourNodesReadingAtOnceFetchEachChunkFromStorageAboutOnce()
     {
@@ -100,7 +92,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         var wrong = await Task.WhenAll(Enumerable.Range(0, 4).Select(i => Task.Run(async () =>
         {
             var bytes = await File.ReadAllBytesAsync(Path.Combine(MountPoint(i), "model.safetensors"));
-            return WrongBytes(_model.Files["model.safetensors"], bytes);
+            return Check.WrongBytes(_model.Files["model.safetensors"], bytes);
         })));
         var elapsed = sw.Elapsed;
 
@@ -161,8 +153,8 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         var peers = status.GetProperty("fleet").GetProperty("peers");
         long liarFailures = peers.TryGetProperty(liar.EndPoint.ToString(), out var p) ? p.GetProperty("failures").GetInt64() : 0;
         output.WriteLine($"{fault}: {liar.Requests} requests to the bad peer, {liarFailures} failures counted, " +
-                         $"{status.GetProperty("bytes_from_peers").GetInt64()} bytes from peers, {status.GetProperty("bytes_fetched").GetInt64()} from storage; wrong bytes {WrongBytes(bytes, read)}");
-        Assert.Equal(0, WrongBytes(bytes, read));
+                         $"{status.GetProperty("bytes_from_peers").GetInt64()} bytes from peers, {status.GetProperty("bytes_fetched").GetInt64()} from storage; wrong bytes {Check.WrongBytes(bytes, read)}");
+        Assert.Equal(0, Check.WrongBytes(bytes, read));
         Assert.True(liar.Requests >= 1, "the bad peer was never asked");
         Assert.True(liarFailures >= 1, "the bad peer's failure was not counted");
         Assert.Equal(0, status.GetProperty("bytes_from_peers").GetInt64());
@@ -180,13 +172,13 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         // Node 0 holds the whole model. Node 1 copies it from node 0 through a relay that carries 20 MB/s
         // (announced in node 0's place), and node 0 is killed once 8 MiB went through: mid-transfer.
         await StartNodeAsync(0, manifest);
-        Assert.Equal(0, WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
+        Assert.Equal(0, Check.WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
         var node0 = new IPEndPoint(_net.Nodes[0].Address, PeerPort);
         await using var slowLink = new TcpRelay(_net.Host, node0, bytesPerSecond: 20_000_000);
         var chunkShas = ManifestLoader.Load(manifest).Files!.Single().Chunks!;
         await SetHoldersAsync(chunkShas, add: [slowLink.EndPoint.ToString()], remove: node0.ToString());
         var node1 = await StartNodeAsync(1, manifest);
-        var reading1 = Task.Run(async () => WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(1), "model.safetensors"))));
+        var reading1 = Task.Run(async () => Check.WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(1), "model.safetensors"))));
         while (slowLink.BytesFromTarget < 8 << 20 && !reading1.IsCompleted) await Task.Delay(10);
         Assert.False(reading1.IsCompleted, "node 1 finished before node 0 could be killed");
         _nodes[0].Process.Kill(); // SIGKILL: mid-transfer, its mount dies with it
@@ -223,7 +215,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         output.WriteLine($"cluster up after {sw.Elapsed.TotalSeconds:0.0} s");
 
         await StartNodeAsync(0, manifest, cluster.ConnectionString, true);
-        Assert.Equal(0, WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
+        Assert.Equal(0, Check.WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
         // Node 1 reads while one of the three masters is killed: its third of the chunks' keys is gone.
         await StartNodeAsync(1, manifest, cluster.ConnectionString, true);
         output.WriteLine($"node 0 read after {sw.Elapsed.TotalSeconds:0.0} s");
@@ -232,7 +224,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         // Node 2 starts after: the two masters left still name holders for their chunks.
         await StartNodeAsync(2, manifest, cluster.ConnectionString, true);
         output.WriteLine($"node 2 ready after {sw.Elapsed.TotalSeconds:0.0} s");
-        long wrong2 = WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(2), "model.safetensors")));
+        long wrong2 = Check.WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(2), "model.safetensors")));
         output.WriteLine($"node 2 read after {sw.Elapsed.TotalSeconds:0.0} s");
         var status1 = await StatusAsync(1, MountPoint(1));
         var status2 = await StatusAsync(2, MountPoint(2));
@@ -280,7 +272,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         await SetHoldersAsync(chunks, add: ["169.254.169.254:80", "[fe80::1]:7070", "[fd00:ec2::254]:80", "metadata.google.internal:80", "not an address", "10.0.0.1"]);
         await StartNodeAsync(0, manifest);
         var read = await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"));
-        Assert.Equal(0, WrongBytes(_model.Files["model.safetensors"], read));
+        Assert.Equal(0, Check.WrongBytes(_model.Files["model.safetensors"], read));
         var status = await StatusAsync(0, MountPoint(0));
         long ignored = status.GetProperty("fleet").GetProperty("ignored_holder_entries").GetInt64();
         output.WriteLine($"{ignored} planted holder entries ignored; peer failures {status.GetProperty("peer_failures").GetInt64()}");
@@ -307,7 +299,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
             }
         }
         Assert.True(disturbed, "the read ended before the disturbance");
-        return WrongBytes(expected, read[..got]);
+        return Check.WrongBytes(expected, read[..got]);
     }
 
     [Fact]
@@ -318,7 +310,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         var file = ManifestLoader.Load(manifest).Files!.Single();
         var bytes = _model.Files["model.safetensors"];
         await StartNodeAsync(0, manifest);
-        Assert.Equal(0, WrongBytes(bytes, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
+        Assert.Equal(0, Check.WrongBytes(bytes, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
         var peer = new IPEndPoint(_net.Nodes[0].Address, PeerPort);
         string held = file.Chunks![1];
 
@@ -355,13 +347,28 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         var damaged = await GetAsync($"/v1/chunks/{file.Chunks[2]}", _token);
         Assert.Equal((404, 0), (damaged.Status, damaged.Body.Length));
 
-        // It listens only where told: not on the node's loopback, nor on the bridge's other address.
+        // It listens only where told: node 0 (on its bridge address) not on its loopback; node 1, told
+        // 127.0.0.1, answers there and not on its bridge address.
         var loopback = await Repo.RunAsync("ip", ["netns", "exec", _net.Nodes[0].Namespace, "bash", "-c", $"exec 3<>/dev/tcp/127.0.0.1/{PeerPort}"]);
         Assert.NotEqual(0, loopback.ExitCode);
+        await StartNodeAsync(1, manifest, false, "--peer-listen", $"127.0.0.1:{PeerPort}");
+        var inside = await Repo.RunAsync("ip", ["netns", "exec", _net.Nodes[1].Namespace, "bash", "-c", $"exec 3<>/dev/tcp/127.0.0.1/{PeerPort}"]);
+        Assert.True(inside.ExitCode == 0, "node 1 does not listen where it was told: " + inside.Stderr);
         using var probe = new Socket(SocketType.Stream, ProtocolType.Tcp);
-        await Assert.ThrowsAnyAsync<SocketException>(() => probe.ConnectAsync(new IPEndPoint(_net.Host, PeerPort)));
+        await Assert.ThrowsAnyAsync<SocketException>(() => probe.ConnectAsync(new IPEndPoint(_net.Nodes[1].Address, PeerPort)));
+
         var status = await StatusAsync(0, MountPoint(0));
         output.WriteLine($"401s counted {status.GetProperty("fleet").GetProperty("unauthorized_requests").GetInt64()}, chunks served {status.GetProperty("fleet").GetProperty("chunks_served").GetInt64()}");
+
+        // A node that stops cleanly takes itself out of the holders index at once (not after the TTL).
+        using (var redis = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString))
+        {
+            var db = redis.GetDatabase();
+            Assert.NotNull(await db.SortedSetScoreAsync(HoldersKey(held), peer.ToString()));
+            Assert.Equal(0, (await Repo.RunAsync("kill", ["-TERM", _nodes[0].Process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])).ExitCode);
+            await _nodes[0].Process.WaitForExitAsync();
+            Assert.Null(await db.SortedSetScoreAsync(HoldersKey(held), peer.ToString()));
+        }
         Assert.Equal(2, status.GetProperty("fleet").GetProperty("unauthorized_requests").GetInt64());
     }
 }

@@ -11,4 +11,13 @@ public static class Check
         while (first < common && expected[first] == actual[first]) first++;
         Assert.Fail($"{what}: {actual.Length} bytes read, {expected.Length} expected; first difference at offset {first}");
     }
+
+    /// <summary>How many bytes differ (a length difference counts as that many): what a test prints and asserts is 0.</summary>
+    public static long WrongBytes(byte[] expected, byte[] actual)
+    {
+        long wrong = Math.Abs(expected.Length - actual.Length);
+        for (int i = 0; i < Math.Min(expected.Length, actual.Length); i++)
+            if (expected[i] != actual[i]) wrong++;
+        return wrong;
+    }
 }
