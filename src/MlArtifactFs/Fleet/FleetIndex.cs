@@ -23,7 +23,7 @@ namespace MlArtifactFs.Fleet;
 /// metadata), is ignored and counted. Redis down means no sharing, never a failed read: lookups find
 /// nobody and leases are granted.
 /// </summary>
-public sealed class FleetIndex : IDisposable
+public sealed class FleetIndex
 {
     private readonly ConnectionMultiplexer _redis;
     private readonly string _prefix;
@@ -35,6 +35,10 @@ public sealed class FleetIndex : IDisposable
     private long _ignored;
     private int _warned;
 
+    /// <summary>On <paramref name="redis"/>, the connection the cache's chunk index already holds (not owned: its owner closes it).</summary>
+    public FleetIndex(ConnectionMultiplexer redis, string token, IPEndPoint self, TimeSpan ttl, TimeSpan leaseTime, ILogger logger)
+        : this(redis, token, self.ToString(), ttl, leaseTime, logger) { }
+
     private FleetIndex(ConnectionMultiplexer redis, string token, string self, TimeSpan ttl, TimeSpan leaseTime, ILogger logger)
     {
         _redis = redis;
@@ -45,9 +49,6 @@ public sealed class FleetIndex : IDisposable
         _leases = new RedisLeases(redis, _breaker, self, leaseTime * 2, logger);
         _prefix = "mlfs:fleet:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes("mlfs-fleet:" + token)))[..16] + ":";
     }
-
-    public static FleetIndex Connect(string configuration, string token, IPEndPoint self, TimeSpan ttl, TimeSpan leaseTime, ILogger logger) =>
-        new(RedisConnections.Connect(configuration, "mlfs-fleet", out _), token, self.ToString(), ttl, leaseTime, logger);
 
     /// <summary>Holder entries that were not usable addresses, and leases without a believable TTL (planted or damaged), ignored.</summary>
     public long IgnoredEntries => Interlocked.Read(ref _ignored) + _leases.Ignored;
@@ -143,5 +144,4 @@ public sealed class FleetIndex : IDisposable
         else _logger.LogDebug("{Message}", message);
     }
 
-    public void Dispose() => _redis.Dispose();
 }

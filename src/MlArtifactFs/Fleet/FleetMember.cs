@@ -16,14 +16,15 @@ public sealed class FleetMember : IAsyncDisposable
     private readonly CancellationTokenSource _stop = new();
     private readonly Task _refreshing;
 
-    public FleetMember(FleetOptions options, string redis, BlobCache cache, ILogger logger)
+    /// <param name="redis">The connection of the cache's chunk index: one connection (and one connect at start) for both.</param>
+    public FleetMember(FleetOptions options, StackExchange.Redis.ConnectionMultiplexer redis, BlobCache cache, ILogger logger)
     {
         Options = options;
         _cache = cache;
         _logger = logger;
         Held = new HeldChunks();
         Server = new PeerServer(options.Listen, options.Token, Held, cache, logger);
-        Index = FleetIndex.Connect(redis, options.Token, options.Advertise, options.HolderTtl, options.LeaseTime, logger);
+        Index = new FleetIndex(redis, options.Token, options.Advertise, options.HolderTtl, options.LeaseTime, logger);
         Client = new PeerClient(options);
         Held.Forgotten += sha => _ = Index.WithdrawAsync([sha]);
         cache.BlobEvicted += ForgetBlob;
@@ -77,7 +78,6 @@ public sealed class FleetMember : IAsyncDisposable
         try { await Index.WithdrawAsync(Held.Shas).WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false); } catch (TimeoutException) { }
         await Server.DisposeAsync().ConfigureAwait(false);
         Client.Dispose();
-        Index.Dispose();
         _stop.Dispose();
     }
 }

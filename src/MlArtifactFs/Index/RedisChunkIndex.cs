@@ -49,7 +49,15 @@ public sealed class RedisChunkIndex : IChunkIndex
     /// <summary>Connects (without failing when Redis is down: that is a warning, and it keeps retrying).</summary>
     public static RedisChunkIndex Connect(string configuration, string cacheRoot, ILogger logger)
     {
-        var redis = RedisConnections.Connect(configuration, "mlfs", out string endpoint);
+        var options = ConfigurationOptions.Parse(configuration);
+        options.AbortOnConnectFail = false; // Redis down at start is a warning, never a failed mount
+        options.ConnectTimeout = 2000;
+        options.SyncTimeout = 1000;
+        options.AsyncTimeout = 1000;
+        options.ConnectRetry = 1;
+        options.ClientName = "mlfs";
+        var redis = ConnectionMultiplexer.Connect(options);
+        string endpoint = string.Join(",", options.EndPoints.Select(e => e.ToString()));
         var index = new RedisChunkIndex(redis, endpoint, cacheRoot, logger);
         if (!redis.IsConnected)
             index.Warn($"Redis {endpoint} is unreachable; mounting without the shared chunk index (retrying in the background)");
@@ -57,6 +65,9 @@ public sealed class RedisChunkIndex : IChunkIndex
     }
 
     public bool IsConnected => _redis.IsConnected;
+
+    /// <summary>The connection, for the fleet's holders index to share (this index owns and closes it).</summary>
+    internal ConnectionMultiplexer Connection => _redis;
 
     private IDatabase Db => _redis.GetDatabase();
 

@@ -3,23 +3,6 @@ using StackExchange.Redis;
 
 namespace MlArtifactFs.Index;
 
-/// <summary>How both Redis users (the cache's chunk index, the fleet's holders index) connect: never failing at start, short timeouts.</summary>
-internal static class RedisConnections
-{
-    public static ConnectionMultiplexer Connect(string configuration, string clientName, out string endpoints)
-    {
-        var options = ConfigurationOptions.Parse(configuration);
-        options.AbortOnConnectFail = false;
-        options.ConnectTimeout = 2000;
-        options.SyncTimeout = 1000;
-        options.AsyncTimeout = 1000;
-        options.ConnectRetry = 1;
-        options.ClientName = clientName;
-        endpoints = string.Join(",", options.EndPoints.Select(e => e.ToString()));
-        return ConnectionMultiplexer.Connect(options);
-    }
-}
-
 /// <summary>
 /// Fetch leases in Redis, one key each (SET NX PX, value = the owner; released by compare-and-delete).
 /// A lease that Redis cannot answer for is granted (fetching without single flight is slower, never

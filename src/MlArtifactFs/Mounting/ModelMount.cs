@@ -40,9 +40,9 @@ public sealed class ModelMount : IAsyncDisposable
         Index = string.IsNullOrWhiteSpace(options.Redis) ? new LocalChunkIndex() : RedisChunkIndex.Connect(options.Redis, Cache.Root, logger);
         if (options.Fleet is { } fleet)
         {
-            if (string.IsNullOrWhiteSpace(options.Redis))
+            if (Index is not RedisChunkIndex redis)
                 throw new ArgumentException("fleet mode (--peer-listen) needs --redis: Redis is the index of which node holds which chunk");
-            try { Fleet = new FleetMember(fleet, options.Redis, Cache, logger); }
+            try { Fleet = new FleetMember(fleet, redis.Connection, Cache, logger); }
             catch
             {
                 Index.Dispose();
