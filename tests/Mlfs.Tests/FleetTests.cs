@@ -263,6 +263,37 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
     }
 
     [Fact]
+    public async Task AnEvictedBlobsChunksLeaveTheHoldersIndex()
+    {
+        _model.Add("a.bin", (6 << 20) + 3, 81).Add("b.bin", (6 << 20) + 5, 82);
+        string manifest = await _model.PublishAsync(s3, "fleetevict", chunkSize: 1 << 20);
+        var files = ManifestLoader.Load(manifest).Files!.ToDictionary(f => f.Path!, f => f.Chunks!);
+        var self = new IPEndPoint(_net.Nodes[0].Address, PeerPort).ToString();
+        // Room for one of the two files: reading b after a evicts a.
+        await StartNodeAsync(0, manifest, true, "--cache-size", "9M", "--no-passthrough");
+        Assert.Equal(0, Check.WrongBytes(_model.Files["a.bin"], await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "a.bin"))));
+        using var redis = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString);
+        var db = redis.GetDatabase();
+        async Task<int> HeldAsync(string file)
+        {
+            int n = 0;
+            foreach (var sha in files[file]) if (await db.SortedSetScoreAsync(HoldersKey(sha), self) is not null) n++;
+            return n;
+        }
+        // Announcements are sent as chunks are stored: wait for all of a's.
+        var waited = Stopwatch.StartNew();
+        while (await HeldAsync("a.bin") < files["a.bin"].Count && waited.Elapsed < TimeSpan.FromMinutes(1)) await Task.Delay(20);
+        Assert.Equal(files["a.bin"].Count, await HeldAsync("a.bin"));
+        Assert.Equal(0, Check.WrongBytes(_model.Files["b.bin"], await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "b.bin"))));
+        // The withdrawal is sent when the eviction happens (before b is fetched); wait on its effect, bounded.
+        waited.Restart();
+        while (await HeldAsync("a.bin") > 0 && waited.Elapsed < TimeSpan.FromMinutes(1)) await Task.Delay(20);
+        var evicted = await HeldAsync("a.bin");
+        output.WriteLine($"a.bin's chunks still announced after its eviction: {evicted} of {files["a.bin"].Count}; b.bin's: {await HeldAsync("b.bin")}");
+        Assert.Equal(0, evicted);
+    }
+
+    [Fact]
     public async Task HolderEntriesThatAreNotPeerAddressesAreIgnoredWithoutConnecting()
     {
         _model.Add("model.safetensors", (3 << 20) + 1, 71);
