@@ -11,9 +11,9 @@ using MlArtifactFs.Telemetry;
 namespace MlArtifactFs.Benchmarks;
 
 /// <summary>
-/// A READ of cached bytes through the mount's file system without passthrough: the hit check and a
-/// pread from the cache file (in the page cache), with the real cache, fetcher and tree; no kernel,
-/// no network. Must allocate nothing.
+/// A READ of cached bytes through the mount's file system without passthrough: the hit check, the
+/// file range it answers with, and the pread the session's copy path does of it (the cache file is in
+/// the page cache), with the real cache, fetch path and tree; no kernel, no network. Must allocate nothing.
 /// </summary>
 [MemoryDiagnoser]
 public class CacheHitBenchmarks
@@ -21,7 +21,8 @@ public class CacheHitBenchmarks
     private const int ChunkSize = 4 << 20;
     private DirectoryInfo _dir = null!;
     private BlobCache _cache = null!;
-    private ChunkFetcher _fetcher = null!;
+    private FetchPath _fetch = null!;
+    private Microsoft.Win32.SafeHandles.SafeFileHandle? _cacheFile;
     private ModelFileSystem _fs = null!;
     private ulong _node, _handle;
     private readonly byte[] _buffer = new byte[128 * 1024];
@@ -39,11 +40,11 @@ public class CacheHitBenchmarks
         var tree = FileTree.Build(manifest, new S3Settings(new Uri("http://127.0.0.1:9"), "us-east-1", null), 2);
         _dir = Directory.CreateTempSubdirectory("mlfs-bench-hit-");
         _cache = new BlobCache(_dir.FullName, 1L << 30, NullLogger.Instance);
-        var stats = new FetchStatistics();
-        _fetcher = new ChunkFetcher(new MemoryStore(data), _cache, new FetcherOptions(), stats, NullLogger.Instance);
-        _fs = new ModelFileSystem(tree, _cache, _fetcher, stats, NullLogger.Instance);
+        var counters = new CounterSet();
+        _fetch = FetchPath.Compose(new MemoryStore(data), _cache, new FetcherOptions(), counters, NullLogger.Instance);
+        _fs = new ModelFileSystem(tree, _cache, _fetch, counters, NullLogger.Instance);
         _node = tree.FindPath("weights.bin")!.Id;
-        if (_fs.Open(_node, 0, out var open) != 0) throw new InvalidOperationException("open failed");
+        if (!_fs.Open(_node, 0, out var open).IsOk) throw new InvalidOperationException("open failed");
         _handle = open.Handle;
         for (long offset = 0; offset < data.Length; offset += _buffer.Length) // fill the cache through the real miss path
             _fs.ReadAsync(_node, _handle, offset, _buffer, default).AsTask().GetAwaiter().GetResult();
@@ -53,7 +54,7 @@ public class CacheHitBenchmarks
     public void Cleanup()
     {
         _fs.Dispose();
-        _fetcher.Dispose();
+        _fetch.Dispose();
         _cache.Dispose();
         _dir.Delete(recursive: true);
     }
@@ -62,7 +63,11 @@ public class CacheHitBenchmarks
     public int Read128KiBFromTheCache()
     {
         var read = _fs.ReadAsync(_node, _handle, 5L << 20, _buffer, default);
-        return read.IsCompletedSuccessfully ? read.Result : throw new InvalidOperationException("a cached read should complete at once");
+        if (!read.IsCompletedSuccessfully) throw new InvalidOperationException("a cached read should complete at once");
+        var result = read.Result;
+        if (!result.IsFileRange) return result.Length;
+        _cacheFile ??= new Microsoft.Win32.SafeHandles.SafeFileHandle(result.Fd, ownsHandle: false);
+        return RandomAccess.Read(_cacheFile, _buffer, result.FileOffset);
     }
 
     /// <summary>The object, served from memory.</summary>

@@ -24,59 +24,59 @@ public sealed class MemoryFileSystem(long size) : IFuseFileSystem
         attr.BlkSize = 1 << 20;
     }
 
-    public int Lookup(ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry)
+    public Errno Lookup(ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry)
     {
         entry = default;
-        if (parent != FuseConstants.RootId || !name.SequenceEqual(Name)) return Libc.ENOENT;
+        if (parent != FuseConstants.RootId || !name.SequenceEqual(Name)) return Errno.ENOENT;
         entry.NodeId = FileId;
         FillFile(out entry.Attr);
-        return 0;
+        return Errno.Ok;
     }
 
-    public int GetAttr(ulong node, out FuseAttr attr)
+    public Errno GetAttr(ulong node, out FuseAttr attr)
     {
         attr = default;
         if (node == FileId)
         {
             FillFile(out attr);
-            return 0;
+            return Errno.Ok;
         }
         attr.Ino = FuseConstants.RootId;
         attr.Mode = Libc.S_IFDIR | 0x16D;
         attr.NLink = 2;
-        return 0;
+        return Errno.Ok;
     }
 
-    public int Open(ulong node, int flags, out FuseOpenResult result)
+    public Errno Open(ulong node, int flags, out FuseOpenResult result)
     {
         result = new FuseOpenResult { Handle = 1 };
-        return 0;
+        return Errno.Ok;
     }
 
-    public ValueTask<int> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> destination, CancellationToken cancel)
+    public ValueTask<ReadResult> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> destination, CancellationToken cancel)
     {
         int n = (int)Math.Clamp(size - offset, 0, destination.Length);
         destination.Span[..n].Fill(0x5A);
-        return ValueTask.FromResult(n);
+        return ValueTask.FromResult(ReadResult.InBuffer(n));
     }
 
-    public int OpenDir(ulong node, out ulong handle)
+    public Errno OpenDir(ulong node, out ulong handle)
     {
         handle = 0;
-        return 0;
+        return Errno.Ok;
     }
 
-    public int ReadDir(ulong node, ulong handle, long offset, ref DirectoryListing listing)
+    public Errno ReadDir(ulong node, ulong handle, long offset, ref DirectoryListing listing)
     {
         if (offset == 0) listing.TryAdd(Name, FileId, FuseConstants.DirentTypeReg, 1, default);
-        return 0;
+        return Errno.Ok;
     }
 
-    public int StatFs(ulong node, out FuseKStatFs stat)
+    public Errno StatFs(ulong node, out FuseKStatFs stat)
     {
         stat = default;
         stat.BSize = 4096;
         stat.NameLen = 255;
-        return 0;
+        return Errno.Ok;
     }
 }

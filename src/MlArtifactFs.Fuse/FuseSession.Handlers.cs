@@ -139,17 +139,17 @@ public sealed unsafe partial class FuseSession
             ReplyError(r.Fd, h.Unique, Libc.EINVAL);
             return;
         }
-        int errno = _fs.Lookup(h.NodeId, name, out var entry);
-        if (errno == Libc.ENOENT)
+        var errno = _fs.Lookup(h.NodeId, name, out var entry);
+        if (errno == Errno.ENOENT)
         {
             // A negative entry: the kernel remembers the miss (the tree is immutable; a switch invalidates it).
             var negative = new FuseEntryOut { NodeId = 0, EntryValid = _entryValidSec };
             Reply(r.Fd, h.Unique, in negative);
             return;
         }
-        if (errno != 0)
+        if (!errno.IsOk)
         {
-            ReplyError(r.Fd, h.Unique, errno);
+            ReplyError(r.Fd, h.Unique, errno.Value);
             return;
         }
         FillTimeouts(ref entry);
@@ -173,10 +173,10 @@ public sealed unsafe partial class FuseSession
 
     private void OnGetAttr(ReaderContext r, in FuseInHeader h)
     {
-        int errno = _fs.GetAttr(h.NodeId, out var attr);
-        if (errno != 0)
+        var errno = _fs.GetAttr(h.NodeId, out var attr);
+        if (!errno.IsOk)
         {
-            ReplyError(r.Fd, h.Unique, errno);
+            ReplyError(r.Fd, h.Unique, errno.Value);
             return;
         }
         var reply = new FuseAttrOut { AttrValid = _entryValidSec, Attr = attr };
@@ -198,10 +198,10 @@ public sealed unsafe partial class FuseSession
             ReplyError(r.Fd, h.Unique, Libc.EROFS);
             return;
         }
-        int errno = _fs.Open(h.NodeId, (int)open.Flags, out var result);
-        if (errno != 0)
+        var errno = _fs.Open(h.NodeId, (int)open.Flags, out var result);
+        if (!errno.IsOk)
         {
-            ReplyError(r.Fd, h.Unique, errno);
+            ReplyError(r.Fd, h.Unique, errno.Value);
             return;
         }
         // The kernel accepts only PASSTHROUGH|DIRECT_IO|PARALLEL_DIRECT_WRITES|NOFLUSH with passthrough
@@ -222,16 +222,12 @@ public sealed unsafe partial class FuseSession
             return;
         }
         int size = (int)Math.Min(read.Size, (uint)_options.MaxRead);
-        if (Volatile.Read(ref _spliceReads) && _fs.TryGetFileSource(h.NodeId, read.Fh, (long)read.Offset, size, out int sourceFd, out int length)
-            && TrySpliceRead(r, h.Unique, sourceFd, (long)read.Offset, length))
-            return;
         byte[] buffer = _readBuffers.Rent();
         if (!_tokenPool.TryTake(out var cts)) cts = new CancellationTokenSource();
-        ValueTask<int> pending;
+        ValueTask<ReadResult> pending;
         try
         {
-            pending = _fs.ReadAsync(h.NodeId, read.Fh, (long)read.Offset,
-                buffer.AsMemory(sizeof(FuseOutHeader), size), cts.Token);
+            pending = _fs.ReadAsync(h.NodeId, read.Fh, (long)read.Offset, buffer.AsMemory(sizeof(FuseOutHeader), size), cts.Token);
         }
         catch
         {
@@ -242,10 +238,10 @@ public sealed unsafe partial class FuseSession
         if (pending.IsCompleted)
         {
             // Cache hit: answered on this thread, nothing allocated.
-            int bytes;
-            try { bytes = pending.Result; }
-            catch (Exception e) { bytes = ErrnoOf(e); }
-            CompleteRead(r.Fd, h.Unique, buffer, bytes, cts);
+            ReadResult result;
+            try { result = pending.Result; }
+            catch (Exception e) { result = ErrnoOf(e); }
+            CompleteRead(r.Fd, h.Unique, buffer, result, cts);
             return;
         }
         ulong unique = h.Unique;
@@ -255,110 +251,54 @@ public sealed unsafe partial class FuseSession
         _ = PendingRead.CompleteAsync(this, r.Fd, unique, buffer, pending, entry);
     }
 
-    /// <summary>Cleared when the kernel refuses a spliced reply: the session then answers every READ by copy.</summary>
-    private bool _spliceReads = true;
-    private long _splicedReads;
+    /// <summary>READs answered by splicing from a file (see <see cref="ReadResult.FileRange"/>).</summary>
+    public long SplicedReads => _splicer.Spliced;
 
-    /// <summary>READs answered by splicing from a file (see <see cref="IFuseFileSystem.TryGetFileSource"/>).</summary>
-    public long SplicedReads => Interlocked.Read(ref _splicedReads);
-
-    /// <summary>
-    /// Answers a READ with bytes spliced from a file: the reply header written into this thread's pipe,
-    /// the data spliced from the file behind it (page references, no copy), and the whole reply spliced
-    /// into /dev/fuse, where the kernel copies it once into the reader's pages. False (nothing sent)
-    /// when the pipe cannot take it or a splice fails; the caller then answers by copy.
-    /// </summary>
-    private bool TrySpliceRead(ReaderContext r, ulong unique, int sourceFd, long offset, int length)
-    {
-        int header = sizeof(FuseOutHeader);
-        // Pipe slots: one for the header, one per page of data (one more when the offset is not page-aligned).
-        long needed = (2 + ((long)length + 4095) / 4096) * 4096;
-        if (!EnsurePipe(r, needed)) return false;
-        var reply = new FuseOutHeader { Len = (uint)(header + length), Unique = unique };
-        if (Libc.Write(r.PipeWrite, (byte*)&reply, header) != header) return AbandonPipe(r);
-        long at = offset;
-        for (int moved = 0; moved < length;)
-        {
-            nint n = Libc.Splice(sourceFd, &at, r.PipeWrite, null, (nuint)(length - moved), 0);
-            if (n <= 0) return AbandonPipe(r); // EOF, a full pipe (non-blocking), or an error: nothing went to the kernel
-            moved += (int)n;
-        }
-        nint sent;
-        do sent = Libc.Splice(r.PipeRead, null, r.Fd, null, (nuint)(header + length), 0);
-        while (sent < 0 && Libc.LastErrno == Libc.EINTR);
-        if (sent == header + length)
-        {
-            Interlocked.Increment(ref _splicedReads);
-            return true;
-        }
-        int errno = sent < 0 ? Libc.LastErrno : 0;
-        AbandonPipe(r);
-        if (errno == Libc.ENOENT) return true; // the request was interrupted meanwhile: nobody waits for an answer
-        if (errno == Libc.EINVAL && Volatile.Read(ref _spliceReads))
-        {
-            Volatile.Write(ref _spliceReads, false);
-            _logger.LogInformation("the kernel refused a spliced READ reply (EINVAL); answering READs by copy");
-        }
-        return false;
-    }
-
-    /// <summary>This thread's non-blocking pipe, able to hold <paramref name="bytes"/> (root may exceed pipe-max-size).</summary>
-    private static bool EnsurePipe(ReaderContext r, long bytes)
-    {
-        if (r.PipeRead < 0)
-        {
-            int* fds = stackalloc int[2];
-            if (Libc.Pipe2(fds, Libc.O_CLOEXEC | Libc.O_NONBLOCK) != 0) return false;
-            (r.PipeRead, r.PipeWrite, r.PipeBytes) = (fds[0], fds[1], Libc.Fcntl(fds[1], Libc.F_GETPIPE_SZ, 0));
-        }
-        if (r.PipeBytes >= bytes) return true;
-        if (bytes > r.PipeLimit) return false; // refused before (not root: pipe-max-size); not asked again
-        int size = Libc.Fcntl(r.PipeWrite, Libc.F_SETPIPE_SZ, (int)Math.Min(bytes, 16 << 20));
-        if (size > 0) r.PipeBytes = size;
-        else
-        {
-            // Not root: at most pipe-max-size (1 MiB by default), enough for READs a little under 1 MiB.
-            size = Libc.Fcntl(r.PipeWrite, Libc.F_SETPIPE_SZ, 1 << 20);
-            if (size > 0) r.PipeBytes = size;
-            r.PipeLimit = r.PipeBytes;
-        }
-        return r.PipeBytes >= bytes;
-    }
-
-    /// <summary>Drops a pipe that may hold part of a reply (the next splice starts on a fresh one); returns false.</summary>
-    private static bool AbandonPipe(ReaderContext r)
-    {
-        if (r.PipeRead >= 0)
-        {
-            Libc.Close(r.PipeRead);
-            Libc.Close(r.PipeWrite);
-        }
-        r.PipeRead = r.PipeWrite = -1;
-        r.PipeBytes = 0;
-        return false;
-    }
-
-    internal int ErrnoOf(Exception e)
+    internal Errno ErrnoOf(Exception e)
     {
         // Interrupted by the reader: EINTR (the kernel's convention). Cancelled by unmount: EIO,
         // or the reader's libc would retry the read forever against a dying mount.
-        if (e is OperationCanceledException) return Volatile.Read(ref _disposed) != 0 ? -Libc.EIO : -Libc.EINTR;
+        if (e is OperationCanceledException) return Volatile.Read(ref _disposed) != 0 ? Errno.EIO : Errno.EINTR;
         RecordFailure(FuseOpcode.Read, e);
-        return -Libc.EIO;
+        return Errno.EIO;
     }
 
-    /// <summary>Answers a READ with <paramref name="result"/> bytes from <paramref name="buffer"/>, or -errno.</summary>
-    internal void CompleteRead(int fd, ulong unique, byte[] buffer, int result, CancellationTokenSource cts)
+    /// <summary>
+    /// Answers a READ with its result: an error, bytes in <paramref name="buffer"/>, or a file range
+    /// (spliced; by copy through <paramref name="buffer"/> when the splice cannot be done).
+    /// </summary>
+    internal void CompleteRead(int fd, ulong unique, byte[] buffer, ReadResult result, CancellationTokenSource cts)
     {
-        if (result < 0) ReplyError(fd, unique, -result);
-        else
+        int header = sizeof(FuseOutHeader);
+        if (result.IsFileRange && !_splicer.TrySend(fd, unique, result.Fd, result.FileOffset, result.Length))
+            result = ReadFileRange(buffer, header, result);
+        if (!result.Error.IsOk) ReplyError(fd, unique, result.Error.Value);
+        else if (!result.IsFileRange)
         {
-            var header = new FuseOutHeader { Len = (uint)(sizeof(FuseOutHeader) + result), Unique = unique };
-            fixed (byte* p = buffer) WriteReply(fd, &header, p + sizeof(FuseOutHeader), result);
+            var reply = new FuseOutHeader { Len = (uint)(header + result.Length), Unique = unique };
+            fixed (byte* p = buffer) WriteReply(fd, &reply, p + header, result.Length);
         }
         _readBuffers.Return(buffer);
         if (cts.TryReset()) _tokenPool.Add(cts);
         else cts.Dispose();
+    }
+
+    /// <summary>The copy path for a file range: pread it into the READ's buffer.</summary>
+    private ReadResult ReadFileRange(byte[] buffer, int header, ReadResult range)
+    {
+        int got = 0;
+        fixed (byte* p = buffer)
+        {
+            while (got < range.Length)
+            {
+                nint n = Libc.PRead(range.Fd, p + header + got, range.Length - got, range.FileOffset + got);
+                if (n < 0 && Libc.LastErrno == Libc.EINTR) continue;
+                if (n < 0) return ErrnoOf(new IOException($"pread of a cached file failed: {Libc.StrError(Libc.LastErrno)}"));
+                if (n == 0) break;
+                got += (int)n;
+            }
+        }
+        return ReadResult.InBuffer(got);
     }
 
     /// <summary>A slow READ finished: after this no INTERRUPT can reach its token, which may then go back to the pool.</summary>
@@ -381,10 +321,10 @@ public sealed unsafe partial class FuseSession
 
     private void OnOpenDir(ReaderContext r, in FuseInHeader h)
     {
-        int errno = _fs.OpenDir(h.NodeId, out ulong handle);
-        if (errno != 0)
+        var errno = _fs.OpenDir(h.NodeId, out ulong handle);
+        if (!errno.IsOk)
         {
-            ReplyError(r.Fd, h.Unique, errno);
+            ReplyError(r.Fd, h.Unique, errno.Value);
             return;
         }
         // Immutable directories: let the kernel cache their listing too.
@@ -402,15 +342,15 @@ public sealed unsafe partial class FuseSession
         }
         int size = (int)Math.Min(read.Size, (uint)(r.ReplyBuffer.Length - sizeof(FuseOutHeader)));
         var listing = new DirectoryListing(r.ReplyBuffer.AsSpan(0, size), plus);
-        int errno = _fs.ReadDir(h.NodeId, read.Fh, (long)read.Offset, ref listing);
-        if (errno != 0) ReplyError(r.Fd, h.Unique, errno);
+        var errno = _fs.ReadDir(h.NodeId, read.Fh, (long)read.Offset, ref listing);
+        if (!errno.IsOk) ReplyError(r.Fd, h.Unique, errno.Value);
         else ReplyBytes(r.Fd, h.Unique, r.ReplyBuffer.AsSpan(0, listing.Length));
     }
 
     private void OnStatFs(ReaderContext r, in FuseInHeader h)
     {
-        int errno = _fs.StatFs(h.NodeId, out var stat);
-        if (errno != 0) ReplyError(r.Fd, h.Unique, errno);
+        var errno = _fs.StatFs(h.NodeId, out var stat);
+        if (!errno.IsOk) ReplyError(r.Fd, h.Unique, errno.Value);
         else Reply(r.Fd, h.Unique, in stat);
     }
 
@@ -436,9 +376,9 @@ public sealed unsafe partial class FuseSession
 internal static class PendingRead
 {
     public static async Task CompleteAsync(FuseSession session, int fd, ulong unique, byte[] buffer,
-        ValueTask<int> pending, PendingReadToken entry)
+        ValueTask<ReadResult> pending, PendingReadToken entry)
     {
-        int result;
+        ReadResult result;
         try { result = await pending.ConfigureAwait(false); }
         catch (Exception e) { result = session.ErrnoOf(e); }
         session.ForgetPendingRead(unique, entry);

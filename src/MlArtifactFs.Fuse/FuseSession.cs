@@ -37,6 +37,7 @@ public sealed unsafe partial class FuseSession : IDisposable
     private readonly TaskCompletionSource _completion = new(TaskCreationOptions.RunContinuationsAsynchronously);
     private readonly ConcurrentDictionary<ulong, PendingReadToken> _pendingReads = new();
     private readonly BufferPool _readBuffers;
+    private readonly ReplySplicer _splicer;
     private readonly ConcurrentBag<CancellationTokenSource> _tokenPool = [];
     private readonly long[] _opCounts = new long[64];
     private readonly long[] _opFailures = new long[64];
@@ -58,6 +59,7 @@ public sealed unsafe partial class FuseSession : IDisposable
         _logger = logger;
         _mountPoint = Path.GetFullPath(options.MountPoint);
         _readBuffers = new BufferPool(Unsafe.SizeOf<FuseOutHeader>() + options.MaxRead);
+        _splicer = new ReplySplicer(logger);
         _entryValidSec = (ulong)options.EntryTimeout.TotalSeconds;
     }
 
@@ -160,10 +162,6 @@ public sealed unsafe partial class FuseSession : IDisposable
         public readonly int Fd = fd;
         /// <summary>Pinned; used for synchronous replies only (never escapes the reader thread).</summary>
         public readonly byte[] ReplyBuffer = replyBuffer;
-        /// <summary>This thread's pipe for spliced READ replies (-1 until first used); see FuseSession.TrySpliceRead.</summary>
-        public int PipeRead = -1, PipeWrite = -1, PipeBytes;
-        /// <summary>The largest pipe this thread may have (lowered once F_SETPIPE_SZ is refused).</summary>
-        public long PipeLimit = long.MaxValue;
     }
 
     private void ReaderLoop(object? state)
@@ -192,7 +190,6 @@ public sealed unsafe partial class FuseSession : IDisposable
         }
         finally
         {
-            AbandonPipe(reader);
             if (Interlocked.Decrement(ref _runningReaders) == 0)
             {
                 _initialized.TrySetException(new FuseMountException($"the FUSE connection for {_mountPoint} closed before INIT"));
@@ -381,6 +378,7 @@ public sealed unsafe partial class FuseSession : IDisposable
             // Only close once no thread can still be inside read() on these fds (fd reuse would be a disaster).
             foreach (int fd in _fds) Libc.Close(fd);
             _fds.Clear();
+            _splicer.Dispose();
         }
         else _logger.LogWarning("FUSE reader threads for {MountPoint} did not stop; leaving their fds open", _mountPoint);
         _completion.TrySetResult();

@@ -18,7 +18,7 @@ public struct FuseOpenResult
 }
 
 /// <summary>
-/// A read-only file system as the FUSE layer sees it. Every method returns 0 or a positive errno
+/// A read-only file system as the FUSE layer sees it. Every method returns an <see cref="Errno"/>
 /// (never throws for expected conditions; an exception becomes EIO and is logged once by the session).
 /// Names arrive as UTF-8 bytes without a terminator. Node ids are the file system's; 1 is the root.
 /// Threading: called concurrently from several reader threads.
@@ -27,43 +27,31 @@ public interface IFuseFileSystem
 {
     void Initialized(FuseSession session, FuseConnectionInfo info) { }
 
-    int Lookup(ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry);
+    Errno Lookup(ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry);
 
     /// <summary>The kernel dropped <paramref name="count"/> references from LOOKUP/READDIRPLUS.</summary>
     void Forget(ulong node, ulong count) { }
 
-    int GetAttr(ulong node, out FuseAttr attr);
+    Errno GetAttr(ulong node, out FuseAttr attr);
 
-    int Open(ulong node, int flags, out FuseOpenResult result);
-
-    /// <summary>
-    /// Reads into <paramref name="destination"/>; returns bytes read (short at end of file) or -errno.
-    /// Completes synchronously on a cache hit; a miss completes later on any thread, and
-    /// <paramref name="cancel"/> fires on INTERRUPT or unmount.
-    /// </summary>
-    ValueTask<int> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> destination, CancellationToken cancel);
+    Errno Open(ulong node, int flags, out FuseOpenResult result);
 
     /// <summary>
-    /// Optional: where a READ's bytes already lie, complete and verified, in a file: the session then
-    /// splices them from <paramref name="fd"/> (at <paramref name="offset"/>) into /dev/fuse, one copy in
-    /// the kernel instead of a pread and a write through our buffer. False: <see cref="ReadAsync"/> answers.
-    /// <paramref name="length"/> is what to send (short at the end of the file).
+    /// Answers a READ of up to <paramref name="buffer"/>.Length bytes at <paramref name="offset"/>: bytes
+    /// written into <paramref name="buffer"/>, a file range for the session to splice, or an error (short
+    /// at the end of the file). Completes synchronously on a cache hit; a miss completes later on any
+    /// thread, and <paramref name="cancel"/> fires on INTERRUPT or unmount.
     /// </summary>
-    bool TryGetFileSource(ulong node, ulong handle, long offset, int size, out int fd, out int length)
-    {
-        fd = -1;
-        length = 0;
-        return false;
-    }
+    ValueTask<ReadResult> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> buffer, CancellationToken cancel);
 
     void Release(ulong node, ulong handle) { }
 
-    int OpenDir(ulong node, out ulong handle);
+    Errno OpenDir(ulong node, out ulong handle);
 
     /// <summary>Adds entries starting after cookie <paramref name="offset"/> until the listing is full.</summary>
-    int ReadDir(ulong node, ulong handle, long offset, ref DirectoryListing listing);
+    Errno ReadDir(ulong node, ulong handle, long offset, ref DirectoryListing listing);
 
     void ReleaseDir(ulong node, ulong handle) { }
 
-    int StatFs(ulong node, out FuseKStatFs stat);
+    Errno StatFs(ulong node, out FuseKStatFs stat);
 }

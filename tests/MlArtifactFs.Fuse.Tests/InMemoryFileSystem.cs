@@ -107,42 +107,42 @@ public sealed class InMemoryFileSystem : IFuseFileSystem
         Fill(n, out entry.Attr);
     }
 
-    public int Lookup(ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry)
+    public Errno Lookup(ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry)
     {
         entry = default;
-        if (!_nodes.TryGetValue(parent, out var dir) || !dir.IsDirectory) return Libc.ENOENT;
-        if (!dir.ByName.TryGetValue(Encoding.UTF8.GetString(name), out var child)) return Libc.ENOENT;
+        if (!_nodes.TryGetValue(parent, out var dir) || !dir.IsDirectory) return Errno.ENOENT;
+        if (!dir.ByName.TryGetValue(Encoding.UTF8.GetString(name), out var child)) return Errno.ENOENT;
         Fill(child, out entry);
-        return 0;
+        return Errno.Ok;
     }
 
-    public int GetAttr(ulong node, out FuseAttr attr)
+    public Errno GetAttr(ulong node, out FuseAttr attr)
     {
         attr = default;
-        if (!_nodes.TryGetValue(node, out var n)) return Libc.ENOENT;
+        if (!_nodes.TryGetValue(node, out var n)) return Errno.ENOENT;
         Fill(n, out attr);
-        return 0;
+        return Errno.Ok;
     }
 
-    public int Open(ulong node, int flags, out FuseOpenResult result)
+    public Errno Open(ulong node, int flags, out FuseOpenResult result)
     {
         result = new FuseOpenResult { Handle = node, KeepCache = false };
-        if (!_nodes.TryGetValue(node, out var n)) return Libc.ENOENT;
+        if (!_nodes.TryGetValue(node, out var n)) return Errno.ENOENT;
         result.DirectIo = n.Slow; // synchronous READs: a signal to the reader interrupts them
-        return n.IsDirectory ? Libc.EISDIR : 0;
+        return n.IsDirectory ? Errno.EISDIR : Errno.Ok;
     }
 
-    public ValueTask<int> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> destination, CancellationToken cancel)
+    public ValueTask<ReadResult> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> destination, CancellationToken cancel)
     {
-        if (!_nodes.TryGetValue(node, out var n)) return ValueTask.FromResult(-Libc.ENOENT);
-        if (offset >= n.Size) return ValueTask.FromResult(0);
+        if (!_nodes.TryGetValue(node, out var n)) return ValueTask.FromResult<ReadResult>(Errno.ENOENT);
+        if (offset >= n.Size) return ValueTask.FromResult(ReadResult.InBuffer(0));
         int length = (int)Math.Min(destination.Length, n.Size - offset);
         if (n.Slow) return SlowAsync(this, cancel);
         if (n.Bytes is { } bytes) bytes.AsSpan((int)offset, length).CopyTo(destination.Span);
         else TestContent.Fill(n.Seed!.Value, offset, destination.Span[..length]);
-        return ValueTask.FromResult(length);
+        return ValueTask.FromResult(ReadResult.InBuffer(length));
 
-        static async ValueTask<int> SlowAsync(InMemoryFileSystem fs, CancellationToken cancel)
+        static async ValueTask<ReadResult> SlowAsync(InMemoryFileSystem fs, CancellationToken cancel)
         {
             fs.SlowReadStarted.TrySetResult();
             try
@@ -154,19 +154,19 @@ public sealed class InMemoryFileSystem : IFuseFileSystem
                 fs.SlowReadCancelled.TrySetResult();
                 throw;
             }
-            return 0;
+            return ReadResult.InBuffer(0);
         }
     }
 
-    public int OpenDir(ulong node, out ulong handle)
+    public Errno OpenDir(ulong node, out ulong handle)
     {
         handle = 0;
-        return _nodes.TryGetValue(node, out var n) && n.IsDirectory ? 0 : Libc.ENOTDIR;
+        return _nodes.TryGetValue(node, out var n) && n.IsDirectory ? Errno.Ok : Errno.ENOTDIR;
     }
 
-    public int ReadDir(ulong node, ulong handle, long offset, ref DirectoryListing listing)
+    public Errno ReadDir(ulong node, ulong handle, long offset, ref DirectoryListing listing)
     {
-        if (!_nodes.TryGetValue(node, out var dir)) return Libc.ENOENT;
+        if (!_nodes.TryGetValue(node, out var dir)) return Errno.ENOENT;
         for (long i = offset; i < dir.Children.Count; i++)
         {
             var child = dir.Children[(int)i];
@@ -176,14 +176,14 @@ public sealed class InMemoryFileSystem : IFuseFileSystem
                     child.IsDirectory ? FuseConstants.DirentTypeDir : FuseConstants.DirentTypeReg, i + 1, in entry))
                 break;
         }
-        return 0;
+        return Errno.Ok;
     }
 
-    public int StatFs(ulong node, out FuseKStatFs stat)
+    public Errno StatFs(ulong node, out FuseKStatFs stat)
     {
         stat = default;
         stat.BSize = 4096;
         stat.NameLen = 255;
-        return 0;
+        return Errno.Ok;
     }
 }

@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using Microsoft.Extensions.Logging.Abstractions;
 using MlArtifactFs.Cache;
 using MlArtifactFs.Fetching;
+using MlArtifactFs.Mounting;
 using MlArtifactFs.Storage;
 using MlArtifactFs.Telemetry;
 
@@ -13,7 +14,7 @@ public sealed class FetcherTests : IDisposable
     private const int Chunk = 256 * 1024;
     private readonly DirectoryInfo _cacheDir = Directory.CreateTempSubdirectory("mlfs-cache-test-");
     private readonly MemoryObjectStore _store = new();
-    private readonly FetchStatistics _stats = new();
+    private readonly CounterSet _stats = new();
     private BlobCache _cache;
     private ChunkFetcher _fetcher;
 
@@ -24,7 +25,7 @@ public sealed class FetcherTests : IDisposable
     }
 
     /// <summary>Tests that hold a body paused keep the 10 s stall timeout, so a slow, busy machine cannot turn the pause into a retry.</summary>
-    private ChunkFetcher NewFetcher(long maxRequest = 4 * Chunk, int stallMs = 10_000) => new(_store, _cache, new FetcherOptions
+    private ChunkFetcher NewFetcher(long maxRequest = 4 * Chunk, int stallMs = 10_000) => FetchPath.Compose(_store, _cache, new FetcherOptions
     {
         MaxRequestBytes = maxRequest,
         BufferSize = 64 * 1024,
@@ -32,7 +33,7 @@ public sealed class FetcherTests : IDisposable
         RetryMaxDelay = TimeSpan.FromMilliseconds(5),
         StallTimeout = TimeSpan.FromMilliseconds(stallMs),
         MaxAttempts = 4,
-    }, _stats, NullLogger.Instance);
+    }, _stats, NullLogger.Instance).Fetcher;
 
     /// <summary>A new process on the same cache directory: nothing in memory survives.</summary>
     private void Restart()
@@ -150,7 +151,7 @@ public sealed class FetcherTests : IDisposable
         var blob = _cache.Open(d);
         await _fetcher.EnsureAsync(blob, loc, "a", 0, bytes.Length, FetchPriority.Demand, default).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(bytes, ReadAll(blob));
-        Assert.True(_stats.Retries >= 2);
+        Assert.True(_stats[Counters.Retries] >= 2);
         Assert.True(blob.IsComplete);
         _cache.Release(blob);
     }
@@ -162,7 +163,7 @@ public sealed class FetcherTests : IDisposable
         var (d, loc) = Put("a", bytes);
         _store.Faults = _ => Fault.FlippedByte;
         var blob = _cache.Open(d);
-        var e = await Assert.ThrowsAsync<IOException>(() => _fetcher.EnsureAsync(blob, loc, "weights.bin", 0, Chunk, FetchPriority.Demand, default).AsTask());
+        var e = await Assert.ThrowsAnyAsync<IOException>(() => _fetcher.EnsureAsync(blob, loc, "weights.bin", 0, Chunk, FetchPriority.Demand, default).AsTask());
         Assert.Contains("does not match its SHA-256", e.Message);
         Assert.Equal(4, _store.Calls); // MaxAttempts
         Assert.False(blob.IsServable(0));
@@ -182,7 +183,7 @@ public sealed class FetcherTests : IDisposable
         var (d, loc) = Put("a", Bytes(Chunk, 6));
         _store.Faults = _ => fault;
         var blob = _cache.Open(d);
-        var e = await Assert.ThrowsAsync<IOException>(() => _fetcher.EnsureAsync(blob, loc, "a", 0, 10, FetchPriority.Demand, default).AsTask());
+        var e = await Assert.ThrowsAnyAsync<IOException>(() => _fetcher.EnsureAsync(blob, loc, "a", 0, 10, FetchPriority.Demand, default).AsTask());
         Assert.Contains(status, e.Message);
         Assert.Equal(1, _store.Calls);
         _cache.Release(blob);
@@ -255,9 +256,9 @@ public sealed class FetcherTests : IDisposable
     {
         var bytes = Bytes(3 * Chunk, 10);
         var (d, loc) = Put("a", bytes);
-        var blob = _cache.Open(d);
+        var blob = (ChunkedBlob)_cache.Open(d);
         await _fetcher.EnsureAsync(blob, loc, "a", 0, bytes.Length, FetchPriority.Demand, default);
-        string record = blob.RecordPath!, data = blob.DataPath;
+        string record = blob.RecordPath, data = blob.DataPath;
         _cache.Release(blob);
 
         Restart();
@@ -283,10 +284,10 @@ public sealed class FetcherTests : IDisposable
     public async Task CacheFilesArePrivate()
     {
         var (d, loc) = Put("a", Bytes(10, 11));
-        var blob = _cache.Open(d);
+        var blob = (ChunkedBlob)_cache.Open(d);
         await _fetcher.EnsureAsync(blob, loc, "a", 0, 10, FetchPriority.Demand, default);
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(blob.DataPath));
-        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(blob.RecordPath!));
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(blob.RecordPath));
         Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute, File.GetUnixFileMode(_cacheDir.FullName));
         _cache.Release(blob);
     }

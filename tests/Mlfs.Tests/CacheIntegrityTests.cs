@@ -1,3 +1,4 @@
+using MlArtifactFs.Telemetry;
 using MlArtifactFs.Cache;
 using MlArtifactFs.Fuse;
 using MlArtifactFs.Manifest;
@@ -76,9 +77,9 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
         var read = await File.ReadAllBytesAsync(mount["model.safetensors"]);
         long wrong = Check.WrongBytes(truth, read);
         output.WriteLine($"forged {(seedFormat ? "seed-format" : "chunked")} manifest: liar read {liarRead?.Length ?? 0} bytes " +
-                         $"(unverified served {liar.Mount.Stats.UnverifiedBytesServed}); honest mount fetched {mount.Mount.Stats.BytesFetched} bytes, {wrong} wrong");
+                         $"(unverified served {liar.Mount.Stats[Counters.UnverifiedBytesServed]}); honest mount fetched {mount.Mount.Stats[Counters.BytesFetched]} bytes, {wrong} wrong");
         Assert.Equal(0, wrong);
-        Assert.True(mount.Mount.Stats.BytesFetched >= truth.Length, "the honest manifest fetched its own bytes");
+        Assert.True(mount.Mount.Stats[Counters.BytesFetched] >= truth.Length, "the honest manifest fetched its own bytes");
         Assert.Empty(CacheCheck.Run(Cache).Damaged);
     }
 
@@ -91,13 +92,13 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
         await using var mount = await InProcessMount.StartAsync(s3, forged, Cache);
         try { await File.ReadAllBytesAsync(mount["model.safetensors"]); }
         catch (IOException) { } // seed format: fails its whole-file check
-        long before = mount.Mount.Stats.BytesFetched;
+        long before = mount.Mount.Stats[Counters.BytesFetched];
         await mount.Mount.SwitchAsync(honest);
         var read = await File.ReadAllBytesAsync(mount["model.safetensors"]);
         long wrong = Check.WrongBytes(truth, read);
-        output.WriteLine($"switch from a forged {(seedFormat ? "seed-format" : "chunked")} manifest: {mount.Mount.Stats.BytesFetched - before} bytes fetched after the switch, {wrong} wrong");
+        output.WriteLine($"switch from a forged {(seedFormat ? "seed-format" : "chunked")} manifest: {mount.Mount.Stats[Counters.BytesFetched] - before} bytes fetched after the switch, {wrong} wrong");
         Assert.Equal(0, wrong);
-        Assert.True(mount.Mount.Stats.BytesFetched - before >= truth.Length, "fetched again after the switch");
+        Assert.True(mount.Mount.Stats[Counters.BytesFetched] - before >= truth.Length, "fetched again after the switch");
     }
 
     public static TheoryData<ProxyFault, bool, bool> LateFaults()

@@ -1,3 +1,4 @@
+using MlArtifactFs.Telemetry;
 using MlArtifactFs.Mounting;
 using Mlfs.Tests.Infrastructure;
 using Xunit.Abstractions;
@@ -57,8 +58,8 @@ public sealed class FailureTests(S3Fixture s3, ITestOutputHelper output) : Model
         Assert.Equal(_model.Files["present.bin"], await File.ReadAllBytesAsync(mount["present.bin"]));
         Assert.Equal(5, ReadErrno(mount["missing.bin"])); // EIO
         Assert.Contains(mount.Logger.Lines, l => l.Contains("missing.bin", StringComparison.Ordinal) && l.Contains("HTTP 404", StringComparison.Ordinal));
-        Assert.True(mount.Mount.Stats.Failures >= 1);
-        Assert.Equal(0, mount.Mount.Stats.Retries); // 404 is not retried
+        Assert.True(mount.Mount.Stats[Counters.FetchFailures] >= 1);
+        Assert.Equal(0, mount.Mount.Stats[Counters.Retries]); // 404 is not retried
     }
 
     [Fact]
@@ -85,7 +86,7 @@ public sealed class FailureTests(S3Fixture s3, ITestOutputHelper output) : Model
         Assert.Equal(5, ReadErrno(mount["weights.bin"], 7)); // EIO
         // A 400 is an answer, not a hiccup: no retry. (The kernel may read the failed page once more by itself,
         // which asks again; retried, it would take MaxAttempts GETs per read.)
-        Assert.Equal(0, mount.Mount.Stats.Retries);
+        Assert.Equal(0, mount.Mount.Stats[Counters.Retries]);
         Assert.True(proxy.Gets < InProcessMount.FastRetries.MaxAttempts, $"{proxy.Gets} GETs");
         Assert.Contains(mount.Logger.Lines, l => l.Contains("weights.bin", StringComparison.Ordinal) && l.Contains("HTTP 400 InvalidArgument", StringComparison.Ordinal));
     }
@@ -115,11 +116,11 @@ public sealed class FailureTests(S3Fixture s3, ITestOutputHelper output) : Model
             wrongBytes += Math.Abs(served.Length - bytes.Length);
             for (int i = 0; i < Math.Min(served.Length, bytes.Length); i++) if (served[i] != bytes[i]) wrongBytes++;
         }
-        output.WriteLine($"{fault}: {proxy.FaultsInjected} faults injected in {proxy.Gets} GETs, {mount.Mount.Stats.Retries} retries, {servedBytes} bytes served, {wrongBytes} wrong");
+        output.WriteLine($"{fault}: {proxy.FaultsInjected} faults injected in {proxy.Gets} GETs, {mount.Mount.Stats[Counters.Retries]} retries, {servedBytes} bytes served, {wrongBytes} wrong");
         Assert.Equal(0, wrongBytes);
         Assert.True(proxy.FaultsInjected > 0);
-        Assert.True(mount.Mount.Stats.Retries > 0);
-        Assert.Equal(0, mount.Mount.Stats.Failures);
+        Assert.True(mount.Mount.Stats[Counters.Retries] > 0);
+        Assert.Equal(0, mount.Mount.Stats[Counters.FetchFailures]);
     }
 
     [Fact]

@@ -1,3 +1,4 @@
+using MlArtifactFs.Telemetry;
 using Amazon.Runtime;
 using Microsoft.Extensions.Logging.Abstractions;
 using MlArtifactFs.Manifest;
@@ -75,7 +76,7 @@ public sealed class PushAndSwitchTests(S3Fixture s3) : IDisposable
         var firstHalf = new byte[1 << 20];
         Assert.Equal(firstHalf.Length, RandomAccess.Read(openOnV1, firstHalf, 0));
 
-        long before = mount.Mount.Stats.BytesFetched;
+        long before = mount.Mount.Stats[Counters.BytesFetched];
         var result = await mount.Mount.SwitchAsync(v2Path);
         Assert.Equal("v2", result.Version);
         Assert.Equal("v2", mount.Mount.GetStatus().Version);
@@ -83,7 +84,7 @@ public sealed class PushAndSwitchTests(S3Fixture s3) : IDisposable
         // New opens see v2, and only the changed file is fetched.
         foreach (var (path, bytes) in _model.Files)
             Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount[path]), path);
-        long fetchedForV2 = mount.Mount.Stats.BytesFetched - before;
+        long fetchedForV2 = mount.Mount.Stats[Counters.BytesFetched] - before;
         Assert.Equal(2 << 20, fetchedForV2);
 
         // The handle opened on v1 still reads v1, to the end, without error.

@@ -1,3 +1,4 @@
+using MlArtifactFs.Telemetry;
 using System.Diagnostics;
 using Mlfs.Tests.Infrastructure;
 
@@ -84,7 +85,7 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
             AssertRandomReadsExact(mount, _model.Files, seed: 2);   // warm (partly cached)
             foreach (var (path, bytes) in _model.Files)
                 Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount[path]), path);
-            Assert.True(mount.Mount.Stats.BytesFetched > 0);
+            Assert.True(mount.Mount.Stats[Counters.BytesFetched] > 0);
         }
 
         await using (var again = await InProcessMount.StartAsync(s3, manifest, _cache.FullName))
@@ -92,8 +93,8 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
             foreach (var (path, bytes) in _model.Files)
                 Check.SameBytes(bytes, await File.ReadAllBytesAsync(again[path]), path);
             AssertRandomReadsExact(again, _model.Files, seed: 3);
-            Assert.Equal(0, again.Mount.Stats.BytesFetched); // everything came from the persistent cache
-            Assert.True(again.Mount.Stats.Requests == 0, $"{again.Mount.Stats.Requests} request(s) after remount, {again.Mount.Stats.BytesFetched} bytes; first mount logs: {again.Logger.All}");
+            Assert.Equal(0, again.Mount.Stats[Counters.BytesFetched]); // everything came from the persistent cache
+            Assert.True(again.Mount.Stats[Counters.Requests] == 0, $"{again.Mount.Stats[Counters.Requests]} request(s) after remount, {again.Mount.Stats[Counters.BytesFetched]} bytes; first mount logs: {again.Logger.All}");
         }
     }
 
@@ -106,7 +107,7 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
         {
             foreach (var (path, bytes) in _model.Files)
                 Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount[path]), path);
-            Assert.True(mount.Mount.Stats.UnverifiedBytesServed > 0); // weights.bin was served as it landed, and counted
+            Assert.True(mount.Mount.Stats[Counters.UnverifiedBytesServed] > 0); // weights.bin was served as it landed, and counted
             foreach (var path in _model.Files.Keys)
             {
                 // Whole-file verification runs once the last chunk lands.
@@ -116,13 +117,13 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
                 Assert.True(blob.IsComplete, $"{path} verified whole");
                 mount.Mount.Cache.Release(blob);
             }
-            Assert.Equal(0, mount.Mount.Stats.Failures);
+            Assert.Equal(0, mount.Mount.Stats[Counters.FetchFailures]);
         }
         // Only verified files survive a restart: everything reads back without a request.
         await using var again = await InProcessMount.StartAsync(s3, manifest, _cache.FullName);
         foreach (var (path, bytes) in _model.Files)
             Check.SameBytes(bytes, await File.ReadAllBytesAsync(again[path]), path);
-        Assert.True(again.Mount.Stats.Requests == 0, $"{again.Mount.Stats.Requests} request(s) after remount, {again.Mount.Stats.BytesFetched} bytes; first mount logs: {again.Logger.All}");
+        Assert.True(again.Mount.Stats[Counters.Requests] == 0, $"{again.Mount.Stats[Counters.Requests]} request(s) after remount, {again.Mount.Stats[Counters.BytesFetched]} bytes; first mount logs: {again.Logger.All}");
     }
 
     [Fact]
@@ -209,7 +210,7 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
         Assert.Equal(2, proxy.FaultsInjected);
 
         Check.SameBytes(expected, await File.ReadAllBytesAsync(mount["weights.bin"]), "weights.bin");
-        Assert.Equal(0, mount.Mount.Stats.Failures);
+        Assert.Equal(0, mount.Mount.Stats[Counters.FetchFailures]);
     }
 
     [Fact]
@@ -256,10 +257,10 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
         Assert.Equal(cacheFiles, Directory.EnumerateFiles(_cache.FullName, "*.rec", SearchOption.AllDirectories).Count()); // nothing created for never-read.bin
         Check.SameBytes(_model.Files["weights.bin"], await File.ReadAllBytesAsync(again["weights.bin"]), "weights.bin");
         Assert.Equal(1, again.Mount.GetStatus().PassthroughOpens); // its first open, checked before it
-        Assert.Equal(0, again.Mount.Stats.Requests);
+        Assert.Equal(0, again.Mount.Stats[Counters.Requests]);
         // The damaged chunk was found by the check, dropped, and is fetched again on read; nothing wrong is served.
         Check.SameBytes(_model.Files["damaged.bin"], await File.ReadAllBytesAsync(again["damaged.bin"]), "damaged.bin");
-        Assert.True(again.Mount.Stats.ChunksFetched == 1, $"{again.Mount.Stats.ChunksFetched} chunks fetched");
+        Assert.True(again.Mount.Stats[Counters.ChunksFetched] == 1, $"{again.Mount.Stats[Counters.ChunksFetched]} chunks fetched");
         Assert.Contains(again.Logger.Lines, l => l.Contains("damaged.bin", StringComparison.Ordinal) && l.Contains("is damaged", StringComparison.Ordinal));
     }
 
@@ -281,7 +282,7 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
             }
             Assert.Equal(40 << 20, offset);
         }
-        Assert.Equal(40 << 20, mount.Mount.Stats.BytesFetched); // every byte fetched exactly once
+        Assert.Equal(40 << 20, mount.Mount.Stats[Counters.BytesFetched]); // every byte fetched exactly once
     }
 
     [Fact]
@@ -292,11 +293,11 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
         await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, prefetchAll: true);
         long total = _model.Files.Values.Sum(b => (long)b.Length);
         var sw = Stopwatch.StartNew();
-        while (mount.Mount.Stats.BytesFetched < total && sw.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(50);
-        Assert.Equal(total, mount.Mount.Stats.BytesFetched);
-        Assert.Equal(0, mount.Mount.Stats.CacheMisses); // nobody read anything
+        while (mount.Mount.Stats[Counters.BytesFetched] < total && sw.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(50);
+        Assert.Equal(total, mount.Mount.Stats[Counters.BytesFetched]);
+        Assert.Equal(0, mount.Mount.Stats[Counters.CacheMisses]); // nobody read anything
         foreach (var (path, bytes) in _model.Files)
             Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount[path]), path);
-        Assert.Equal(total, mount.Mount.Stats.BytesFetched); // and reads fetched nothing more
+        Assert.Equal(total, mount.Mount.Stats[Counters.BytesFetched]); // and reads fetched nothing more
     }
 }

@@ -1,3 +1,4 @@
+using MlArtifactFs.Telemetry;
 using MlArtifactFs.Fetching;
 using Mlfs.Tests.Infrastructure;
 
@@ -59,7 +60,7 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
                 }
             })).ToArray();
             await Task.WhenAll(readers).WaitAsync(TimeSpan.FromMinutes(3));
-            Assert.Equal(0, mount.Mount.Stats.Failures);
+            Assert.Equal(0, mount.Mount.Stats[Counters.FetchFailures]);
             // RELEASE reaches the daemon asynchronously after close(): wait (bounded) for every one.
             for (int i = 0; i < 200 && mount.Mount.FileSystem.OpenHandles > 0; i++) await Task.Delay(50);
             Assert.Equal(0, mount.Mount.FileSystem.OpenHandles);
@@ -100,7 +101,7 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
         Check.SameBytes(_model.Files["weights.bin"], await File.ReadAllBytesAsync(mount["weights.bin"]), "weights.bin after the interrupted read");
         for (int i = 0; i < 200 && mount.Mount.Session.PendingReads > 0; i++) await Task.Delay(20);
         Assert.Equal(0, mount.Mount.Session.PendingReads);
-        Assert.Equal(0, mount.Mount.Stats.Failures);
+        Assert.Equal(0, mount.Mount.Stats[Counters.FetchFailures]);
     }
 
     [Fact]

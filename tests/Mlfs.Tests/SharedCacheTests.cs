@@ -1,3 +1,4 @@
+using MlArtifactFs.Telemetry;
 using System.Diagnostics;
 using MlArtifactFs.Fuse;
 using MlArtifactFs.Index;
@@ -38,11 +39,11 @@ public sealed class SharedCacheTests(S3Fixture s3, RedisFixture redis) : IDispos
 
         await using var mount = await InProcessMount.StartAsync(s3, v1, Cache);
         await File.ReadAllBytesAsync(mount["model.safetensors"]);
-        long before = mount.Mount.Stats.BytesFetched;
+        long before = mount.Mount.Stats[Counters.BytesFetched];
         await mount.Mount.SwitchAsync(v2);
         Check.SameBytes(v2Bytes, await File.ReadAllBytesAsync(mount["model.safetensors"]), "v2 through the mount");
-        Assert.Equal(Chunk, mount.Mount.Stats.BytesFetched - before); // only the changed chunk crossed the network
-        Assert.Equal(7, mount.Mount.Stats.ChunksDeduplicated);
+        Assert.Equal(Chunk, mount.Mount.Stats[Counters.BytesFetched] - before); // only the changed chunk crossed the network
+        Assert.Equal(7, mount.Mount.Stats[Counters.ChunksDeduplicated]);
     }
 
     [Fact]
@@ -94,7 +95,7 @@ public sealed class SharedCacheTests(S3Fixture s3, RedisFixture redis) : IDispos
                 Assert.Equal(Chunk, n);
                 Assert.True(expected.AsSpan(c * Chunk, Chunk).SequenceEqual(buffer), $"chunk {c}");
             }
-            Assert.Equal(0, mount.Mount.Stats.Failures);
+            Assert.Equal(0, mount.Mount.Stats[Counters.FetchFailures]);
         }
         finally
         {

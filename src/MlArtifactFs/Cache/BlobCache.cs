@@ -18,12 +18,21 @@ namespace MlArtifactFs.Cache;
 public sealed class BlobCache : IDisposable
 {
     private readonly ILogger _logger;
-    private readonly Dictionary<string, CachedBlob> _open = new(StringComparer.Ordinal); // refcount > 0; guarded by _lock
+    /// <summary>Who holds a blob open in this process: readers, fetch runs, background checks.</summary>
+    private sealed class OpenEntry(string key, CachedBlob blob)
+    {
+        public readonly string Key = key;
+        public readonly CachedBlob Blob = blob;
+        public int References = 1; // guarded by BlobCache._lock
+    }
+
+    private readonly Dictionary<string, OpenEntry> _open = new(StringComparer.Ordinal);            // references > 0; guarded by _lock
+    private readonly Dictionary<CachedBlob, OpenEntry> _byBlob = new(ReferenceEqualityComparer.Instance); // the same entries; guarded by _lock
     /// <summary>
     /// Recently released blobs, kept open (oldest first) so what this process already verified stays
     /// servable when the file is opened again; evictable, disposed first. Guarded by _lock.
     /// </summary>
-    private readonly List<(string Key, CachedBlob Blob)> _idle = [];
+    private readonly List<OpenEntry> _idle = [];
     private const int MaxIdleBlobs = 64;
     private readonly Lock _lock = new();
     private long _usedBytes;      // on disk: an estimate between evictions, measured (st_blocks) at each
@@ -80,37 +89,35 @@ public sealed class BlobCache : IDisposable
         string key = descriptor.HasChunkHashes ? descriptor.Name : descriptor.Name + "|" + source;
         lock (_lock)
         {
-            int idle = _idle.FindIndex(b => b.Key == key);
+            int idle = _idle.FindIndex(e => e.Key == key);
             if (idle >= 0)
             {
-                var kept = _idle[idle].Blob;
+                var kept = _idle[idle];
                 _idle.RemoveAt(idle);
-                kept.RefCount = 1;
-                kept.LastAccess = Environment.TickCount64;
+                kept.References = 1;
                 _open[key] = kept;
-                return kept;
+                return kept.Blob;
             }
-            if (_open.TryGetValue(key, out var blob))
+            if (_open.TryGetValue(key, out var entry))
             {
-                blob.RefCount++;
-                blob.LastAccess = Environment.TickCount64;
-                return blob;
+                entry.References++;
+                return entry.Blob;
             }
             string dir = DirectoryOf(descriptor.Name);
             CacheFiles.EnsurePrivateDirectory(dir);
-            blob = descriptor.HasChunkHashes ? OpenChunkedLocked(descriptor, dir) : CachedBlob.OpenWhole(descriptor, dir, PrivateDirectory);
+            CachedBlob blob = descriptor.HasChunkHashes ? OpenChunkedLocked(descriptor, dir) : WholeBlob.Open(descriptor, dir, PrivateDirectory);
             if (blob.SetAside is { } reason)
                 _logger.LogWarning("cache: {Blob} held {Reason}; set it aside and starting it afresh", descriptor.Name, reason);
-            blob.RefCount = 1;
-            blob.OpenKey = key;
-            blob.Owner = this;
-            _open[key] = blob;
+            blob.DamageFound = () => Interlocked.Increment(ref DamagedChunks);
+            entry = new OpenEntry(key, blob);
+            _open[key] = entry;
+            _byBlob[blob] = entry;
             return blob;
         }
     }
 
     /// <summary>Creation and the first read of the record happen under the blob's lock file, so two processes never see a half-made blob.</summary>
-    private static CachedBlob OpenChunkedLocked(BlobDescriptor descriptor, string dir)
+    private static ChunkedBlob OpenChunkedLocked(BlobDescriptor descriptor, string dir)
     {
         int lockFd = CacheFiles.OpenLock(Path.Combine(dir, descriptor.Name + ".lock"));
         if (lockFd >= 0) Libc.Flock(lockFd, Libc.LOCK_EX);
@@ -118,7 +125,7 @@ public sealed class BlobCache : IDisposable
         {
             for (int attempt = 1; ; attempt++)
             {
-                try { return CachedBlob.OpenChunked(descriptor, dir); }
+                try { return ChunkedBlob.Open(descriptor, dir); }
                 catch (EvictedWhileOpeningException) when (attempt < 3) { } // evicted by another process meanwhile: open afresh
             }
         }
@@ -130,8 +137,8 @@ public sealed class BlobCache : IDisposable
     {
         lock (_lock)
         {
-            if (blob.RefCount <= 0) throw new InvalidOperationException($"{blob.Name} is not open");
-            blob.RefCount++;
+            if (!_byBlob.TryGetValue(blob, out var entry) || entry.References <= 0) throw new InvalidOperationException($"{blob.Name} is not open");
+            entry.References++;
         }
     }
 
@@ -140,21 +147,26 @@ public sealed class BlobCache : IDisposable
         CachedBlob? retired = null;
         lock (_lock)
         {
-            if (--blob.RefCount > 0) return;
-            _open.Remove(blob.OpenKey);
-            if (blob.Poison is not null) retired = blob; // a failed whole file: the next open starts over
+            if (!_byBlob.TryGetValue(blob, out var entry) || --entry.References > 0) return;
+            _open.Remove(entry.Key);
+            if (blob.Poison is not null) // a failed whole file: the next open starts over
+            {
+                _byBlob.Remove(blob);
+                retired = blob;
+            }
             else
             {
-                _idle.Add((blob.OpenKey, blob));
+                _idle.Add(entry);
                 if (_idle.Count > MaxIdleBlobs)
                 {
                     retired = _idle[0].Blob;
+                    _byBlob.Remove(retired);
                     _idle.RemoveAt(0);
                 }
             }
         }
-        if (!blob.IsPrivate)
-            try { File.SetLastWriteTimeUtc(blob.UsePath, DateTime.UtcNow); } catch (IOException) { } catch (UnauthorizedAccessException) { } // LRU order across restarts
+        if (blob.UsePath is { } usePath)
+            try { File.SetLastWriteTimeUtc(usePath, DateTime.UtcNow); } catch (IOException) { } catch (UnauthorizedAccessException) { } // LRU order across restarts
         retired?.Dispose();
     }
 
@@ -231,17 +243,13 @@ public sealed class BlobCache : IDisposable
             used = onDisk + Interlocked.Read(ref _reservedBytes);
             if (used > Capacity)
             {
-                var openPaths = new HashSet<string>(_open.Values.Select(b => b.DataPath), StringComparer.Ordinal);
+                var openPaths = new HashSet<string>(_open.Values.Select(e => e.Blob.DataPath), StringComparer.Ordinal);
                 foreach (var candidate in onDiskBlobs.Where(b => !openPaths.Contains(b.DataPath)).OrderBy(b => b.LastUse))
                 {
                     if (used <= Capacity) break;
                     // An idle blob is evictable: close it first (its own shared lock would block the delete).
-                    int idle = _idle.FindIndex(b => b.Blob.DataPath == candidate.DataPath);
-                    if (idle >= 0)
-                    {
-                        _idle[idle].Blob.Dispose();
-                        _idle.RemoveAt(idle);
-                    }
+                    int idle = _idle.FindIndex(e => e.Blob.DataPath == candidate.DataPath);
+                    if (idle >= 0) RetireIdle(idle);
                     if (TryDelete(candidate.DataPath, candidate.RecordPath))
                     {
                         used -= candidate.Allocated;
@@ -321,9 +329,8 @@ public sealed class BlobCache : IDisposable
     {
         lock (_lock)
         {
-            foreach (var (_, idle) in _idle) idle.Dispose();
-            _idle.Clear();
-            var openPaths = new HashSet<string>(_open.Values.Select(b => b.DataPath), StringComparer.Ordinal);
+            while (_idle.Count > 0) RetireIdle(0);
+            var openPaths = new HashSet<string>(_open.Values.Select(e => e.Blob.DataPath), StringComparer.Ordinal);
             int removed = 0, inUse = 0;
             foreach (var blob in EnumerateBlobs().ToList())
             {
@@ -342,14 +349,23 @@ public sealed class BlobCache : IDisposable
         return (all.Count, all.Sum(b => b.Allocated));
     }
 
+    /// <summary>Closes an idle blob (under _lock).</summary>
+    private void RetireIdle(int index)
+    {
+        var entry = _idle[index];
+        _idle.RemoveAt(index);
+        _byBlob.Remove(entry.Blob);
+        entry.Blob.Dispose();
+    }
+
     public void Dispose()
     {
         lock (_lock)
         {
-            foreach (var blob in _open.Values) blob.Dispose();
-            foreach (var (_, blob) in _idle) blob.Dispose();
+            foreach (var blob in _byBlob.Keys) blob.Dispose();
             _open.Clear();
             _idle.Clear();
+            _byBlob.Clear();
         }
     }
 }

@@ -27,6 +27,9 @@ public sealed record BlobDescriptor(string Sha256, long Size, long ChunkSize, IR
     public int ChunkLength(int chunk) => (int)(ChunkEnd(chunk) - ChunkStart(chunk));
     public int ChunkOf(long offset) => (int)(offset / ChunkSize);
 
+    /// <summary>The chunks a byte range [offset, offset+length) touches (length &gt; 0): the one conversion from bytes to chunks.</summary>
+    public (int First, int Last) ChunksOf(long offset, long length) => (ChunkOf(offset), ChunkOf(offset + length - 1));
+
     /// <summary>The blob's file name stem in the cache: <c>c-HASH</c> (chunked) or <c>w-SHA256-SIZE</c> (whole).</summary>
     public string Name => _name ??= HasChunkHashes ? ChunkedPrefix + Convert.ToHexStringLower(ChunkListId()) : $"{WholePrefix}{Sha256}-{Size}";
 

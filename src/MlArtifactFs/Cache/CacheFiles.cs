@@ -92,4 +92,11 @@ public static class CacheFiles
     }
 
     public static int Fd(SafeFileHandle handle) => (int)handle.DangerousGetHandle();
+
+    private const int EDQUOT = 122;
+
+    /// <summary>A write failed because the disk (or the user's quota) is full: the cache degrades, reads go on.</summary>
+    public static bool IsDiskFull(IOException e) => IsDiskFullErrno(e.HResult & 0xFFFF);
+
+    public static bool IsDiskFullErrno(int errno) => errno is Libc.ENOSPC or EDQUOT;
 }

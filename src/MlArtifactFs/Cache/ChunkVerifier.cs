@@ -31,12 +31,18 @@ public readonly struct VerifiedChunk
 public static class ChunkVerifier
 {
     /// <summary>Verifies a whole chunk held in memory against <paramref name="blob"/>'s hash for it.</summary>
-    public static bool TryVerify(BlobDescriptor blob, int chunk, ReadOnlyMemory<byte> bytes, out VerifiedChunk verified)
+    public static bool TryVerify(BlobDescriptor blob, int chunk, ReadOnlyMemory<byte> bytes, out VerifiedChunk verified) =>
+        TryVerify(blob, chunk, bytes, out verified, out _);
+
+    /// <summary><see cref="TryVerify(BlobDescriptor, int, ReadOnlyMemory{byte}, out VerifiedChunk)"/>, with the hash the bytes had (for the message).</summary>
+    public static bool TryVerify(BlobDescriptor blob, int chunk, ReadOnlyMemory<byte> bytes, out VerifiedChunk verified, out string actualHex)
     {
         verified = default;
+        actualHex = "";
         if (!blob.HasChunkHashes || chunk < 0 || chunk >= blob.ChunkCount || bytes.Length != blob.ChunkLength(chunk)) return false;
         Span<byte> actual = stackalloc byte[32];
         SHA256.HashData(bytes.Span, actual);
+        actualHex = Convert.ToHexStringLower(actual);
         if (!actual.SequenceEqual(blob.ChunkHash(chunk))) return false;
         verified = new VerifiedChunk(blob, chunk, bytes);
         return true;

@@ -39,7 +39,7 @@ internal sealed class ChunkRun(CachedBlob blob, ObjectLocation location, string 
     public long Start => Blob.Descriptor.ChunkStart(FirstChunk);
     public long End => Blob.Descriptor.ChunkEnd(LastChunk);
 
-    /// <summary>Only raised (towards Demand) while queued; see <see cref="FetchScheduler.Promote"/>.</summary>
+    /// <summary>Only raised (towards Demand) while queued; see <see cref="FetchSlots.Promote"/>.</summary>
     public FetchPriority Priority { get; set; } = priority;
 
     /// <summary>Attempts and bytes of this run's GETs.</summary>
@@ -80,7 +80,7 @@ internal sealed class ChunkRun(CachedBlob blob, ObjectLocation location, string 
         if (Trace is not { } trace || Interlocked.Exchange(ref _traceEnded, 1) != 0) return;
         trace.SetTag("mlfs.attempts", Progress.Attempts);
         trace.SetTag("mlfs.bytes", Progress.Bytes);
-        if (error is not null) trace.SetStatus(ActivityStatusCode.Error, RangeSource.Describe(error));
+        if (error is not null) trace.SetStatus(ActivityStatusCode.Error, FetchErrors.Describe(error));
         trace.Stop();
     }
 

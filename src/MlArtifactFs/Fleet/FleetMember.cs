@@ -1,15 +1,18 @@
 using Microsoft.Extensions.Logging;
 using MlArtifactFs.Cache;
+using MlArtifactFs.Fetching;
+using MlArtifactFs.Fetching.Sources;
+using MlArtifactFs.Telemetry;
 
 namespace MlArtifactFs.Fleet;
 
 /// <summary>
 /// This node's part in the fleet: the chunks it holds (served by its <see cref="PeerServer"/> and
-/// announced in the <see cref="FleetIndex"/>, refreshed so a dead node drops out), and the client
-/// it takes chunks from others with. The fetcher decides, per cold chunk: a peer that holds it, else
-/// the fleet lease (one node goes to storage, the others wait for it, bounded, then copy), else storage.
+/// announced in the <see cref="FleetIndex"/>, refreshed so a dead node drops out), and its tier of the
+/// fetch path (<see cref="CreateSource"/>): a peer that holds a cold chunk, else the fleet lease (one
+/// node goes to storage, the others wait for it, bounded, then copy), else storage.
 /// </summary>
-public sealed class FleetMember : IAsyncDisposable
+public sealed class FleetMember : IAsyncDisposable, IChunkHolders
 {
     private readonly BlobCache _cache;
     private readonly ILogger _logger;
@@ -34,16 +37,41 @@ public sealed class FleetMember : IAsyncDisposable
     }
 
     public FleetOptions Options { get; }
-    public HeldChunks Held { get; }
-    public PeerServer Server { get; }
-    public FleetIndex Index { get; }
-    public PeerClient Client { get; }
+    private HeldChunks Held { get; }
+    private PeerServer Server { get; }
+    private FleetIndex Index { get; }
+    private PeerClient Client { get; }
+
+    /// <summary>The fleet's tier of the fetch path, for the mount's chain of sources.</summary>
+    internal IChunkSource CreateSource(ChunkSink sink, CounterSet counters, CancellationToken shutdown) =>
+        new FleetSource(Index, Client, Options, sink, counters, _logger, shutdown);
 
     /// <summary>A chunk verified and stored (or adopted after hashing) here: serve it, and say so.</summary>
-    public void Hold(string sha, string blobName, int chunk, int length)
+    public void Hold(CachedBlob blob, int chunk)
     {
-        if (Held.Add(sha, new HeldChunk(blobName, chunk, length))) _ = Index.AnnounceAsync([sha]);
+        var d = blob.Descriptor;
+        string sha = d.ChunkHashes![chunk];
+        if (Held.Add(sha, new HeldChunk(blob.Name, chunk, d.ChunkLength(chunk)))) _ = Index.AnnounceAsync([sha]);
     }
+
+    /// <summary>What `mlfs status` shows of the fleet.</summary>
+    public FleetStatus Status() => new()
+    {
+        Listen = Server.EndPoint.ToString(),
+        Advertise = Options.Advertise.ToString(),
+        Index = Index.Describe(),
+        ChunksHeld = Held.Count,
+        ChunksServed = Interlocked.Read(ref Server.ChunksServed),
+        BytesServed = Interlocked.Read(ref Server.BytesServed),
+        Unauthorized = Interlocked.Read(ref Server.Unauthorized),
+        IgnoredHolderEntries = Index.IgnoredEntries,
+        Peers = Client.Peers.ToDictionary(p => p.Key, p => new PeerStatus
+        {
+            Chunks = Interlocked.Read(ref p.Value.Chunks),
+            Bytes = Interlocked.Read(ref p.Value.Bytes),
+            Failures = Interlocked.Read(ref p.Value.Failures),
+        }),
+    };
 
     private void ForgetBlob(string blobName)
     {

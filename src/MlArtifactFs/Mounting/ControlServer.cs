@@ -8,87 +8,11 @@ using MlArtifactFs.Fuse.Interop;
 
 namespace MlArtifactFs.Mounting;
 
-public sealed record MountStatus
-{
-    [JsonPropertyName("mount_point")] public string MountPoint { get; init; } = "";
-    [JsonPropertyName("artifact_id")] public string ArtifactId { get; init; } = "";
-    [JsonPropertyName("version")] public string Version { get; init; } = "";
-    [JsonPropertyName("files")] public int Files { get; init; }
-    [JsonPropertyName("total_bytes")] public long TotalBytes { get; init; }
-    [JsonPropertyName("cache_dir")] public string CacheDirectory { get; init; } = "";
-    [JsonPropertyName("cache_blobs")] public int CacheBlobs { get; init; }
-    [JsonPropertyName("cache_bytes")] public long CacheBytes { get; init; }
-    [JsonPropertyName("cache_capacity")] public long CacheCapacity { get; init; }
-    [JsonPropertyName("chunks_fetched")] public long ChunksFetched { get; init; }
-    [JsonPropertyName("bytes_fetched")] public long BytesFetched { get; init; }
-    [JsonPropertyName("requests")] public long Requests { get; init; }
-    [JsonPropertyName("retries")] public long Retries { get; init; }
-    [JsonPropertyName("fetch_failures")] public long FetchFailures { get; init; }
-    [JsonPropertyName("cache_hits")] public long CacheHits { get; init; }
-    [JsonPropertyName("cache_misses")] public long CacheMisses { get; init; }
-    [JsonPropertyName("hit_ratio")] public double HitRatio { get; init; }
-    [JsonPropertyName("unverified_bytes_served")] public long UnverifiedBytesServed { get; init; }
-    [JsonPropertyName("open_files")] public int OpenFiles { get; init; }
-    [JsonPropertyName("passthrough_opens")] public long PassthroughOpens { get; init; }
-    [JsonPropertyName("passthrough")] public bool Passthrough { get; init; }
-    /// <summary>READs of complete files answered by splicing from the cache file into /dev/fuse (no passthrough).</summary>
-    [JsonPropertyName("spliced_reads")] public long SplicedReads { get; init; }
-    [JsonPropertyName("chunks_deduplicated")] public long ChunksDeduplicated { get; init; }
-    [JsonPropertyName("bytes_deduplicated")] public long BytesDeduplicated { get; init; }
-    [JsonPropertyName("chunks_from_other_processes")] public long ChunksFromOtherProcesses { get; init; }
-    [JsonPropertyName("chunk_index")] public string ChunkIndex { get; init; } = "";
-    /// <summary>Index entries (Redis or in-process) that named nothing usable and were ignored: input, never trusted.</summary>
-    [JsonPropertyName("ignored_index_entries")] public long IgnoredIndexEntries { get; init; }
-    /// <summary>Recorded chunks found damaged (or forged) in the cache, dropped and fetched again.</summary>
-    [JsonPropertyName("damaged_chunks_dropped")] public long DamagedChunksDropped { get; init; }
-    // Fleet mode (bytes_fetched above counts storage only)
-    [JsonPropertyName("bytes_from_peers")] public long BytesFromPeers { get; init; }
-    [JsonPropertyName("chunks_from_peers")] public long ChunksFromPeers { get; init; }
-    [JsonPropertyName("peer_failures")] public long PeerFailures { get; init; }
-    [JsonPropertyName("fleet_waits")] public long FleetWaits { get; init; }
-    [JsonPropertyName("fleet_hedges")] public long FleetHedges { get; init; }
-    [JsonPropertyName("fleet")] public FleetStatus? Fleet { get; init; }
-}
-
-public sealed record ControlRequest
-{
-    [JsonPropertyName("command")] public string Command { get; init; } = "";
-    [JsonPropertyName("manifest")] public string? Manifest { get; init; }
-}
-
-public sealed record ControlResponse
-{
-    [JsonPropertyName("ok")] public bool Ok { get; init; }
-    [JsonPropertyName("error")] public string? Error { get; init; }
-    [JsonPropertyName("status")] public MountStatus? Status { get; init; }
-    [JsonPropertyName("switch_ms")] public double? SwitchMilliseconds { get; init; }
-    [JsonPropertyName("bytes_fetched")] public long? BytesFetched { get; init; }
-}
-
-public sealed record FleetStatus
-{
-    [JsonPropertyName("listen")] public string Listen { get; init; } = "";
-    [JsonPropertyName("advertise")] public string Advertise { get; init; } = "";
-    [JsonPropertyName("index")] public string Index { get; init; } = "";
-    [JsonPropertyName("chunks_held")] public int ChunksHeld { get; init; }
-    [JsonPropertyName("chunks_served")] public long ChunksServed { get; init; }
-    [JsonPropertyName("bytes_served")] public long BytesServed { get; init; }
-    [JsonPropertyName("unauthorized_requests")] public long Unauthorized { get; init; }
-    [JsonPropertyName("ignored_holder_entries")] public long IgnoredHolderEntries { get; init; }
-    [JsonPropertyName("peers")] public Dictionary<string, PeerStatus> Peers { get; init; } = [];
-}
-
-public sealed record PeerStatus
-{
-    [JsonPropertyName("chunks")] public long Chunks { get; init; }
-    [JsonPropertyName("bytes")] public long Bytes { get; init; }
-    [JsonPropertyName("failures")] public long Failures { get; init; }
-}
-
 [JsonSourceGenerationOptions(WriteIndented = false)]
 [JsonSerializable(typeof(ControlRequest))]
 [JsonSerializable(typeof(ControlResponse))]
 [JsonSerializable(typeof(MountStatus))]
+[JsonSerializable(typeof(long))]
 public sealed partial class ControlJsonContext : JsonSerializerContext;
 
 /// <summary>
@@ -179,10 +103,16 @@ public sealed class ControlServer : IDisposable
                 _logger.LogError("control request failed: {Type}: {Error}", e.GetType().Name, e.Message);
                 response = new ControlResponse { Ok = false, Error = $"{e.GetType().Name}: {e.Message}" };
             }
+            string json;
+            try { json = JsonSerializer.Serialize(response, ControlJsonContext.Default.ControlResponse); }
+            catch (Exception e) when (e is InvalidOperationException or NotSupportedException or JsonException)
+            {
+                _logger.LogError("control response could not be written: {Type}: {Error}", e.GetType().Name, e.Message);
+                json = JsonSerializer.Serialize(new ControlResponse { Ok = false, Error = $"{e.GetType().Name}: {e.Message}" }, ControlJsonContext.Default.ControlResponse);
+            }
             try
             {
-                byte[] bytes = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(response, ControlJsonContext.Default.ControlResponse) + "\n");
-                await stream.WriteAsync(bytes, _stop.Token).ConfigureAwait(false);
+                await stream.WriteAsync(Encoding.UTF8.GetBytes(json + "\n"), _stop.Token).ConfigureAwait(false);
             }
             catch (Exception e) when (e is IOException or OperationCanceledException or SocketException) { }
         }

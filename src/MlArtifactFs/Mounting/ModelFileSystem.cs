@@ -21,8 +21,8 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
     private const uint DirMode = Libc.S_IFDIR | 0x16D;  // r-xr-xr-x
 
     private readonly BlobCache _cache;
-    private readonly ChunkFetcher _fetcher;
-    private readonly FetchStatistics _stats;
+    private readonly FetchPath _fetch;
+    private readonly CounterSet _counters;
     private readonly ILogger _logger;
     private readonly ConcurrentDictionary<ulong, OpenFile> _handles = new();
     private readonly Lock _treesLock = new();
@@ -35,13 +35,13 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
     private readonly uint _uid = Libc.GetUid(), _gid = Libc.GetGid();
     private readonly ulong _mountTime = (ulong)DateTimeOffset.UtcNow.ToUnixTimeSeconds();
 
-    public ModelFileSystem(FileTree tree, BlobCache cache, ChunkFetcher fetcher, FetchStatistics stats, ILogger logger)
+    public ModelFileSystem(FileTree tree, BlobCache cache, FetchPath fetch, CounterSet counters, ILogger logger)
     {
         _current = tree;
         _trees = [tree];
         _cache = cache;
-        _fetcher = fetcher;
-        _stats = stats;
+        _fetch = fetch;
+        _counters = counters;
         _logger = logger;
     }
 
@@ -148,32 +148,32 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
         FillAttr(node, out entry.Attr);
     }
 
-    public int Lookup(ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry)
+    public Errno Lookup(ulong parent, ReadOnlySpan<byte> name, out FuseEntryOut entry)
     {
         entry = default;
         var dir = Resolve(parent, out var tree);
-        if (dir is null) return Libc.ENOENT;
-        if (!dir.IsDirectory) return Libc.ENOTDIR;
+        if (dir is null) return Errno.ENOENT;
+        if (!dir.IsDirectory) return Errno.ENOTDIR;
         var child = FileTree.FindChild(dir, name);
-        if (child is null) return Libc.ENOENT;
+        if (child is null) return Errno.ENOENT;
         FillEntry(child, out entry);
         Interlocked.Increment(ref tree!.KernelReferences); // the kernel now holds one on child, until FORGET
-        return 0;
+        return Errno.Ok;
     }
 
-    public int GetAttr(ulong node, out FuseAttr attr)
+    public Errno GetAttr(ulong node, out FuseAttr attr)
     {
         var n = Resolve(node);
         if (n is null)
         {
             attr = default;
-            return Libc.ENOENT;
+            return Errno.ENOENT;
         }
         FillAttr(n, out attr);
-        return 0;
+        return Errno.Ok;
     }
 
-    public int StatFs(ulong node, out FuseKStatFs stat)
+    public Errno StatFs(ulong node, out FuseKStatFs stat)
     {
         var tree = _current;
         stat = default;
@@ -181,23 +181,23 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
         stat.Blocks = (ulong)((tree.TotalBytes + 4095) / 4096);
         stat.Files = (ulong)tree.Count;
         stat.NameLen = 255;
-        return 0;
+        return Errno.Ok;
     }
 
     // ---- directories -------------------------------------------------------------------------
 
-    public int OpenDir(ulong node, out ulong handle)
+    public Errno OpenDir(ulong node, out ulong handle)
     {
         handle = 0;
         var n = Resolve(node);
-        if (n is null) return Libc.ENOENT;
-        return n.IsDirectory ? 0 : Libc.ENOTDIR;
+        if (n is null) return Errno.ENOENT;
+        return n.IsDirectory ? Errno.Ok : Errno.ENOTDIR;
     }
 
-    public int ReadDir(ulong node, ulong handle, long offset, ref DirectoryListing listing)
+    public Errno ReadDir(ulong node, ulong handle, long offset, ref DirectoryListing listing)
     {
         var dir = Resolve(node, out var tree);
-        if (dir is null) return Libc.ENOENT;
+        if (dir is null) return Errno.ENOENT;
         // Cookies: 1 = after ".", 2 = after "..", 3+i = after child i.
         for (long cookie = offset; cookie < dir.Children.Count + 2; cookie++)
         {
@@ -225,31 +225,31 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
             }
             if (!added) break;
         }
-        return 0;
+        return Errno.Ok;
     }
 
     // ---- files ---------------------------------------------------------------------------------
 
-    public int Open(ulong node, int flags, out FuseOpenResult result)
+    public Errno Open(ulong node, int flags, out FuseOpenResult result)
     {
         result = default;
         var n = Resolve(node);
-        if (n is null) return Libc.ENOENT;
-        if (n.IsDirectory) return Libc.EISDIR;
+        if (n is null) return Errno.ENOENT;
+        if (n.IsDirectory) return Errno.EISDIR;
         CachedBlob blob;
         try { blob = n.File!.OpenBlob(_cache); }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException)
         {
             _logger.LogError("{File}: cannot open its cache file: {Error}", n.File!.Path, e.Message);
-            return Libc.EIO;
+            return ReadErrors.ToErrno(e);
         }
         if (blob.Poison is not null)
         {
             _cache.Release(blob);
-            return Libc.EIO;
+            return Errno.EIO;
         }
-        _fetcher.Register(blob);
-        _fetcher.Scrub(blob, n.File!.Path); // a fully cached file from an earlier run: check it, then passthrough
+        _fetch.Checks.Register(blob);
+        _fetch.Checks.Scrub(blob, n.File!.Path); // a fully cached file from an earlier run: check it, then passthrough
 
         int backingId = 0;
         lock (_treesLock)
@@ -263,16 +263,16 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
             else if (opens.Passthrough > 0)
             {
                 _cache.Release(blob);
-                return Libc.EIO; // cannot happen unless the backing registration failed midway
+                return Errno.EIO; // cannot happen unless the backing registration failed midway
             }
             else opens.Normal++;
         }
 
         ulong handle = (ulong)Interlocked.Increment(ref _nextHandle);
-        _handles[handle] = new OpenFile(n, new FileReader(blob, n.File.Location, n.File.Path, _fetcher, _stats), backingId > 0);
+        _handles[handle] = new OpenFile(n, new FileReader(blob, n.File.Location, n.File.Path, _fetch.Fetcher, _fetch.Uncached, _counters), backingId > 0);
         if (backingId > 0) Interlocked.Increment(ref PassthroughOpens);
         result = new FuseOpenResult { Handle = handle, KeepCache = true, BackingId = backingId };
-        return 0;
+        return Errno.Ok;
     }
 
     private int AcquireBacking(FuseSession session, CachedBlob blob)
@@ -309,15 +309,8 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
         _cache.Release(open.Blob);
     }
 
-    public ValueTask<int> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> destination, CancellationToken cancel) =>
-        _handles.TryGetValue(handle, out var open) ? open.Reader.ReadAsync(offset, destination, cancel) : ValueTask.FromResult(-Libc.EBADF);
-
-    public bool TryGetFileSource(ulong node, ulong handle, long offset, int size, out int fd, out int length)
-    {
-        fd = -1;
-        length = 0;
-        return _handles.TryGetValue(handle, out var open) && open.Reader.TryGetFileRange(offset, size, out fd, out length);
-    }
+    public ValueTask<ReadResult> ReadAsync(ulong node, ulong handle, long offset, Memory<byte> buffer, CancellationToken cancel) =>
+        _handles.TryGetValue(handle, out var open) ? open.Reader.ReadAsync(offset, buffer, cancel) : ValueTask.FromResult<ReadResult>(Errno.EBADF);
 
     // ---- version switch --------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ public sealed class ModelMount : IAsyncDisposable
         _s3 = s3;
         _logger = logger;
         _store = new HttpObjectStore(s3, options.Fetcher.MaxConcurrentFetches * Math.Max(2, options.Fetcher.DemandChunkParts));
-        Stats = new FetchStatistics();
+        Stats = new CounterSet();
         Cache = new BlobCache(options.CacheDirectory ?? BlobCache.DefaultRoot(), options.CacheSize, logger);
         Index = string.IsNullOrWhiteSpace(options.Redis) ? new LocalChunkIndex() : RedisChunkIndex.Connect(options.Redis, Cache.Root, logger);
         if (options.Fleet is { } fleet)
@@ -50,17 +50,20 @@ public sealed class ModelMount : IAsyncDisposable
                 throw;
             }
         }
-        Fetcher = new ChunkFetcher(_store, Cache, options.Fetcher, Stats, logger, Index) { Fleet = Fleet };
+        Fetch = FetchPath.Compose(_store, Cache, options.Fetcher, Stats, logger, Index, Fleet);
         MlfsTelemetry.CacheBytesProvider = () => Cache.UsedBytes;
     }
 
     public MountOptions Options { get; }
     public BlobCache Cache { get; }
-    public ChunkFetcher Fetcher { get; }
+    /// <summary>The scheduler, the chain of chunk sources and the sink (see <see cref="FetchPath"/>).</summary>
+    public FetchPath Fetch { get; }
+    public ChunkFetcher Fetcher => Fetch.Fetcher;
     public IChunkIndex Index { get; }
     /// <summary>Fleet mode's peer server, holder index and peer client; null without --peer-listen.</summary>
     public FleetMember? Fleet { get; }
-    public FetchStatistics Stats { get; }
+    /// <summary>This mount's counters: what `mlfs status` shows and the Meter exports.</summary>
+    public CounterSet Stats { get; }
     public ModelFileSystem FileSystem { get; private set; } = null!;
     public FuseSession Session => _session!;
     public Task Completion => _session?.Completion ?? Task.CompletedTask;
@@ -76,7 +79,7 @@ public sealed class ModelMount : IAsyncDisposable
         try
         {
             var tree = mount.BuildTree(manifest);
-            mount.FileSystem = new ModelFileSystem(tree, mount.Cache, mount.Fetcher, mount.Stats, logger)
+            mount.FileSystem = new ModelFileSystem(tree, mount.Cache, mount.Fetch, mount.Stats, logger)
             {
                 UsePassthrough = options.Passthrough,
             };
@@ -149,7 +152,7 @@ public sealed class ModelMount : IAsyncDisposable
                 Activity.Current = span;
             }
             var blob = file.OpenBlob(Cache);
-            Fetcher.Register(blob);
+            Fetch.Checks.Register(blob);
             try
             {
                 await Fetcher.EnsureAsync(blob, file.Location, file.Path, 0, file.Size, FetchPriority.Demand, ct).ConfigureAwait(false);
@@ -196,7 +199,7 @@ public sealed class ModelMount : IAsyncDisposable
             CachedBlob blob;
             try { blob = file.OpenBlob(Cache); }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { continue; } // its first open will say why
-            try { await Fetcher.ScrubAsync(blob, file.Path, cancel).ConfigureAwait(false); }
+            try { await Fetch.Checks.ScrubAsync(blob, file.Path, cancel).ConfigureAwait(false); }
             finally { Cache.Release(blob); }
         }
     }
@@ -244,13 +247,13 @@ public sealed class ModelMount : IAsyncDisposable
     {
         using var activity = MlfsTelemetry.Source.StartActivity("mlfs.switch");
         var started = Stopwatch.GetTimestamp();
-        long bytesBefore = Interlocked.Read(ref Stats.BytesFetched);
+        long bytesBefore = Stats[Counters.BytesFetched];
         var manifest = ManifestLoader.Load(manifestPath);
         var tree = BuildTree(manifest);
         await PrefetchAsync(tree, manifest.Prefetch ?? [], cancel).ConfigureAwait(false);
         FileSystem.Switch(tree);
         var result = new SwitchResult(manifest.ArtifactId!, manifest.Version!, Stopwatch.GetElapsedTime(started),
-            Interlocked.Read(ref Stats.BytesFetched) - bytesBefore);
+            Stats[Counters.BytesFetched] - bytesBefore);
         _logger.LogInformation("switched to {Artifact} {Version} in {Ms} ms ({Bytes} bytes fetched for prefetch)",
             result.ArtifactId, result.Version, (int)result.Elapsed.TotalMilliseconds, result.BytesFetched);
         return result;
@@ -271,47 +274,17 @@ public sealed class ModelMount : IAsyncDisposable
             CacheBlobs = blobs,
             CacheBytes = bytes,
             CacheCapacity = Cache.Capacity,
-            ChunksFetched = Interlocked.Read(ref Stats.ChunksFetched),
-            BytesFetched = Interlocked.Read(ref Stats.BytesFetched),
-            Requests = Interlocked.Read(ref Stats.Requests),
-            Retries = Interlocked.Read(ref Stats.Retries),
-            FetchFailures = Interlocked.Read(ref Stats.Failures),
-            CacheHits = Interlocked.Read(ref Stats.CacheHits),
-            CacheMisses = Interlocked.Read(ref Stats.CacheMisses),
             HitRatio = Stats.HitRatio,
-            UnverifiedBytesServed = Interlocked.Read(ref Stats.UnverifiedBytesServed),
             OpenFiles = FileSystem.OpenHandles,
             PassthroughOpens = Interlocked.Read(ref FileSystem.PassthroughOpens),
             Passthrough = _session?.PassthroughEnabled ?? false,
             SplicedReads = _session?.SplicedReads ?? 0,
-            ChunksDeduplicated = Interlocked.Read(ref Stats.ChunksDeduplicated),
-            BytesDeduplicated = Interlocked.Read(ref Stats.BytesDeduplicated),
-            ChunksFromOtherProcesses = Interlocked.Read(ref Stats.ChunksFromOtherProcesses),
             ChunkIndex = Index.Describe(),
             IgnoredIndexEntries = Index.IgnoredEntries + Interlocked.Read(ref Cache.IgnoredIndexEntries),
             DamagedChunksDropped = Interlocked.Read(ref Cache.DamagedChunks),
-            BytesFromPeers = Interlocked.Read(ref Stats.BytesFromPeers),
-            ChunksFromPeers = Interlocked.Read(ref Stats.ChunksFromPeers),
-            PeerFailures = Interlocked.Read(ref Stats.PeerFailures),
-            FleetWaits = Interlocked.Read(ref Stats.FleetWaits),
-            FleetHedges = Interlocked.Read(ref Stats.FleetHedges),
-            Fleet = Fleet is { } f ? new FleetStatus
-            {
-                Listen = f.Server.EndPoint.ToString(),
-                Advertise = f.Options.Advertise.ToString(),
-                Index = f.Index.Describe(),
-                ChunksHeld = f.Held.Count,
-                ChunksServed = Interlocked.Read(ref f.Server.ChunksServed),
-                BytesServed = Interlocked.Read(ref f.Server.BytesServed),
-                Unauthorized = Interlocked.Read(ref f.Server.Unauthorized),
-                IgnoredHolderEntries = f.Index.IgnoredEntries,
-                Peers = f.Client.Peers.ToDictionary(p => p.Key, p => new PeerStatus
-                {
-                    Chunks = Interlocked.Read(ref p.Value.Chunks),
-                    Bytes = Interlocked.Read(ref p.Value.Bytes),
-                    Failures = Interlocked.Read(ref p.Value.Failures),
-                }),
-            } : null,
+            Errors = Stats.Errors().ToDictionary(),
+            Fleet = Fleet?.Status(),
+            Counters = MountStatus.FromCounters(Stats),
         };
     }
 
@@ -326,13 +299,14 @@ public sealed class ModelMount : IAsyncDisposable
         _control?.Dispose();
         _session?.Dispose();   // unmounts; pending reads get an error
         await Fetcher.StopAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false); // verified chunks in flight land on disk
-        Fetcher.Dispose();
+        Fetch.Dispose();
         if (Fleet is not null) await Fleet.DisposeAsync().ConfigureAwait(false);
         if (FileSystem is not null) FileSystem.Dispose();
         Cache.Dispose();
         Index.Dispose();
         _store.Dispose();
         _background?.Dispose();
+        Stats.Dispose();
     }
 }
 

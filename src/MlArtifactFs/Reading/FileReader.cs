@@ -1,7 +1,7 @@
 using System.Diagnostics;
 using MlArtifactFs.Cache;
 using MlArtifactFs.Fetching;
-using MlArtifactFs.Fuse.Interop;
+using MlArtifactFs.Fuse;
 using MlArtifactFs.Storage;
 using MlArtifactFs.Telemetry;
 
@@ -9,41 +9,39 @@ namespace MlArtifactFs.Reading;
 
 /// <summary>
 /// One open file: its blob, where its bytes come from, and its read-ahead window, bound once at open
-/// (mountpoint-s3's prefetcher request). <see cref="ReadAsync"/> owns hit or miss: a hit is one pread,
-/// answered synchronously; a miss waits for exactly the chunks it touches; sequential reading grows
-/// the read-ahead; a full cache disk falls back to uncached, still verified, reads. Errors come back
-/// as a negative errno (<see cref="ReadErrors"/>), never as wrong bytes.
+/// (mountpoint-s3's prefetcher request). <see cref="ReadAsync"/> answers a READ with one result: a
+/// complete file's range for the session to splice; a hit, copied, answered synchronously; a miss,
+/// after waiting for exactly the chunks it touches. Sequential reading grows the read-ahead; a disk
+/// that cannot take the bytes falls back to uncached, still verified, reads. Errors come back as an
+/// <see cref="Errno"/> (<see cref="ReadErrors"/>), never as wrong bytes.
 /// </summary>
-public sealed class FileReader
+internal sealed class FileReader(CachedBlob blob, ObjectLocation location, string path, ChunkFetcher fetcher, UncachedRead uncached, CounterSet counters)
 {
-    private readonly ChunkFetcher _fetcher;
-    private readonly FetchStatistics _stats;
-    private readonly ReadAheadWindow _window;
+    private readonly ChunkFetcher _fetcher = fetcher;
+    private readonly UncachedRead _uncached = uncached;
+    private readonly CounterSet _counters = counters;
+    private readonly ReadAheadWindow _window = new(fetcher.Options.MaxRequestBytes, fetcher.Options.MaxReadAheadBytes);
 
-    public FileReader(CachedBlob blob, ObjectLocation location, string path, ChunkFetcher fetcher, FetchStatistics stats)
-    {
-        Blob = blob;
-        Location = location;
-        Path = path;
-        _fetcher = fetcher;
-        _stats = stats;
-        _window = new ReadAheadWindow(fetcher.Options.MaxRequestBytes, fetcher.Options.MaxReadAheadBytes);
-    }
-
-    public CachedBlob Blob { get; }
-    public ObjectLocation Location { get; }
-    public string Path { get; }
+    public CachedBlob Blob { get; } = blob;
+    public ObjectLocation Location { get; } = location;
+    public string Path { get; } = path;
     public long Size => Blob.Descriptor.Size;
 
-    /// <summary>Reads up to destination.Length bytes at offset; returns the count, or -errno.</summary>
-    public ValueTask<int> ReadAsync(long offset, Memory<byte> destination, CancellationToken cancel)
+    /// <summary>Answers a READ of up to buffer.Length bytes at offset.</summary>
+    public ValueTask<ReadResult> ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancel)
     {
-        if (offset >= Size || destination.Length == 0) return ValueTask.FromResult(0);
-        int length = (int)Math.Min(destination.Length, Size - offset);
-        if (Blob.Poison is not null) return ValueTask.FromResult(-Libc.EIO);
+        if (offset >= Size || buffer.Length == 0) return ValueTask.FromResult(ReadResult.InBuffer(0));
+        if (Blob.Poison is not null) return ValueTask.FromResult<ReadResult>(Errno.EIO);
+        int length = (int)Math.Min(buffer.Length, Size - offset);
 
         var (aheadOffset, aheadLength) = _window.OnRead(offset, length);
-        if (aheadLength > 0 && !Blob.IsComplete)
+        if (Blob.IsComplete)
+        {
+            // Every chunk verified and on disk: the session splices the bytes from the cache file.
+            _counters.Increment(Counters.CacheHits);
+            return ValueTask.FromResult(ReadResult.FileRange(Blob.DataFd, offset, length));
+        }
+        if (aheadLength > 0)
         {
             // End the window on a request boundary, so read-ahead tops up in whole requests (16 MiB GETs)
             // rather than one chunk per READ as the window slides: fewer requests, less per-request cost.
@@ -51,19 +49,17 @@ public sealed class FileReader
             long aheadEnd = (aheadOffset + aheadLength + unit - 1) / unit * unit;
             _fetcher.Prefetch(Blob, Location, Path, aheadOffset, aheadEnd - aheadOffset, FetchPriority.ReadAhead);
         }
-
+        var destination = buffer[..length];
         if (Blob.IsRangeServable(offset, length))
         {
-            Interlocked.Increment(ref _stats.CacheHits);
-            MlfsTelemetry.CacheHits.Add(1);
-            try { return ValueTask.FromResult(ReadCached(offset, destination.Span[..length])); }
-            catch (IOException) { return ReadUncachedAsync(this, offset, destination[..length], cancel); } // its write failed a moment ago
+            _counters.Increment(Counters.CacheHits);
+            try { return ValueTask.FromResult(ReadResult.InBuffer(ReadCached(offset, destination.Span))); }
+            catch (IOException) { return ReadUncachedAsync(this, offset, destination, cancel); } // its write failed a moment ago
         }
-        Interlocked.Increment(ref _stats.CacheMisses);
-        MlfsTelemetry.CacheMisses.Add(1);
-        return ReadMissAsync(this, offset, destination[..length], cancel);
+        _counters.Increment(Counters.CacheMisses);
+        return ReadMissAsync(this, offset, destination, cancel);
 
-        static async ValueTask<int> ReadMissAsync(FileReader self, long offset, Memory<byte> destination, CancellationToken cancel)
+        static async ValueTask<ReadResult> ReadMissAsync(FileReader self, long offset, Memory<byte> destination, CancellationToken cancel)
         {
             // A trace of its own: runs this read starts, and their GETs, are its children (see ChunkRun.Trace).
             using var read = MlfsTelemetry.StartDetached("mlfs.read", default);
@@ -79,7 +75,7 @@ public sealed class FileReader
                 await self._fetcher.EnsureAsync(self.Blob, self.Location, self.Path, offset, destination.Length, FetchPriority.Demand, cancel)
                     .ConfigureAwait(false);
             }
-            catch (Exception e) when (e is ChunksNotStoredException || e.InnerException is CacheFullException || (self._fetcher.CacheFull && ReadErrors.IsReadFailure(e)))
+            catch (FetchException e) when (e.CanReadUncached || self._fetcher.CacheFull)
             {
                 // Degraded, not broken: the disk cannot take more, so serve this read from storage, uncached.
                 return await ReadUncachedAsync(self, offset, destination, cancel).ConfigureAwait(false);
@@ -88,58 +84,40 @@ public sealed class FileReader
             {
                 return ReadErrors.ToErrno(e); // the fetcher logged file, range and cause
             }
-            try { return self.ReadCached(offset, destination.Span); }
+            try { return ReadResult.InBuffer(self.ReadCached(offset, destination.Span)); }
             catch (IOException) { return await ReadUncachedAsync(self, offset, destination, cancel).ConfigureAwait(false); }
         }
 
         // A chunk verified a moment ago whose write then failed (a full disk): read it again, uncached and verified.
-        static async ValueTask<int> ReadUncachedAsync(FileReader self, long offset, Memory<byte> destination, CancellationToken cancel)
+        static async ValueTask<ReadResult> ReadUncachedAsync(FileReader self, long offset, Memory<byte> destination, CancellationToken cancel)
         {
-            try { return await self._fetcher.ReadUncachedAsync(self.Blob, self.Location, self.Path, offset, destination, cancel).ConfigureAwait(false); }
+            try { return ReadResult.InBuffer(await self._uncached.ReadAsync(self.Blob, self.Location, self.Path, offset, destination, cancel).ConfigureAwait(false)); }
             catch (Exception e) when (ReadErrors.IsReadFailure(e)) { return ReadErrors.ToErrno(e); }
         }
-    }
-
-    /// <summary>
-    /// A READ of a complete file (every chunk verified and on disk): where its bytes lie, for the session
-    /// to splice them to the kernel. Counted as a hit; no fetch can be needed. False otherwise.
-    /// </summary>
-    public bool TryGetFileRange(long offset, int size, out int fd, out int length)
-    {
-        fd = -1;
-        length = 0;
-        if (!Blob.IsComplete || Blob.Poison is not null || offset >= Size || size <= 0) return false;
-        length = (int)Math.Min(size, Size - offset);
-        fd = Blob.DataFd;
-        Blob.LastAccess = Environment.TickCount64;
-        _window.OnRead(offset, length);
-        Interlocked.Increment(ref _stats.CacheHits);
-        MlfsTelemetry.CacheHits.Add(1);
-        return true;
     }
 
     private int ReadCached(long offset, Span<byte> destination)
     {
         int n = Blob.Read(offset, destination);
-        if (!Blob.Descriptor.HasChunkHashes && !Blob.IsComplete)
-        {
-            // A file without chunk hashes can only be verified whole: until then its bytes are served unverified, and counted.
-            Interlocked.Add(ref _stats.UnverifiedBytesServed, n);
-            MlfsTelemetry.UnverifiedBytesServed.Add(n);
-        }
+        // A file without chunk hashes can only be verified whole: until then its bytes are served unverified, and counted.
+        if (!Blob.Descriptor.HasChunkHashes && !Blob.IsComplete) _counters.Add(Counters.UnverifiedBytesServed, n);
         return n;
     }
 }
 
-/// <summary>The one policy that turns a failed read into an errno.</summary>
+/// <summary>The one policy that turns a failed read into an errno (mountpoint-s3's fs/error.rs).</summary>
 public static class ReadErrors
 {
     /// <summary>
-    /// Failures a read reports as EIO. Cancellation is not one of them: it propagates to the FUSE
+    /// Failures a read reports as an error. Cancellation is not one of them: it propagates to the FUSE
     /// session, which answers an interrupted request itself.
     /// </summary>
     public static bool IsReadFailure(Exception e) =>
         e is IOException or ChunkVerificationException or ObjectStoreException or UnauthorizedAccessException;
 
-    public static int ToErrno(Exception e) => -Libc.EIO;
+    /// <summary>
+    /// Every failure of a read is EIO: storage that refused or failed, bytes that never verified, a cache
+    /// file that cannot be opened or read. The log (written where the failure happened) says which.
+    /// </summary>
+    public static Errno ToErrno(Exception e) => Errno.EIO;
 }

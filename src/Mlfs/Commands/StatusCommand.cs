@@ -36,21 +36,21 @@ internal static class StatusCommand
         Console.WriteLine($"mount point:     {s.MountPoint}");
         Console.WriteLine($"model:           {s.ArtifactId} {s.Version} ({s.Files} files, {Sizes.Format(s.TotalBytes)})");
         Console.WriteLine($"cache:           {s.CacheDirectory}: {s.CacheBlobs} blobs, {Sizes.Format(s.CacheBytes)} of {Sizes.Format(s.CacheCapacity)}");
-        Console.WriteLine($"fetched:         {s.ChunksFetched} chunks, {Sizes.Format(s.BytesFetched)} from storage in {s.Requests} requests ({s.Retries} retries, {s.FetchFailures} failures)");
+        Console.WriteLine($"fetched:         {s.Count("chunks_fetched")} chunks, {Sizes.Format(s.Count("bytes_fetched"))} from storage in {s.Count("requests")} requests ({s.Count("retries")} retries, {s.Count("fetch_failures")} failures)");
         if (s.Fleet is { } fleet)
         {
             Console.WriteLine($"fleet:           serving on {fleet.Listen} as {fleet.Advertise}; {fleet.ChunksHeld} chunks held, {fleet.ChunksServed} served to peers ({Sizes.Format(fleet.BytesServed)}), {fleet.Unauthorized} refused without the token; index {fleet.Index}");
-            Console.WriteLine($"from peers:      {s.ChunksFromPeers} chunks, {Sizes.Format(s.BytesFromPeers)} ({s.PeerFailures} peer failures, {s.FleetWaits} waits for another node, {s.FleetHedges} hedged to storage)");
+            Console.WriteLine($"from peers:      {s.Count("chunks_from_peers")} chunks, {Sizes.Format(s.Count("bytes_from_peers"))} ({s.Count("peer_failures")} peer failures, {s.Count("fleet_waits")} waits for another node, {s.Count("fleet_hedges")} hedged to storage)");
             foreach (var (peer, p) in fleet.Peers.OrderBy(p => p.Key, StringComparer.Ordinal))
                 Console.WriteLine($"  peer {peer,-21} {p.Chunks} chunks, {Sizes.Format(p.Bytes)}, {p.Failures} failures");
         }
-        Console.WriteLine($"reads:           {s.CacheHits} hits, {s.CacheMisses} misses (hit ratio {s.HitRatio:P1})");
-        Console.WriteLine($"shared:          {s.ChunksDeduplicated} chunks ({Sizes.Format(s.BytesDeduplicated)}) copied from duplicates, {s.ChunksFromOtherProcesses} fetched by other processes; index {s.ChunkIndex}");
+        Console.WriteLine($"reads:           {s.Count("cache_hits")} hits, {s.Count("cache_misses")} misses (hit ratio {s.HitRatio:P1})");
+        Console.WriteLine($"shared:          {s.Count("chunks_deduplicated")} chunks ({Sizes.Format(s.Count("bytes_deduplicated"))}) copied from duplicates, {s.Count("chunks_from_other_processes")} fetched by other processes; index {s.ChunkIndex}");
         Console.WriteLine($"open files:      {s.OpenFiles} ({s.PassthroughOpens} passthrough opens so far; passthrough {(s.Passthrough ? "on" : "off")})");
         if (s.IgnoredIndexEntries > 0 || s.DamagedChunksDropped > 0)
             Console.WriteLine($"distrusted:      {s.IgnoredIndexEntries} index entries ignored, {s.DamagedChunksDropped} damaged cache chunks dropped and fetched again");
-        if (s.UnverifiedBytesServed > 0)
-            Console.WriteLine($"unverified:      {Sizes.Format(s.UnverifiedBytesServed)} served before whole-file verification (files without chunk hashes)");
+        if (s.Count("unverified_bytes_served") > 0)
+            Console.WriteLine($"unverified:      {Sizes.Format(s.Count("unverified_bytes_served"))} served before whole-file verification (files without chunk hashes)");
         return ExitCodes.Success;
     }
 }

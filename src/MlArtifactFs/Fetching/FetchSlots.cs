@@ -5,7 +5,7 @@ namespace MlArtifactFs.Fetching;
 /// memory however many files stream), handed out by priority: demand before read-ahead before
 /// background prefetch. A queued run that a reader starts waiting on is promoted.
 /// </summary>
-internal sealed class FetchScheduler(int slots, Action<ChunkRun> start)
+internal sealed class FetchSlots(int slots, Action<ChunkRun> start)
 {
     private readonly Queue<ChunkRun>[] _queues = [new(), new(), new()]; // guarded by _lock
     private readonly Lock _lock = new();

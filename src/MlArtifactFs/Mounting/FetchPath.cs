@@ -1,0 +1,49 @@
+using Microsoft.Extensions.Logging;
+using MlArtifactFs.Cache;
+using MlArtifactFs.Fetching;
+using MlArtifactFs.Fetching.Sources;
+using MlArtifactFs.Fleet;
+using MlArtifactFs.Index;
+using MlArtifactFs.Storage;
+using MlArtifactFs.Telemetry;
+
+namespace MlArtifactFs.Mounting;
+
+/// <summary>
+/// The fetch path of one mount, composed in one place: the scheduler (<see cref="ChunkFetcher"/>), the
+/// chain of chunk sources a cold chunk tries in order, the one sink every verified chunk goes through,
+/// whole-file fetches (seed format), uncached reads (full disk) and the checks a blob gets when opened.
+/// </summary>
+public sealed class FetchPath : IDisposable
+{
+    public ChunkFetcher Fetcher { get; private init; } = null!;
+    internal UncachedRead Uncached { get; private init; } = null!;
+    internal CachedFileChecks Checks { get; private init; } = null!;
+
+    public static FetchPath Compose(IObjectStore store, BlobCache cache, FetcherOptions options, CounterSet counters, ILogger logger,
+        IChunkIndex? index = null, FleetMember? fleet = null)
+    {
+        index ??= new LocalChunkIndex();
+        var shutdown = new CancellationTokenSource();
+        var range = new RangeReader(store, options, counters, logger, shutdown.Token);
+        var buffers = new ChunkBuffers(options.BufferBudgetBytes);
+        var sink = new ChunkSink(index, counters, logger) { Holders = fleet };
+        List<IChunkSource> sources =
+        [
+            new LocalCacheSource(cache, index, sink, counters),             // 1. on disk already: adopted after hashing, or an identical chunk copied
+            new ProcessLeaseSource(index, sink, counters, shutdown.Token),  // 2. another process on this cache is fetching it: wait, then adopt
+        ];
+        if (fleet is not null) sources.Add(fleet.CreateSource(sink, counters, shutdown.Token)); // 3. a peer holds it, or another node is fetching it
+        sources.Add(new StorageSource(range, sink, counters, logger));      // 4. object storage
+        var fetcher = new ChunkFetcher(cache, new SourceChain(sources), new WholeFileFetch(cache, range, counters, logger), buffers, options,
+            counters, logger, shutdown);
+        return new FetchPath
+        {
+            Fetcher = fetcher,
+            Uncached = new UncachedRead(range, buffers, counters),
+            Checks = new CachedFileChecks(cache, index, sink, shutdown.Token),
+        };
+    }
+
+    public void Dispose() => Fetcher.Dispose();
+}
