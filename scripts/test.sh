@@ -15,10 +15,11 @@ if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 # mount (mount, umount: tmpfs for the disk-full test) and util-linux (setpriv: the unprivileged tests;
 # unshare: the no-/dev/fuse test), podman + runc + debootstrap (the container test: the image is built
 # from a debootstrap base, since no registry is reachable here) and gcc (the NativeAOT binary in it),
-# iproute2 (ip netns, veth, bridge: the fleet tests' nodes) and python3-yaml (the deploy examples' syntax).
+# iproute2 (ip netns, veth, bridge: the fleet tests' nodes), python3-yaml (the deploy examples' syntax) and
+# b3sum (the BLAKE3 reference implementation's command line: generate's chunk hashes are checked against it).
 scripts/ensure-packages.sh fuse3 swift swift-proxy swift-account swift-container swift-object memcached \
   redis-server redis-tools curl python3 coreutils procps mount util-linux podman runc debootstrap gcc \
-  iproute2 python3-yaml
+  iproute2 python3-yaml b3sum
 [[ -e /dev/fuse ]] || $SUDO modprobe fuse || { echo "test.sh: /dev/fuse is missing and the fuse module could not be loaded" >&2; exit 1; }
 
 # Warnings are errors by Directory.Build.props; on failure show every error, not just a summary.

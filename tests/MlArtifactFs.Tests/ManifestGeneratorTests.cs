@@ -1,6 +1,7 @@
 using System.Diagnostics;
 using System.Net.Sockets;
 using System.Security.Cryptography;
+using MlArtifactFs.Cache;
 using MlArtifactFs.Manifest;
 
 namespace MlArtifactFs.Tests;
@@ -52,8 +53,9 @@ public sealed class ManifestGeneratorTests : IDisposable
         foreach (var (path, bytes) in files) Write(path, bytes);
 
         var m = await ManifestGenerator.GenerateAsync(_dir.FullName,
-            new GenerateOptions("model", "v1", "s3://bucket/models/v1/", ["config.json"], Chunk));
+            new GenerateOptions("model", "v1", "s3://bucket/models/v1/", ["config.json"], Chunk, ChunkHash: ChunkHashAlgorithm.Sha256));
 
+        Assert.Null(m.ChunkHash); // SHA-256 chunk hashes: the manifest exactly as earlier versions wrote it
         Assert.Equal(files.Keys.Order(StringComparer.Ordinal), m.Files!.Select(f => f.Path));
         Assert.Equal(Chunk, m.ChunkSize);
         Assert.Equal(["config.json"], m.Prefetch);
@@ -74,6 +76,52 @@ public sealed class ManifestGeneratorTests : IDisposable
         Assert.Equal("s3://bucket/models/v1/with%20space/tokenizer%20%C3%BC%20%E6%A8%A1%E5%9E%8B.json",
             m.Files.Single(f => f.Path!.StartsWith("with", StringComparison.Ordinal)).Url);
         Assert.Empty(m.Files.Single(f => f.Path == "empty.bin").Chunks!);
+    }
+
+    /// <summary>BLAKE3 of a file by the reference implementation's command line (Debian's b3sum), not by the library mlfs uses.</summary>
+    private static string B3Sum(string path)
+    {
+        var psi = new ProcessStartInfo("b3sum") { RedirectStandardOutput = true };
+        psi.ArgumentList.Add("--no-names");
+        psi.ArgumentList.Add(path);
+        using var p = Process.Start(psi)!;
+        string output = p.StandardOutput.ReadToEnd().Trim();
+        p.WaitForExit();
+        Assert.Equal(0, p.ExitCode);
+        return output;
+    }
+
+    [Fact]
+    public async Task ChunkHashesAreBlake3ByDefaultAndMatchTheReferenceImplementation()
+    {
+        // Sizes around BLAKE3's 1 KiB chunks and its tree's powers of two, and a short last chunk.
+        var files = new Dictionary<string, byte[]>
+        {
+            ["a.bin"] = RandomBytes(3 * Chunk + 1025, 7),
+            ["b.bin"] = RandomBytes(1023, 8),
+            ["c.bin"] = RandomBytes(Chunk, 9),
+        };
+        foreach (var (path, bytes) in files) Write(path, bytes);
+        var m = await ManifestGenerator.GenerateAsync(_dir.FullName, new GenerateOptions("m", "v1", "s3://b/p", [], Chunk));
+        Assert.Equal("blake3", m.ChunkHash);
+        var pieces = Directory.CreateTempSubdirectory("mlfs-b3-");
+        try
+        {
+            foreach (var f in m.Files!)
+            {
+                var bytes = files[f.Path!];
+                Assert.Equal(Sha256Sum(Path.Combine(_dir.FullName, f.Path!)), f.Sha256); // the whole-file hash stays SHA-256
+                for (int c = 0; c < f.Chunks!.Count; c++)
+                {
+                    string piece = Path.Combine(pieces.FullName, $"{f.Path}.{c}");
+                    File.WriteAllBytes(piece, bytes.AsSpan(c * Chunk, Math.Min(Chunk, bytes.Length - c * Chunk)).ToArray());
+                    Assert.Equal(B3Sum(piece), f.Chunks[c]);
+                }
+            }
+        }
+        finally { pieces.Delete(recursive: true); }
+        // And a test vector of the BLAKE3 specification: the empty input.
+        Assert.Equal("af1349b9f5f9a1a6a0404dea36dcc9499bcb25c9adc112b7cc9a93cae41f3262", Convert.ToHexStringLower(Blake3.Hasher.Hash([]).AsSpan()));
     }
 
     [Fact]

@@ -104,8 +104,8 @@ public sealed class SourceChainTests : IDisposable
     /// <summary>An index that names, for every chunk, a blob of ours holding other bytes (a wrong neighbour, a planted Redis entry).</summary>
     private sealed class LyingIndex(string blobName) : IChunkIndex
     {
-        public ValueTask<IReadOnlyList<ChunkLocation>> FindAsync(string chunkSha256) => ValueTask.FromResult<IReadOnlyList<ChunkLocation>>([new ChunkLocation(blobName, 0)]);
-        public void Add(string blobName, IReadOnlyList<(int Chunk, string Sha256)> chunks) { }
+        public ValueTask<IReadOnlyList<ChunkLocation>> FindAsync(ChunkId chunk) => ValueTask.FromResult<IReadOnlyList<ChunkLocation>>([new ChunkLocation(blobName, 0)]);
+        public void Add(string blobName, IReadOnlyList<(int Chunk, ChunkId Id)> chunks) { }
         public ValueTask<bool> TryLeaseAsync(string key, TimeSpan ttl) => ValueTask.FromResult(true);
         public void ReleaseLease(string key) { }
         public string Describe() => "lying";

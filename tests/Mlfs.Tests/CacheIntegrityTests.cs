@@ -47,12 +47,12 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
     /// A manifest that claims <paramref name="honest"/>'s file (same path, size and sha256) but lists the
     /// chunks of other bytes and points at them: the lie a shared cache must survive.
     /// </summary>
-    private async Task<(string Honest, string Forged, byte[] Truth, byte[] Other)> ForgeAsync(string bucketPrefix, bool seedFormat)
+    private async Task<(string Honest, string Forged, byte[] Truth, byte[] Other)> ForgeAsync(string bucketPrefix, ManifestKind kind)
     {
         var truth = NewModel().Add("model.safetensors", 6 * Chunk + 4321, 101);
         var other = NewModel().Add("model.safetensors", 6 * Chunk + 4321, 202);
-        string honest = await truth.PublishAsync(s3, bucketPrefix + "-t", seedFormat: seedFormat);
-        string otherManifest = await other.PublishAsync(s3, bucketPrefix + "-o", seedFormat: seedFormat);
+        string honest = await truth.PublishAsync(s3, bucketPrefix + "-t", kind);
+        string otherManifest = await other.PublishAsync(s3, bucketPrefix + "-o", kind);
         var forged = ManifestLoader.Load(otherManifest);
         forged.Files![0].Sha256 = ManifestLoader.Load(honest).Files![0].Sha256; // the claim nobody checks while chunks are served
         string forgedPath = Path.Combine(other.ManifestFolder, "forged.json");
@@ -61,11 +61,11 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task AForgedManifestOnTheSameCacheCannotPlantBytesForTheHonestOne(bool seedFormat)
+    [MemberData(nameof(ManifestKinds.All), MemberType = typeof(ManifestKinds))]
+    public async Task AForgedManifestOnTheSameCacheCannotPlantBytesForTheHonestOne(ManifestKind kind)
     {
-        var (honest, forged, truth, other) = await ForgeAsync("forge", seedFormat);
+        bool seedFormat = kind == ManifestKind.Seed;
+        var (honest, forged, truth, other) = await ForgeAsync("forge", kind);
         await using var liar = await InProcessMount.StartAsync(s3, forged, Cache);
         byte[]? liarRead = null;
         try { liarRead = await File.ReadAllBytesAsync(liar["model.safetensors"]); }
@@ -76,7 +76,7 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
         await using var mount = await InProcessMount.StartAsync(s3, honest, Cache);
         var read = await File.ReadAllBytesAsync(mount["model.safetensors"]);
         long wrong = Check.WrongBytes(truth, read);
-        output.WriteLine($"forged {(seedFormat ? "seed-format" : "chunked")} manifest: liar read {liarRead?.Length ?? 0} bytes " +
+        output.WriteLine($"forged {kind} manifest: liar read {liarRead?.Length ?? 0} bytes " +
                          $"(unverified served {liar.Mount.Stats[Counters.UnverifiedBytesServed]}); honest mount fetched {mount.Mount.Stats[Counters.BytesFetched]} bytes, {wrong} wrong");
         Assert.Equal(0, wrong);
         Assert.True(mount.Mount.Stats[Counters.BytesFetched] >= truth.Length, "the honest manifest fetched its own bytes");
@@ -84,11 +84,10 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
     }
 
     [Theory]
-    [InlineData(false)]
-    [InlineData(true)]
-    public async Task AForgedManifestCannotPlantBytesAcrossASwitchInOneMount(bool seedFormat)
+    [MemberData(nameof(ManifestKinds.All), MemberType = typeof(ManifestKinds))]
+    public async Task AForgedManifestCannotPlantBytesAcrossASwitchInOneMount(ManifestKind kind)
     {
-        var (honest, forged, truth, _) = await ForgeAsync("forgesw", seedFormat);
+        var (honest, forged, truth, _) = await ForgeAsync("forgesw", kind);
         await using var mount = await InProcessMount.StartAsync(s3, forged, Cache);
         try { await File.ReadAllBytesAsync(mount["model.safetensors"]); }
         catch (IOException) { } // seed format: fails its whole-file check
@@ -96,18 +95,18 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
         await mount.Mount.SwitchAsync(honest);
         var read = await File.ReadAllBytesAsync(mount["model.safetensors"]);
         long wrong = Check.WrongBytes(truth, read);
-        output.WriteLine($"switch from a forged {(seedFormat ? "seed-format" : "chunked")} manifest: {mount.Mount.Stats[Counters.BytesFetched] - before} bytes fetched after the switch, {wrong} wrong");
+        output.WriteLine($"switch from a forged {kind} manifest: {mount.Mount.Stats[Counters.BytesFetched] - before} bytes fetched after the switch, {wrong} wrong");
         Assert.Equal(0, wrong);
         Assert.True(mount.Mount.Stats[Counters.BytesFetched] - before >= truth.Length, "fetched again after the switch");
     }
 
-    public static TheoryData<ProxyFault, bool, bool> LateFaults()
+    public static TheoryData<ProxyFault, ManifestKind, bool> LateFaults()
     {
-        var data = new TheoryData<ProxyFault, bool, bool>();
+        var data = new TheoryData<ProxyFault, ManifestKind, bool>();
         foreach (var fault in new[] { ProxyFault.FlippedByte, ProxyFault.TruncatedBody, ProxyFault.ShiftedBody })
-            foreach (bool seed in new[] { false, true })
+            foreach (var kind in new[] { ManifestKind.Blake3, ManifestKind.Sha256, ManifestKind.Seed })
                 foreach (bool withRedis in new[] { false, true })
-                    data.Add(fault, seed, withRedis);
+                    data.Add(fault, kind, withRedis);
         return data;
     }
 
@@ -118,11 +117,12 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
     /// </summary>
     [Theory]
     [MemberData(nameof(LateFaults))]
-    public async Task ABadBodyArrivingAfterAnotherMountVerifiedTheChunkChangesNothingForIt(ProxyFault fault, bool seedFormat, bool withRedis)
+    public async Task ABadBodyArrivingAfterAnotherMountVerifiedTheChunkChangesNothingForIt(ProxyFault fault, ManifestKind kind, bool withRedis)
     {
+        bool seedFormat = kind == ManifestKind.Seed;
         var model = NewModel().Add("weights.bin", 4 * Chunk + 777, 303);
         byte[] expected = model.Files["weights.bin"];
-        string manifest = await model.PublishAsync(s3, "late", seedFormat: seedFormat);
+        string manifest = await model.PublishAsync(s3, "late", kind);
         string[] redisArgs = withRedis ? ["--redis", redis.ConnectionString] : [];
         await using var proxyA = new FaultProxy(s3.Endpoint) { Faults = (n, _) => n == 1 ? fault : ProxyFault.None, PauseAfter = 64 << 10 };
         string a = NewMountPoint(), b = NewMountPoint(), c = NewMountPoint();
@@ -147,7 +147,7 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
         var check = CacheCheck.Run(Cache);
 
         long wrongA = bytesA is null ? -1 : Check.WrongBytes(expected, bytesA), wrongB = Check.WrongBytes(expected, againB), wrongC = Check.WrongBytes(expected, readC);
-        output.WriteLine($"{fault}, {(seedFormat ? "seed-format" : "chunked")}, {(withRedis ? "Redis" : "no Redis")}: " +
+        output.WriteLine($"{fault}, {kind}, {(withRedis ? "Redis" : "no Redis")}: " +
                          $"{proxyA.FaultsInjected} fault(s) injected in {proxyA.Gets} GETs of A; wrong bytes served: A {(bytesA is null ? "none (EIO)" : wrongA)}, " +
                          $"B {wrongB}, C {wrongC}; cache check: {check.ChunksChecked} chunk(s), {check.Damaged.Count} damaged");
         Assert.Equal(1, proxyA.FaultsInjected);
@@ -171,11 +171,12 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
     /// them through proxies that corrupt every other GET. Every byte served in every process is exact, and
     /// the cache holds only intact chunks afterwards.
     /// </summary>
-    [Fact]
-    public async Task FourProcessesOnOneCacheWithFaultsServeNoWrongByte()
+    [Theory]
+    [MemberData(nameof(ManifestKinds.Chunked), MemberType = typeof(ManifestKinds))]
+    public async Task FourProcessesOnOneCacheWithFaultsServeNoWrongByte(ManifestKind kind)
     {
         var model = NewModel().Add("a.bin", 12 * Chunk + 5, 401).Add("b.bin", 9 * Chunk + 17, 402);
-        string manifest = await model.PublishAsync(s3, "four");
+        string manifest = await model.PublishAsync(s3, "four", kind);
         var faults = new[] { ProxyFault.None, ProxyFault.FlippedByte, ProxyFault.None, ProxyFault.ShiftedBody };
         var proxies = new List<FaultProxy>();
         var mounts = new List<(MountProcess Process, string MountPoint)>();
@@ -199,7 +200,7 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
                 foreach (var f in new[] { "a.bin", "b.bin" })
                     Assert.Equal(0, Check.WrongBytes(model.Files[f], await File.ReadAllBytesAsync(Path.Combine(mp, f))));
             var check = CacheCheck.Run(Cache);
-            output.WriteLine($"4 processes: faults injected {string.Join(", ", proxies.Select((p, i) => $"{faults[i]} x{p.FaultsInjected}"))}; " +
+            output.WriteLine($"4 processes, {kind}: faults injected {string.Join(", ", proxies.Select((p, i) => $"{faults[i]} x{p.FaultsInjected}"))}; " +
                              $"bytes from S3 {string.Join(", ", proxies.Select(p => p.BytesSent))}; wrong bytes served {string.Join(", ", wrong)}; " +
                              $"cache check: {check.ChunksChecked} chunk(s) in {check.Blobs} blob(s), {check.Damaged.Count} damaged");
             Assert.All(wrong, w => Assert.Equal(0, w));
@@ -218,12 +219,13 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
     /// kill -9 of one of two processes sharing a cache while its GETs are mid-body: the other keeps
     /// serving exact bytes, the cache holds only intact chunks, and a restart adopts them and reads exactly.
     /// </summary>
-    [Fact]
-    public async Task KillNineOfOneSharingProcessMidWriteLeavesTheOtherExactAndTheCacheIntact()
+    [Theory]
+    [MemberData(nameof(ManifestKinds.Chunked), MemberType = typeof(ManifestKinds))]
+    public async Task KillNineOfOneSharingProcessMidWriteLeavesTheOtherExactAndTheCacheIntact(ManifestKind kind)
     {
         var model = NewModel().Add("weights.bin", 24 * Chunk + 99, 501);
         byte[] expected = model.Files["weights.bin"];
-        string manifest = await model.PublishAsync(s3, "kill");
+        string manifest = await model.PublishAsync(s3, "kill", kind);
         await using var proxyA = new FaultProxy(s3.Endpoint) { PauseAfter = 5L * Chunk + 12345 }; // every GET of A stops mid-chunk
         string a = NewMountPoint(), b = NewMountPoint(), a2 = NewMountPoint();
         var mountA = await MountProcess.StartAsync(_work.FullName, manifest, a, Cache, s3.Environment(endpoint: proxyA.Endpoint));
@@ -248,7 +250,7 @@ public sealed class CacheIntegrityTests(S3Fixture s3, RedisFixture redis, ITestO
         var check = CacheCheck.Run(Cache);
         await using var restarted = await MountProcess.StartAsync(_work.FullName, manifest, a2, Cache, s3.Environment());
         long wrongRestart = Check.WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(a2, "weights.bin")));
-        output.WriteLine($"kill -9 after A was served {served} bytes: B wrong bytes {wrongB}; restart wrong bytes {wrongRestart}; " +
+        output.WriteLine($"kill -9 ({kind}) after A was served {served} bytes: B wrong bytes {wrongB}; restart wrong bytes {wrongRestart}; " +
                          $"cache check: {check.ChunksChecked} chunk(s), {check.Damaged.Count} damaged");
         Assert.Equal(0, wrongB);
         Assert.Equal(0, wrongRestart);

@@ -24,12 +24,13 @@ public sealed class FailureTests(S3Fixture s3, ITestOutputHelper output) : Model
         }
     }
 
-    [Fact]
-    public async Task AChunkWhoseBytesDoNotMatchGivesEioCachesNothingAndSaysWhy()
+    [Theory]
+    [MemberData(nameof(ManifestKinds.Chunked), MemberType = typeof(ManifestKinds))]
+    public async Task AChunkWhoseBytesDoNotMatchGivesEioCachesNothingAndSaysWhy(ManifestKind kind)
     {
         _model.Add("weights.bin", 2 * Chunk, 1);
         string bucket = await s3.CreateBucketAsync("fail");
-        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m");
+        string manifest = await _model.WriteManifestAsync($"s3://{bucket}/m", chunkHash: kind.Algorithm());
         var tampered = (byte[])_model.Files["weights.bin"].Clone();
         tampered[Chunk + 10] ^= 0xFF; // the object in storage differs from what the manifest says (chunk 1)
         await s3.PutAsync(bucket, "m/weights.bin", tampered);
@@ -41,7 +42,7 @@ public sealed class FailureTests(S3Fixture s3, ITestOutputHelper output) : Model
         Assert.Equal(_model.Files["weights.bin"][..4096], good);
         var error = Assert.ThrowsAny<IOException>(() => RandomAccess.Read(handle, new byte[4096], Chunk + 4096));
         Assert.Contains("Input/output error", error.Message);
-        Assert.Contains(mount.Logger.Lines, l => l.Contains("weights.bin: chunk 1", StringComparison.Ordinal) && l.Contains("does not match its SHA-256", StringComparison.Ordinal));
+        Assert.Contains(mount.Logger.Lines, l => l.Contains("weights.bin: chunk 1", StringComparison.Ordinal) && l.Contains($"does not match its {(kind == ManifestKind.Sha256 ? "SHA-256" : "BLAKE3")}", StringComparison.Ordinal));
         var blobRecord = Directory.EnumerateFiles(_cache.FullName, "*.rec", SearchOption.AllDirectories).Single();
         Assert.Equal(64 + 48, new FileInfo(blobRecord).Length); // header + one 48-byte entry (chunk 0): the bad chunk was never recorded
     }

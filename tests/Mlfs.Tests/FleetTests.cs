@@ -114,45 +114,61 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
     }
 
     /// <summary>Writes holder entries as if nodes had announced them (for 10 minutes), and removes one.</summary>
-    private async Task SetHoldersAsync(IEnumerable<string> shas, string[] add, string? remove = null)
+    private async Task SetHoldersAsync(IEnumerable<string> ids, string[] add, string? remove = null)
     {
         using var redis = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString);
         var db = redis.GetDatabase();
         double until = DateTimeOffset.UtcNow.AddMinutes(10).ToUnixTimeMilliseconds();
-        foreach (var sha in shas)
+        foreach (var id in ids)
         {
-            if (remove is not null) await db.SortedSetRemoveAsync(HoldersKey(sha), remove);
-            foreach (var member in add) await db.SortedSetAddAsync(HoldersKey(sha), member, until);
+            if (remove is not null) await db.SortedSetRemoveAsync(HoldersKey(id), remove);
+            foreach (var member in add) await db.SortedSetAddAsync(HoldersKey(id), member, until);
         }
     }
 
-    /// <summary>The holders key of a chunk, as mlfs names it (the namespace is a hash of the token).</summary>
-    private string HoldersKey(string sha) =>
-        $"mlfs:fleet:{Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes("mlfs-fleet:" + _token)))[..16]}:{{{sha}}}:holders";
+    /// <summary>The holders key of a chunk, as mlfs names it (the namespace is a hash of the token; the chunk's id is algorithm:digest).</summary>
+    private string HoldersKey(string id) =>
+        $"mlfs:fleet:{Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes("mlfs-fleet:" + _token)))[..16]}:{{{id}}}:holders";
+
+    /// <summary>The ids (algorithm:digest) of every chunk of a manifest's only (or named) file.</summary>
+    private static List<string> ChunkIds(string manifestPath, string? file = null)
+    {
+        var manifest = ManifestLoader.Load(manifestPath);
+        var f = file is null ? manifest.Files!.Single() : manifest.Files!.Single(x => x.Path == file);
+        string algorithm = manifest.ChunkHash ?? "sha256";
+        return [.. f.Chunks!.Select(hex => $"{algorithm}:{hex}")];
+    }
+
+    public static TheoryData<PeerFault, ManifestKind> BadPeers()
+    {
+        var data = new TheoryData<PeerFault, ManifestKind>();
+        foreach (var fault in new[] { PeerFault.FlippedByte, PeerFault.Stall, PeerFault.WrongLength })
+            foreach (var kind in new[] { ManifestKind.Blake3, ManifestKind.Sha256 })
+                data.Add(fault, kind);
+        return data;
+    }
 
     [Theory]
-    [InlineData(PeerFault.FlippedByte)]
-    [InlineData(PeerFault.Stall)]
-    [InlineData(PeerFault.WrongLength)]
-    public async Task ABadPeerIsSkippedAndCountedAndNoWrongByteIsServed(PeerFault fault)
+    [MemberData(nameof(BadPeers))]
+    public async Task ABadPeerIsSkippedAndCountedAndNoWrongByteIsServed(PeerFault fault, ManifestKind kind)
     {
         _model.Add("model.safetensors", (24 << 20) + 123, 21);
-        string manifest = await _model.PublishAsync(s3, "fleetbad", chunkSize: 1 << 20);
+        string manifest = await _model.PublishAsync(s3, "fleetbad", chunkSize: 1 << 20, chunkHash: kind.Algorithm());
         var parsed = ManifestLoader.Load(manifest);
         var file = parsed.Files!.Single();
         var bytes = _model.Files["model.safetensors"];
-        var chunks = file.Chunks!.Select((sha, i) => (sha, i)).ToDictionary(c => c.sha, c => bytes.AsSpan(c.i << 20, Math.Min(1 << 20, bytes.Length - (c.i << 20))).ToArray());
+        var chunks = file.Chunks!.Select((hex, i) => (hex, i)).ToDictionary(c => c.hex, c => bytes.AsSpan(c.i << 20, Math.Min(1 << 20, bytes.Length - (c.i << 20))).ToArray());
 
-        // The liar holds the token and is announced as a holder of every chunk.
-        await using var liar = new FakePeer(_net.Host, fault, sha => chunks.GetValueOrDefault(sha));
-        await SetHoldersAsync(chunks.Keys, add: [liar.EndPoint.ToString()]);
+        // The liar holds the token and is announced as a holder of every chunk (it answers by the digest in the path).
+        await using var liar = new FakePeer(_net.Host, fault, hex => chunks.GetValueOrDefault(hex));
+        await SetHoldersAsync(ChunkIds(manifest), add: [liar.EndPoint.ToString()]);
 
         await StartNodeAsync(0, manifest, true, "--stall-timeout", "2");
         var read = await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"));
         var status = await StatusAsync(0, MountPoint(0));
         var peers = status.GetProperty("fleet").GetProperty("peers");
         long liarFailures = peers.TryGetProperty(liar.EndPoint.ToString(), out var p) ? p.GetProperty("failures").GetInt64() : 0;
-        output.WriteLine($"{fault}: {liar.Requests} requests to the bad peer, {liarFailures} failures counted, " +
+        output.WriteLine($"{fault}, {kind}: {liar.Requests} requests to the bad peer, {liarFailures} failures counted, " +
                          $"{status.GetProperty("bytes_from_peers").GetInt64()} bytes from peers, {status.GetProperty("bytes_fetched").GetInt64()} from storage; wrong bytes {Check.WrongBytes(bytes, read)}");
         Assert.Equal(0, Check.WrongBytes(bytes, read));
         Assert.True(liar.Requests >= 1, "the bad peer was never asked");
@@ -175,8 +191,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         Assert.Equal(0, Check.WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
         var node0 = new IPEndPoint(_net.Nodes[0].Address, PeerPort);
         await using var slowLink = new TcpRelay(_net.Host, node0, bytesPerSecond: 20_000_000);
-        var chunkShas = ManifestLoader.Load(manifest).Files!.Single().Chunks!;
-        await SetHoldersAsync(chunkShas, add: [slowLink.EndPoint.ToString()], remove: node0.ToString());
+        await SetHoldersAsync(ChunkIds(manifest), add: [slowLink.EndPoint.ToString()], remove: node0.ToString());
         var node1 = await StartNodeAsync(1, manifest);
         var reading1 = Task.Run(async () => Check.WrongBytes(expected, await File.ReadAllBytesAsync(Path.Combine(MountPoint(1), "model.safetensors"))));
         while (slowLink.BytesFromTarget < 8 << 20 && !reading1.IsCompleted) await Task.Delay(10);
@@ -267,7 +282,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
     {
         _model.Add("a.bin", (6 << 20) + 3, 81).Add("b.bin", (6 << 20) + 5, 82);
         string manifest = await _model.PublishAsync(s3, "fleetevict", chunkSize: 1 << 20);
-        var files = ManifestLoader.Load(manifest).Files!.ToDictionary(f => f.Path!, f => f.Chunks!);
+        var files = new[] { "a.bin", "b.bin" }.ToDictionary(f => f, f => ChunkIds(manifest, f));
         var self = new IPEndPoint(_net.Nodes[0].Address, PeerPort).ToString();
         // Room for one of the two files: reading b after a evicts a.
         await StartNodeAsync(0, manifest, true, "--cache-size", "9M", "--no-passthrough");
@@ -277,7 +292,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         async Task<int> HeldAsync(string file)
         {
             int n = 0;
-            foreach (var sha in files[file]) if (await db.SortedSetScoreAsync(HoldersKey(sha), self) is not null) n++;
+            foreach (var id in files[file]) if (await db.SortedSetScoreAsync(HoldersKey(id), self) is not null) n++;
             return n;
         }
         // Announcements are sent as chunks are stored: wait for all of a's.
@@ -293,12 +308,52 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         Assert.Equal(0, evicted);
     }
 
+    /// <summary>
+    /// One node holds the model under a SHA-256 manifest; another reads the same bytes under a BLAKE3
+    /// manifest, and a third under a manifest that says BLAKE3 but lists the SHA-256 digests, with the first
+    /// node planted as the holder of every chunk it names. No chunk crosses from one algorithm to the other.
+    /// </summary>
+    [Fact]
+    public async Task NodesWithSha256AndBlake3ManifestsOfOneModelShareNoChunk()
+    {
+        _model.Add("model.safetensors", (5 << 20) + 11, 91);
+        string bucket = await s3.CreateBucketAsync("fleethash");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string sha = await _model.WriteManifestAsync($"s3://{bucket}/m", chunkHash: MlArtifactFs.Cache.ChunkHashAlgorithm.Sha256);
+        string b3 = await _model.WriteManifestAsync($"s3://{bucket}/m", version: "v1-blake3");
+        var confused = ManifestLoader.Load(sha);
+        confused.ChunkHash = "blake3";
+        string confusedPath = Path.Combine(_model.ManifestFolder, "confused.json");
+        await File.WriteAllTextAsync(confusedPath, ManifestLoader.Serialize(confused));
+        var bytes = _model.Files["model.safetensors"];
+
+        await StartNodeAsync(0, sha);
+        Assert.Equal(0, Check.WrongBytes(bytes, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
+        await StartNodeAsync(1, b3);
+        Assert.Equal(0, Check.WrongBytes(bytes, await File.ReadAllBytesAsync(Path.Combine(MountPoint(1), "model.safetensors"))));
+        var node0 = new IPEndPoint(_net.Nodes[0].Address, PeerPort).ToString();
+        await SetHoldersAsync(ChunkIds(confusedPath), add: [node0]); // "blake3:<a SHA-256 digest>": node 0 holds no such chunk
+        await StartNodeAsync(2, confusedPath);
+        bool failed = false;
+        try { await File.ReadAllBytesAsync(Path.Combine(MountPoint(2), "model.safetensors")); }
+        catch (IOException) { failed = true; }
+
+        var status1 = await StatusAsync(1, MountPoint(1));
+        var status2 = await StatusAsync(2, MountPoint(2));
+        output.WriteLine($"BLAKE3 node: {status1.GetProperty("bytes_from_peers").GetInt64()} bytes from peers, {status1.GetProperty("bytes_fetched").GetInt64()} from storage; " +
+                         $"confused node: read failed {failed}, {status2.GetProperty("bytes_from_peers").GetInt64()} bytes from peers");
+        Assert.Equal(0, status1.GetProperty("bytes_from_peers").GetInt64());
+        Assert.Equal(bytes.Length, status1.GetProperty("bytes_fetched").GetInt64());
+        Assert.True(failed, "a manifest whose BLAKE3 chunk list holds SHA-256 digests must not read");
+        Assert.Equal(0, status2.GetProperty("bytes_from_peers").GetInt64());
+    }
+
     [Fact]
     public async Task HolderEntriesThatAreNotPeerAddressesAreIgnoredWithoutConnecting()
     {
         _model.Add("model.safetensors", (3 << 20) + 1, 71);
         string manifest = await _model.PublishAsync(s3, "fleetplanted", chunkSize: 1 << 20);
-        var chunks = ManifestLoader.Load(manifest).Files!.Single().Chunks!;
+        var chunks = ChunkIds(manifest);
         // The metadata service, link-local addresses, names and junk: refused before any connection is made.
         await SetHoldersAsync(chunks, add: ["169.254.169.254:80", "[fe80::1]:7070", "[fd00:ec2::254]:80", "metadata.google.internal:80", "not an address", "10.0.0.1"]);
         await StartNodeAsync(0, manifest);
@@ -343,7 +398,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         await StartNodeAsync(0, manifest);
         Assert.Equal(0, Check.WrongBytes(bytes, await File.ReadAllBytesAsync(Path.Combine(MountPoint(0), "model.safetensors"))));
         var peer = new IPEndPoint(_net.Nodes[0].Address, PeerPort);
-        string held = file.Chunks![1];
+        string held = $"blake3/{file.Chunks![1]}", heldId = ChunkIds(manifest)[1];
 
         using var http = new HttpClient();
         async Task<(int Status, byte[] Body)> GetAsync(string path, string? token, string? range = null)
@@ -361,6 +416,8 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         Assert.Equal((401, 0), (wrongToken.Status, wrongToken.Body.Length));
         Assert.Equal(400, (await GetAsync("/v1/chunks/not-a-sha", _token)).Status);
         Assert.Equal(400, (await GetAsync($"/v1/chunks/{held.ToUpperInvariant()}", _token)).Status);
+        Assert.Equal(400, (await GetAsync($"/v1/chunks/md5/{file.Chunks[1]}", _token)).Status);
+        Assert.Equal(404, (await GetAsync($"/v1/chunks/sha256/{file.Chunks[1]}", _token)).Status); // the same digest under another algorithm names nothing held
         Assert.Equal(404, (await GetAsync("/etc/passwd", _token)).Status);
         Assert.Equal(404, (await GetAsync($"/v1/blobs/{held}", _token)).Status);
         Assert.Equal(404, (await GetAsync($"/v1/chunks/{new string('0', 64)}", _token)).Status); // not held
@@ -375,7 +432,7 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         string data = Directory.EnumerateFiles(Path.Combine(_work.FullName, "cache-0"), "c-*.data", SearchOption.AllDirectories).Single();
         using (var handle = File.OpenHandle(data, FileMode.Open, FileAccess.ReadWrite))
             RandomAccess.Write(handle, new byte[] { (byte)(bytes[(2 << 20) + 10] ^ 1) }, (2 << 20) + 10);
-        var damaged = await GetAsync($"/v1/chunks/{file.Chunks[2]}", _token);
+        var damaged = await GetAsync($"/v1/chunks/blake3/{file.Chunks[2]}", _token);
         Assert.Equal((404, 0), (damaged.Status, damaged.Body.Length));
 
         // It listens only where told: node 0 (on its bridge address) not on its loopback; node 1, told
@@ -395,10 +452,10 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         using (var redis = await ConnectionMultiplexer.ConnectAsync(_redis.ConnectionString))
         {
             var db = redis.GetDatabase();
-            Assert.NotNull(await db.SortedSetScoreAsync(HoldersKey(held), peer.ToString()));
+            Assert.NotNull(await db.SortedSetScoreAsync(HoldersKey(heldId), peer.ToString()));
             Assert.Equal(0, (await Repo.RunAsync("kill", ["-TERM", _nodes[0].Process.Id.ToString(System.Globalization.CultureInfo.InvariantCulture)])).ExitCode);
             await _nodes[0].Process.WaitForExitAsync();
-            Assert.Null(await db.SortedSetScoreAsync(HoldersKey(held), peer.ToString()));
+            Assert.Null(await db.SortedSetScoreAsync(HoldersKey(heldId), peer.ToString()));
         }
         Assert.Equal(2, status.GetProperty("fleet").GetProperty("unauthorized_requests").GetInt64());
     }

@@ -53,18 +53,20 @@ public sealed class HardeningTests(S3Fixture s3, RedisFixture redis, ITestOutput
     /// not a blob name, and a fetch lease without a TTL on a chunk the mount needs. The read is exact, does
     /// not wait for the planted lease, and every bad entry is counted.
     /// </summary>
-    [Fact]
-    public async Task PlantedRedisEntriesAreIgnoredAndCountedAndTheReadIsExact()
+    [Theory]
+    [MemberData(nameof(ManifestKinds.Chunked), MemberType = typeof(ManifestKinds))]
+    public async Task PlantedRedisEntriesAreIgnoredAndCountedAndTheReadIsExact(ManifestKind kind)
     {
         _model.Add("weights.bin", 3 * Chunk, 2);
-        string manifest = await _model.PublishAsync(s3, "planted");
+        string manifest = await _model.PublishAsync(s3, "planted", kind);
         var bytes = _model.Files["weights.bin"];
-        string[] chunkHashes = [.. Enumerable.Range(0, 3).Select(c => Convert.ToHexStringLower(SHA256.HashData(bytes.AsSpan(c * Chunk, Chunk))))];
+        // The index names chunks by id (algorithm:digest), as the mount looks them up.
+        string[] chunkIds = [.. MlArtifactFs.Manifest.ManifestLoader.Load(manifest).Files![0].Chunks!.Select(hex => $"{(kind == ManifestKind.Sha256 ? "sha256" : "blake3")}:{hex}")];
         string ns = "mlfs:" + Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(Path.GetFullPath(Cache))))[..12] + ":";
         await using (var connection = await ConnectionMultiplexer.ConnectAsync(redis.ConnectionString))
         {
             var db = connection.GetDatabase();
-            await db.HashSetAsync(ns + "chunk:" + chunkHashes[0],
+            await db.HashSetAsync(ns + "chunk:" + chunkIds[0],
                 [new("c-" + new string('0', 64), -5), new("../../../../etc/shadow", 0), new("c-" + new string('1', 64), "99999999999")]);
             // A lease with no TTL on every chunk of the blob (its name is the chunk-list id, which the test can compute too).
             foreach (var key in LeaseKeys(manifest)) await db.StringSetAsync(ns + "lease:" + key, "someone-else");
@@ -87,7 +89,7 @@ public sealed class HardeningTests(S3Fixture s3, RedisFixture redis, ITestOutput
     {
         var manifest = MlArtifactFs.Manifest.ManifestLoader.Load(manifestPath);
         var f = manifest.Files![0];
-        var d = new MlArtifactFs.Cache.BlobDescriptor(f.Sha256!, f.Size!.Value, manifest.EffectiveChunkSize, f.Chunks);
+        var d = new MlArtifactFs.Cache.BlobDescriptor(f.Sha256!, f.Size!.Value, manifest.EffectiveChunkSize, f.Chunks, manifest.ChunkHashAlgorithm);
         return [.. Enumerable.Range(0, d.ChunkCount).Select(c => $"{d.Name}:{c}")];
     }
 

@@ -190,7 +190,7 @@ public sealed class BlobCache : IDisposable
             using var data = CacheFiles.OpenExisting(Path.Combine(dir, blobName + ".data"));
             if (record is null || data is null) return false; // evicted since: stale, not hostile
             Span<byte> header = stackalloc byte[ChunkRecord.HeaderSize];
-            if (RandomAccess.Read(record, header, 0) != ChunkRecord.HeaderSize || !ChunkRecord.TryReadHeader(header, out long chunkSize, out long size)
+            if (RandomAccess.Read(record, header, 0) != ChunkRecord.HeaderSize || !ChunkRecord.TryReadHeader(header, out long chunkSize, out long size, out _)
                 || chunk >= (size + chunkSize - 1) / chunkSize || Math.Min(chunkSize, size - chunk * chunkSize) != destination.Length)
             {
                 Interlocked.Increment(ref IgnoredIndexEntries);

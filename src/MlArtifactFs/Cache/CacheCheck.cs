@@ -36,14 +36,14 @@ public static class CacheCheck
                     chunks++;
                     bytes += size;
                     if (RandomAccess.GetLength(data) != size
-                        || !ChunkVerifier.RegionMatches(data, 0, size, Convert.FromHexString(name.AsSpan(2, 64)), scratch.AsSpan(0, 256 << 10)))
+                        || !ChunkVerifier.RegionMatches(data, 0, size, ChunkHashAlgorithm.Sha256, Convert.FromHexString(name.AsSpan(2, 64)), scratch.AsSpan(0, 256 << 10)))
                         damaged.Add($"{name}: the file does not match the sha256 in its name");
                     continue;
                 }
                 using var record = CacheFiles.OpenExisting(Path.ChangeExtension(dataPath, ".rec"));
                 if (record is null) continue;
                 var header = new byte[ChunkRecord.HeaderSize];
-                if (RandomAccess.Read(record, header, 0) != ChunkRecord.HeaderSize || !ChunkRecord.TryReadHeader(header, out long chunkSize, out long fileSize))
+                if (RandomAccess.Read(record, header, 0) != ChunkRecord.HeaderSize || !ChunkRecord.TryReadHeader(header, out long chunkSize, out long fileSize, out var algorithm))
                 {
                     damaged.Add($"{name}: unreadable record header");
                     continue;
@@ -57,8 +57,8 @@ public static class CacheCheck
                     if (length <= 0) { damaged.Add($"{name}: chunk {chunk} is past the end of the file"); continue; }
                     chunks++;
                     bytes += length;
-                    if (!ChunkVerifier.RegionMatches(data, start, length, entry.Sha256, scratch.AsSpan(0, 256 << 10)))
-                        damaged.Add($"{name}: chunk {chunk} does not match its recorded SHA-256");
+                    if (!ChunkVerifier.RegionMatches(data, start, length, algorithm, entry.Digest, scratch.AsSpan(0, 256 << 10)))
+                        damaged.Add($"{name}: chunk {chunk} does not match its recorded {ChunkHashing.Name(algorithm)} digest");
                 }
             }
         }

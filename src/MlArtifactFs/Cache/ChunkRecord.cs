@@ -5,10 +5,11 @@ namespace MlArtifactFs.Cache;
 
 /// <summary>
 /// The persisted record of a chunked blob: an append-only log next to its sparse data file.
-/// A 64-byte header (magic, chunk size, file size, the blob's chunk-list id) then 48-byte entries:
-/// chunk index, kind, the chunk's SHA-256, and a check word over the entry.
+/// A 64-byte header (magic, chunk size, file size, the chunk hash algorithm at byte 24 (0 = SHA-256,
+/// as every record before BLAKE3), the blob's chunk-list id) then 48-byte entries: chunk index, kind,
+/// the chunk's digest, and a check word over the entry.
 /// <list type="bullet">
-/// <item><c>Verified</c> is appended only after the chunk's bytes matched its SHA-256 in memory and were
+/// <item><c>Verified</c> is appended only after the chunk's bytes matched its digest in memory and were
 /// written, so after a crash (even kill -9 mid-write) no entry names bytes that are not there.</item>
 /// <item><c>Dropped</c> takes a chunk back (its bytes on disk were found damaged); the last entry of a
 /// chunk wins. A damaged region is dropped first and only then rewritten from verified bytes.</item>
@@ -31,6 +32,7 @@ internal static class ChunkRecord
         Magic.CopyTo(header);
         BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(8), blob.ChunkSize);
         BinaryPrimitives.WriteInt64LittleEndian(header.AsSpan(16), blob.Size);
+        header[24] = (byte)blob.Algorithm;
         blob.ChunkListId().CopyTo(header.AsSpan(32));
         return header;
     }
@@ -38,25 +40,27 @@ internal static class ChunkRecord
     public static bool HeaderMatches(ReadOnlySpan<byte> header, BlobDescriptor blob) =>
         header.Length >= HeaderSize && header.SequenceEqual(Header(blob));
 
-    /// <summary>Reads the chunk size and file size of a header (for a check of the cache without manifests).</summary>
-    public static bool TryReadHeader(ReadOnlySpan<byte> header, out long chunkSize, out long size)
+    /// <summary>Reads the chunk size, file size and algorithm of a header (for a check of the cache without manifests).</summary>
+    public static bool TryReadHeader(ReadOnlySpan<byte> header, out long chunkSize, out long size, out ChunkHashAlgorithm algorithm)
     {
         chunkSize = size = 0;
-        if (header.Length < HeaderSize || !header[..8].SequenceEqual(Magic)) return false;
+        algorithm = ChunkHashAlgorithm.Sha256;
+        if (header.Length < HeaderSize || !header[..8].SequenceEqual(Magic) || header[24] > (byte)ChunkHashAlgorithm.Blake3) return false;
         chunkSize = BinaryPrimitives.ReadInt64LittleEndian(header[8..]);
         size = BinaryPrimitives.ReadInt64LittleEndian(header[16..]);
+        algorithm = (ChunkHashAlgorithm)header[24];
         return chunkSize > 0 && size >= 0;
     }
 
-    public static void WriteEntry(Span<byte> destination, uint chunk, uint kind, ReadOnlySpan<byte> sha256)
+    public static void WriteEntry(Span<byte> destination, uint chunk, uint kind, ReadOnlySpan<byte> digest)
     {
         BinaryPrimitives.WriteUInt32LittleEndian(destination, chunk);
         BinaryPrimitives.WriteUInt32LittleEndian(destination[4..], kind);
-        sha256.CopyTo(destination[8..40]);
+        digest.CopyTo(destination[8..40]);
         BinaryPrimitives.WriteUInt64LittleEndian(destination[40..], Check(destination[..40]));
     }
 
-    public readonly record struct Entry(uint Chunk, uint Kind, byte[] Sha256);
+    public readonly record struct Entry(uint Chunk, uint Kind, byte[] Digest);
 
     public static bool TryReadEntry(ReadOnlySpan<byte> source, out Entry entry)
     {

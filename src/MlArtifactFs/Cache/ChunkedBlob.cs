@@ -250,7 +250,7 @@ public sealed class ChunkedBlob : CachedBlob
             byte[] scratch = ArrayPool<byte>.Shared.Rent(ScratchSize);
             try
             {
-                if (ChunkVerifier.RegionMatches(_data, Descriptor.ChunkStart(chunk), Descriptor.ChunkLength(chunk), Descriptor.ChunkHash(chunk),
+                if (ChunkVerifier.RegionMatches(_data, Descriptor.ChunkStart(chunk), Descriptor.ChunkLength(chunk), Descriptor.Algorithm, Descriptor.ChunkHash(chunk),
                         scratch.AsSpan(0, ScratchSize)))
                 {
                     MarkStored(chunk);
@@ -276,7 +276,7 @@ public sealed class ChunkedBlob : CachedBlob
         if (entry.Chunk >= (uint)Descriptor.ChunkCount) return; // input: an index out of range names nothing
         int c = (int)entry.Chunk;
         if (entry.Kind == ChunkRecord.Dropped) _recorded.Remove(c);
-        else if (entry.Sha256.AsSpan().SequenceEqual(Descriptor.ChunkHash(c))) _recorded.Add(c);
+        else if (entry.Digest.AsSpan().SequenceEqual(Descriptor.ChunkHash(c))) _recorded.Add(c);
     }
 
     private void Drop(int chunk)

@@ -152,7 +152,7 @@ public sealed class WholeBlob : CachedBlob
     private bool VerifyWholeFile()
     {
         byte[] scratch = ArrayPool<byte>.Shared.Rent(ScratchSize);
-        try { return ChunkVerifier.RegionMatches(_data, 0, Descriptor.Size, Descriptor.FileHash(), scratch.AsSpan(0, ScratchSize)); }
+        try { return ChunkVerifier.RegionMatches(_data, 0, Descriptor.Size, ChunkHashAlgorithm.Sha256, Descriptor.FileHash(), scratch.AsSpan(0, ScratchSize)); }
         finally { ArrayPool<byte>.Shared.Return(scratch); }
     }
 

@@ -24,9 +24,9 @@ internal sealed class CachedFileChecks(BlobCache cache, IChunkIndex index, Chunk
     {
         if (blob is not ChunkedBlob chunked || Interlocked.Exchange(ref _done.GetOrCreateValue(blob).Registered, 1) != 0) return;
         var d = blob.Descriptor;
-        var chunks = new List<(int, string)>();
+        var chunks = new List<(int, ChunkId)>();
         for (int c = 0; c < d.ChunkCount; c++)
-            if (chunked.IsServable(c) || chunked.IsRecorded(c)) chunks.Add((c, d.ChunkHashes![c]));
+            if (chunked.IsServable(c) || chunked.IsRecorded(c)) chunks.Add((c, d.ChunkId(c)));
         if (chunks.Count > 0) index.Add(blob.Name, chunks);
     }
 

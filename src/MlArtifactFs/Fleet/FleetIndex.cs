@@ -2,6 +2,7 @@ using System.Net;
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Extensions.Logging;
+using MlArtifactFs.Cache;
 using MlArtifactFs.Index;
 using MlArtifactFs.Storage;
 using StackExchange.Redis;
@@ -10,13 +11,13 @@ namespace MlArtifactFs.Fleet;
 
 /// <summary>
 /// The fleet's chunk -> holders index and its per-chunk single flight, in Redis. Every key is one
-/// chunk's and carries the chunk SHA-256 as its hash tag, so all of a chunk's keys sit in one slot
+/// chunk's and carries the chunk's id as its hash tag, so all of a chunk's keys sit in one slot
 /// and each command touches one key: it works the same on a single Redis and on Redis Cluster.
 /// <list type="bullet">
-/// <item><c>mlfs:fleet:NS:{SHA}:holders</c>: sorted set, member = a holder's "ip:port", score = when
+/// <item><c>mlfs:fleet:NS:{ID}:holders</c> (ID = <c>sha256:HEX</c> or <c>blake3:HEX</c>, see <see cref="ChunkId"/>): sorted set, member = a holder's "ip:port", score = when
 /// the entry expires (ms since the epoch). Holders refresh their entries; a dead node's lapse. The
 /// key itself expires too, so nothing is left behind once every holder is gone.</item>
-/// <item><c>mlfs:fleet:NS:{SHA}:lease</c>: SET NX PX, value = the node fetching it from storage.</item>
+/// <item><c>mlfs:fleet:NS:{ID}:lease</c>: SET NX PX, value = the node fetching it from storage.</item>
 /// </list>
 /// NS is a hash of the fleet token, so fleets sharing a Redis do not see each other. Entries are
 /// input: a member that is not an IP:port, or names an address we never connect to (link-local,
@@ -56,13 +57,13 @@ public sealed class FleetIndex
     public bool IsConnected => _redis.IsConnected;
 
     private IDatabase Db => _redis.GetDatabase();
-    private string HoldersKey(string sha) => $"{_prefix}{{{sha}}}:holders";
-    private string LeaseKey(string sha) => $"{_prefix}{{{sha}}}:lease";
+    private string HoldersKey(ChunkId id) => $"{_prefix}{{{id}}}:holders";
+    private string LeaseKey(ChunkId id) => $"{_prefix}{{{id}}}:lease";
 
     /// <summary>Live holders of a chunk other than this node (may be stale: whatever they send is verified).</summary>
-    public async Task<IReadOnlyList<IPEndPoint>> HoldersAsync(string sha)
+    public async Task<IReadOnlyList<IPEndPoint>> HoldersAsync(ChunkId id)
     {
-        string key = HoldersKey(sha);
+        string key = HoldersKey(id);
         if (!_redis.IsConnected || !_breaker.Allows(key)) return [];
         try
         {
@@ -91,17 +92,17 @@ public sealed class FleetIndex
     }
 
     /// <summary>Says (or says again) that this node holds these verified chunks.</summary>
-    public async Task AnnounceAsync(IReadOnlyCollection<string> shas)
+    public async Task AnnounceAsync(IReadOnlyCollection<ChunkId> ids)
     {
-        if (!_redis.IsConnected || shas.Count == 0) return;
+        if (!_redis.IsConnected || ids.Count == 0) return;
         try
         {
             double expires = DateTimeOffset.UtcNow.Add(_ttl).ToUnixTimeMilliseconds();
             var batch = Db.CreateBatch();
-            var sent = new List<Task>(shas.Count * 3);
-            foreach (var sha in shas)
+            var sent = new List<Task>(ids.Count * 3);
+            foreach (var id in ids)
             {
-                string key = HoldersKey(sha);
+                string key = HoldersKey(id);
                 if (!_breaker.Allows(key)) continue; // announced again on the next refresh
                 sent.Add(batch.SortedSetAddAsync(key, _self, expires));
                 sent.Add(batch.SortedSetRemoveRangeByScoreAsync(key, double.NegativeInfinity, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds())); // lapsed holders
@@ -117,13 +118,13 @@ public sealed class FleetIndex
     }
 
     /// <summary>This node no longer holds these chunks (evicted, damaged, or the node is leaving).</summary>
-    public Task WithdrawAsync(IReadOnlyCollection<string> shas)
+    public Task WithdrawAsync(IReadOnlyCollection<ChunkId> ids)
     {
-        if (!_redis.IsConnected || shas.Count == 0) return Task.CompletedTask;
+        if (!_redis.IsConnected || ids.Count == 0) return Task.CompletedTask;
         try
         {
             var batch = Db.CreateBatch();
-            var sent = shas.Select(sha => (Task)batch.SortedSetRemoveAsync(HoldersKey(sha), _self)).ToList();
+            var sent = ids.Select(id => (Task)batch.SortedSetRemoveAsync(HoldersKey(id), _self)).ToList();
             batch.Execute();
             return Task.WhenAll(sent).ContinueWith(t => _ = t.Exception, TaskScheduler.Default); // best effort: entries lapse anyway
         }
@@ -131,10 +132,10 @@ public sealed class FleetIndex
     }
 
     /// <summary>True when this node should fetch the chunk from storage for the fleet (also when Redis cannot say).</summary>
-    public Task<bool> TryLeaseAsync(string sha, TimeSpan ttl) =>
-        _leases.TryTakeAsync(LeaseKey(sha), ttl, e => Warn($"fleet lease failed ({e.GetType().Name}); fetching from storage"));
+    public Task<bool> TryLeaseAsync(ChunkId id, TimeSpan ttl) =>
+        _leases.TryTakeAsync(LeaseKey(id), ttl, e => Warn($"fleet lease failed ({e.GetType().Name}); fetching from storage"));
 
-    public void ReleaseLease(string sha) => _leases.Release(LeaseKey(sha));
+    public void ReleaseLease(ChunkId id) => _leases.Release(LeaseKey(id));
 
     public string Describe() => $"redis {string.Join(",", _redis.GetEndPoints().Select(e => e.ToString()))} ({(_redis.IsConnected ? "connected" : "disconnected")})";
 

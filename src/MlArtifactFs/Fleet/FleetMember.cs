@@ -29,7 +29,7 @@ public sealed class FleetMember : IAsyncDisposable, IChunkHolders
         Server = new PeerServer(options.Listen, options.Token, Held, cache, logger);
         Index = new FleetIndex(redis, options.Token, options.Advertise, options.HolderTtl, options.LeaseTime, logger);
         Client = new PeerClient(options);
-        Held.Forgotten += sha => _ = Index.WithdrawAsync([sha]);
+        Held.Forgotten += id => _ = Index.WithdrawAsync([id]);
         cache.BlobEvicted += ForgetBlob;
         _refreshing = RefreshLoopAsync();
         logger.LogInformation("fleet: serving verified chunks on {Listen} (advertised as {Advertise}); holders index {Index}",
@@ -50,8 +50,8 @@ public sealed class FleetMember : IAsyncDisposable, IChunkHolders
     public void Hold(CachedBlob blob, int chunk)
     {
         var d = blob.Descriptor;
-        string sha = d.ChunkHashes![chunk];
-        if (Held.Add(sha, new HeldChunk(blob.Name, chunk, d.ChunkLength(chunk)))) _ = Index.AnnounceAsync([sha]);
+        var id = d.ChunkId(chunk);
+        if (Held.Add(id, new HeldChunk(blob.Name, chunk, d.ChunkLength(chunk)))) _ = Index.AnnounceAsync([id]);
     }
 
     /// <summary>What `mlfs status` shows of the fleet.</summary>
@@ -75,8 +75,8 @@ public sealed class FleetMember : IAsyncDisposable, IChunkHolders
 
     private void ForgetBlob(string blobName)
     {
-        foreach (var (sha, held) in Held.All.ToList())
-            if (held.BlobName == blobName) Held.Forget(sha);
+        foreach (var (id, held) in Held.All.ToList())
+            if (held.BlobName == blobName) Held.Forget(id);
     }
 
     /// <summary>Re-announces what is held before the entries lapse; forgets blobs another process evicted.</summary>
@@ -91,7 +91,7 @@ public sealed class FleetMember : IAsyncDisposable, IChunkHolders
             {
                 foreach (var blob in Held.All.Select(h => h.Value.BlobName).Distinct().ToList())
                     if (!_cache.HasBlobData(blob)) ForgetBlob(blob);
-                await Index.AnnounceAsync(Held.Shas).ConfigureAwait(false);
+                await Index.AnnounceAsync(Held.Ids).ConfigureAwait(false);
             }
             catch (Exception e) { _logger.LogDebug("fleet: refresh failed: {Error}", e.Message); }
         }
@@ -103,7 +103,7 @@ public sealed class FleetMember : IAsyncDisposable, IChunkHolders
         try { await _refreshing.ConfigureAwait(false); } catch (Exception) { }
         _cache.BlobEvicted -= ForgetBlob;
         // Leaving: others stop asking at once rather than after the TTL.
-        try { await Index.WithdrawAsync(Held.Shas).WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false); } catch (TimeoutException) { }
+        try { await Index.WithdrawAsync(Held.Ids).WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false); } catch (TimeoutException) { }
         await Server.DisposeAsync().ConfigureAwait(false);
         Client.Dispose();
         _stop.Dispose();

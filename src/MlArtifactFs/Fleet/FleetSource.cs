@@ -1,4 +1,5 @@
 using Microsoft.Extensions.Logging;
+using MlArtifactFs.Cache;
 using MlArtifactFs.Fetching;
 using MlArtifactFs.Fetching.Sources;
 using MlArtifactFs.Telemetry;
@@ -70,14 +71,14 @@ internal sealed class FleetSource(FleetIndex index, PeerClient client, FleetOpti
     /// </summary>
     private async Task<Lease> TakeLeaseAsync(ChunkJob job, int chunk)
     {
-        string sha = job.Descriptor.ChunkHashes![chunk];
-        if (!await index.TryLeaseAsync(sha, options.LeaseTime).ConfigureAwait(false)) return Lease.Theirs;
+        var id = job.Descriptor.ChunkId(chunk);
+        if (!await index.TryLeaseAsync(id, options.LeaseTime).ConfigureAwait(false)) return Lease.Theirs;
         if (await TryPeersAsync(job, chunk).ConfigureAwait(false))
         {
-            index.ReleaseLease(sha);
+            index.ReleaseLease(id);
             return Lease.CopiedFromPeer;
         }
-        job.AtEnd(() => index.ReleaseLease(sha));
+        job.AtEnd(() => index.ReleaseLease(id));
         return Lease.Ours;
     }
 
@@ -85,15 +86,15 @@ internal sealed class FleetSource(FleetIndex index, PeerClient client, FleetOpti
     private async Task<bool> TryPeersAsync(ChunkJob job, int chunk)
     {
         var d = job.Descriptor;
-        string sha = d.ChunkHashes![chunk];
-        var holders = (await index.HoldersAsync(sha).ConfigureAwait(false)).Where(p => !client.IsSkipped(p)).ToArray();
+        var id = d.ChunkId(chunk);
+        var holders = (await index.HoldersAsync(id).ConfigureAwait(false)).Where(p => !client.IsSkipped(p)).ToArray();
         if (holders.Length == 0) return false;
         // A random one of the least loaded (by this node's GETs open to each): spreads the load, and each new holder is a source.
         Random.Shared.Shuffle(holders);
         var bytes = job.Buffer[..d.ChunkLength(chunk)];
         foreach (var peer in holders.OrderBy(client.InFlight).Take(3))
         {
-            var (failure, notHeld) = await client.TryGetAsync(peer, sha, bytes, job.FileName, shutdown).ConfigureAwait(false);
+            var (failure, notHeld) = await client.TryGetAsync(peer, id, bytes, job.FileName, shutdown).ConfigureAwait(false);
             if (notHeld) continue; // evicted there since it was announced: ask the next holder
             if (failure is null)
             {
@@ -107,7 +108,7 @@ internal sealed class FleetSource(FleetIndex index, PeerClient client, FleetOpti
                     counters.Increment(Counters.ChunksFetched);
                     return true;
                 }
-                failure = "bytes that do not match the chunk's SHA-256";
+                failure = $"bytes that do not match the chunk's {ChunkHashing.Name(id.Algorithm)} digest";
             }
             client.Penalize(peer);
             counters.Increment(Counters.PeerFailures);

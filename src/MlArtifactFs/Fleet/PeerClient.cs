@@ -3,6 +3,7 @@ using System.Diagnostics;
 using System.Net;
 using System.Net.Http.Headers;
 using System.Net.Sockets;
+using MlArtifactFs.Cache;
 using MlArtifactFs.Storage;
 using MlArtifactFs.Telemetry;
 
@@ -68,18 +69,18 @@ public sealed class PeerClient : IDisposable
     }
 
     /// <summary>
-    /// GETs chunk <paramref name="sha"/> from <paramref name="peer"/> into <paramref name="destination"/>
+    /// GETs chunk <paramref name="id"/> from <paramref name="peer"/> into <paramref name="destination"/>
     /// (its exact length). Null on success, else why it failed; NotHeld when the peer simply does not
     /// have it (a 404: a stale index entry, not misbehaviour), otherwise the caller penalizes it.
     /// </summary>
-    public async Task<(string? Failure, bool NotHeld)> TryGetAsync(IPEndPoint peer, string sha, Memory<byte> destination, string fileName, CancellationToken cancel)
+    public async Task<(string? Failure, bool NotHeld)> TryGetAsync(IPEndPoint peer, ChunkId id, Memory<byte> destination, string fileName, CancellationToken cancel)
     {
         using var get = MlfsTelemetry.StartDetached("mlfs.get", Activity.Current?.Context ?? default);
         get?.SetTag("mlfs.source", "peer");
         get?.SetTag("server.address", peer.Address.ToString());
         get?.SetTag("server.port", peer.Port);
         get?.SetTag("mlfs.file", fileName);
-        get?.SetTag("mlfs.chunk.sha256", sha);
+        get?.SetTag("mlfs.chunk.id", id.ToString());
         get?.SetTag("mlfs.attempt", 1);
         using var stall = CancellationTokenSource.CreateLinkedTokenSource(cancel);
         int got = 0;
@@ -88,7 +89,7 @@ public sealed class PeerClient : IDisposable
         try
         {
             stall.CancelAfter(_options.PeerTimeout);
-            using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{peer}/v1/chunks/{sha}");
+            using var request = new HttpRequestMessage(HttpMethod.Get, $"http://{peer}/v1/chunks/{ChunkHashing.Name(id.Algorithm)}/{id.Hex}");
             request.Headers.Authorization = new AuthenticationHeaderValue("Bearer", _options.Token);
             using var response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, stall.Token).ConfigureAwait(false);
             get?.SetTag("http.response.status_code", (int)response.StatusCode);

@@ -10,14 +10,15 @@ namespace MlArtifactFs.Fleet;
 
 /// <summary>
 /// Serves this node's verified chunks to the fleet, and nothing else of its disk: HTTP/1.1,
-/// <c>GET /v1/chunks/SHA256</c> (64 lowercase hex digits), <c>Range: bytes=a-b</c> within the chunk,
+/// <c>GET /v1/chunks/ALGORITHM/HEX</c> (<c>sha256</c> or <c>blake3</c>, 64 lowercase hex digits; a bare
+/// <c>/v1/chunks/HEX</c>, as nodes before BLAKE3 asked, means SHA-256), <c>Range: bytes=a-b</c> within the chunk,
 /// <c>Authorization: Bearer TOKEN</c> on every request (401 and no bytes without it). Any other path
 /// is 404, a malformed id 400, any other method 405.
 /// <para>
 /// Only chunks in <see cref="HeldChunks"/> are served: ones this process verified and stored, or
-/// adopted after hashing them. Each is read from the cache file and hashed against its id before a
-/// byte goes out, so a chunk damaged on disk, or one being rewritten, is a 404, never wrong bytes.
-/// (That re-hash is why the body is not sendfile'd: serving costs one SHA-256 per chunk.)
+/// adopted after hashing them. Each is read from the cache file and hashed against its id (with the
+/// id's algorithm) before a byte goes out, so a chunk damaged on disk, or one being rewritten, is a 404,
+/// never wrong bytes. (That re-hash is why the body is not sendfile'd: serving costs one hash per chunk.)
 /// </para>
 /// </summary>
 public sealed class PeerServer : IAsyncDisposable
@@ -175,8 +176,7 @@ public sealed class PeerServer : IAsyncDisposable
             await WriteStatusAsync(stream, 404, "Not Found", close: !keepAlive).ConfigureAwait(false);
             return keepAlive;
         }
-        string id = request.Target[prefix.Length..];
-        if (!IsChunkId(id))
+        if (!TryParseChunkPath(request.Target[prefix.Length..], out var id))
         {
             Interlocked.Increment(ref BadRequests);
             await WriteStatusAsync(stream, 400, "Bad Request", close: !keepAlive).ConfigureAwait(false);
@@ -240,13 +240,28 @@ public sealed class PeerServer : IAsyncDisposable
         return CryptographicOperations.FixedTimeEquals(given, _tokenHash);
     }
 
-    public static bool IsChunkId(string id) => id.Length == 64 && id.All(c => c is >= '0' and <= '9' or >= 'a' and <= 'f');
+    /// <summary>A bare SHA-256 id (64 lowercase hex digits), the form of the protocol before BLAKE3.</summary>
+    public static bool IsChunkId(string id) => ChunkHashing.IsDigestHex(id);
 
-    private static bool HashMatches(ReadOnlySpan<byte> bytes, string id)
+    /// <summary><c>sha256/HEX</c>, <c>blake3/HEX</c>, or a bare <c>HEX</c> (SHA-256); false for anything else.</summary>
+    public static bool TryParseChunkPath(string path, out ChunkId id)
     {
-        Span<byte> hash = stackalloc byte[32];
-        SHA256.HashData(bytes, hash);
-        return Convert.ToHexStringLower(hash) == id;
+        id = default;
+        int slash = path.IndexOf('/');
+        if (slash < 0)
+        {
+            if (!IsChunkId(path)) return false;
+            id = new ChunkId(ChunkHashAlgorithm.Sha256, path);
+            return true;
+        }
+        return ChunkId.TryParse($"{path[..slash]}:{path[(slash + 1)..]}", out id);
+    }
+
+    private static bool HashMatches(ReadOnlySpan<byte> bytes, ChunkId id)
+    {
+        Span<byte> hash = stackalloc byte[ChunkHashing.DigestSize];
+        ChunkHashing.Compute(id.Algorithm, bytes, hash);
+        return Convert.ToHexStringLower(hash) == id.Hex;
     }
 
     /// <summary>One range "bytes=a-b", "bytes=a-" or "bytes=-n" inside [0, length).</summary>
@@ -295,23 +310,23 @@ public readonly record struct HeldChunk(string BlobName, int Chunk, int Length);
 /// </summary>
 public sealed class HeldChunks
 {
-    private readonly System.Collections.Concurrent.ConcurrentDictionary<string, HeldChunk> _chunks = new(StringComparer.Ordinal);
+    private readonly System.Collections.Concurrent.ConcurrentDictionary<ChunkId, HeldChunk> _chunks = new();
 
-    public event Action<string>? Forgotten;
+    public event Action<ChunkId>? Forgotten;
 
     public int Count => _chunks.Count;
 
     /// <summary>True when the chunk was not held before (so it is news for the index).</summary>
-    public bool Add(string sha, HeldChunk chunk) => _chunks.TryAdd(sha, chunk);
+    public bool Add(ChunkId id, HeldChunk chunk) => _chunks.TryAdd(id, chunk);
 
-    public bool TryGet(string sha, out HeldChunk chunk) => _chunks.TryGetValue(sha, out chunk);
+    public bool TryGet(ChunkId id, out HeldChunk chunk) => _chunks.TryGetValue(id, out chunk);
 
-    public void Forget(string sha)
+    public void Forget(ChunkId id)
     {
-        if (_chunks.TryRemove(sha, out _)) Forgotten?.Invoke(sha);
+        if (_chunks.TryRemove(id, out _)) Forgotten?.Invoke(id);
     }
 
-    public IReadOnlyCollection<string> Shas => [.. _chunks.Keys];
+    public IReadOnlyCollection<ChunkId> Ids => [.. _chunks.Keys];
 
-    public IEnumerable<KeyValuePair<string, HeldChunk>> All => _chunks;
+    public IEnumerable<KeyValuePair<ChunkId, HeldChunk>> All => _chunks;
 }

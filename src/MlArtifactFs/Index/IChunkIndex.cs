@@ -1,21 +1,23 @@
+using MlArtifactFs.Cache;
+
 namespace MlArtifactFs.Index;
 
 /// <summary>Where a verified copy of a chunk lives in the cache directory.</summary>
 public sealed record ChunkLocation(string BlobName, int Chunk);
 
 /// <summary>
-/// The chunk index of the shared cache: which verified chunks exist where (by chunk SHA-256, for
+/// The chunk index of the shared cache: which verified chunks exist where (by chunk id, for
 /// dedup across files and versions), and a cross-process single flight for fetches. It is never the
 /// source of truth: every location it returns is re-verified by hashing before use, and when it is
 /// unavailable reads go on, correct, with only the sharing lost.
 /// </summary>
 public interface IChunkIndex : IDisposable
 {
-    /// <summary>Known locations of a chunk with this SHA-256 (may be stale: verify before use).</summary>
-    ValueTask<IReadOnlyList<ChunkLocation>> FindAsync(string chunkSha256);
+    /// <summary>Known locations of a chunk with this id (algorithm and digest; may be stale: verify before use).</summary>
+    ValueTask<IReadOnlyList<ChunkLocation>> FindAsync(ChunkId chunk);
 
     /// <summary>Records verified chunks of a blob.</summary>
-    void Add(string blobName, IReadOnlyList<(int Chunk, string Sha256)> chunks);
+    void Add(string blobName, IReadOnlyList<(int Chunk, ChunkId Id)> chunks);
 
     /// <summary>
     /// Tries to take the fetch lease of a chunk: true when this process should fetch it; false when

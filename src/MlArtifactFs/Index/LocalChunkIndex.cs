@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using MlArtifactFs.Cache;
 
 namespace MlArtifactFs.Index;
 
@@ -8,17 +9,17 @@ namespace MlArtifactFs.Index;
 /// </summary>
 public sealed class LocalChunkIndex : IChunkIndex
 {
-    private readonly ConcurrentDictionary<string, ChunkLocation> _chunks = new(StringComparer.Ordinal);
+    private readonly ConcurrentDictionary<ChunkId, ChunkLocation> _chunks = new();
 
-    public ValueTask<IReadOnlyList<ChunkLocation>> FindAsync(string chunkSha256) =>
-        ValueTask.FromResult<IReadOnlyList<ChunkLocation>>(_chunks.TryGetValue(chunkSha256, out var location) ? [location] : []);
+    public ValueTask<IReadOnlyList<ChunkLocation>> FindAsync(ChunkId chunk) =>
+        ValueTask.FromResult<IReadOnlyList<ChunkLocation>>(_chunks.TryGetValue(chunk, out var location) ? [location] : []);
 
     /// <summary>Everything known, for republishing to a shared index.</summary>
-    public IEnumerable<KeyValuePair<string, ChunkLocation>> All => _chunks;
+    public IEnumerable<KeyValuePair<ChunkId, ChunkLocation>> All => _chunks;
 
-    public void Add(string blobName, IReadOnlyList<(int Chunk, string Sha256)> chunks)
+    public void Add(string blobName, IReadOnlyList<(int Chunk, ChunkId Id)> chunks)
     {
-        foreach (var (chunk, sha) in chunks) _chunks.TryAdd(sha, new ChunkLocation(blobName, chunk));
+        foreach (var (chunk, id) in chunks) _chunks.TryAdd(id, new ChunkLocation(blobName, chunk));
     }
 
     public ValueTask<bool> TryLeaseAsync(string key, TimeSpan ttl) => ValueTask.FromResult(true);

@@ -1,6 +1,7 @@
 using System.Security.Cryptography;
 using System.Text;
 using Microsoft.Extensions.Logging;
+using MlArtifactFs.Cache;
 using StackExchange.Redis;
 
 namespace MlArtifactFs.Index;
@@ -9,7 +10,7 @@ namespace MlArtifactFs.Index;
 /// The chunk index in Redis, shared by every mlfs process using the same cache directory (keys are
 /// namespaced by a hash of its path):
 /// <list type="bullet">
-/// <item><c>mlfs:NS:chunk:SHA</c> hash: blob name -> chunk index, for every verified chunk.</item>
+/// <item><c>mlfs:NS:chunk:ID</c> hash (ID = <c>sha256:HEX</c> or <c>blake3:HEX</c>): blob name -> chunk index, for every verified chunk.</item>
 /// <item><c>mlfs:NS:lease:KEY</c>: a fetch lease (SET NX PX) so two processes fetch a cold chunk once.</item>
 /// </list>
 /// Redis is an accelerator, never the source of truth: every call has a short timeout; when Redis is
@@ -77,10 +78,10 @@ public sealed class RedisChunkIndex : IChunkIndex
         else _logger.LogDebug("{Message}", message);
     }
 
-    public async ValueTask<IReadOnlyList<ChunkLocation>> FindAsync(string chunkSha256)
+    public async ValueTask<IReadOnlyList<ChunkLocation>> FindAsync(ChunkId chunk)
     {
-        var local = await _local.FindAsync(chunkSha256).ConfigureAwait(false);
-        string key = _prefix + "chunk:" + chunkSha256;
+        var local = await _local.FindAsync(chunk).ConfigureAwait(false);
+        string key = _prefix + "chunk:" + chunk;
         if (!_redis.IsConnected || !_breaker.Allows(key)) return local;
         try
         {
@@ -89,12 +90,12 @@ public sealed class RedisChunkIndex : IChunkIndex
             foreach (var e in entries)
             {
                 string name = e.Name.ToString();
-                if (name.Length is 0 or > 128 || !int.TryParse(e.Value.ToString(), System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out int chunk))
+                if (name.Length is 0 or > 128 || !int.TryParse(e.Value.ToString(), System.Globalization.NumberStyles.AllowLeadingSign, System.Globalization.CultureInfo.InvariantCulture, out int index))
                 {
                     Interlocked.Increment(ref _ignored);
                     continue;
                 }
-                found.Add(new ChunkLocation(name, chunk)); // a negative chunk or a foreign name is refused (and counted) by the cache
+                found.Add(new ChunkLocation(name, index)); // a negative chunk or a foreign name is refused (and counted) by the cache
             }
             foreach (var l in local) if (!found.Contains(l)) found.Add(l);
             return found;
@@ -107,15 +108,15 @@ public sealed class RedisChunkIndex : IChunkIndex
         }
     }
 
-    public void Add(string blobName, IReadOnlyList<(int Chunk, string Sha256)> chunks)
+    public void Add(string blobName, IReadOnlyList<(int Chunk, ChunkId Id)> chunks)
     {
         _local.Add(blobName, chunks);
         if (!_redis.IsConnected) return; // republished on reconnect
         try
         {
             var batch = Db.CreateBatch();
-            foreach (var (chunk, sha) in chunks)
-                _ = batch.HashSetAsync(_prefix + "chunk:" + sha, blobName, chunk, flags: CommandFlags.FireAndForget);
+            foreach (var (chunk, id) in chunks)
+                _ = batch.HashSetAsync(_prefix + "chunk:" + id, blobName, chunk, flags: CommandFlags.FireAndForget);
             batch.Execute();
         }
         catch (Exception e) when (e is RedisException or TimeoutException)

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Security.Cryptography;
+using MlArtifactFs.Cache;
 using MlArtifactFs.Fuse.Interop;
 
 namespace MlArtifactFs.Manifest;
@@ -11,12 +12,14 @@ public sealed record GenerateOptions(
     string UrlPrefix,
     IReadOnlyList<string> Prefetch,
     long ChunkSize = ManifestGenerator.DefaultChunkSize,
-    string? MountPath = null);
+    string? MountPath = null,
+    ChunkHashAlgorithm ChunkHash = ChunkHashAlgorithm.Blake3);
 
 /// <summary>
 /// Walks a model folder and builds its manifest: every regular file (symlinks to files inside the
-/// folder are followed), sorted by path, with the SHA-256 of the file and of each chunk computed in
-/// one pass over the data. Anything that cannot be served faithfully (a link leaving the folder, a
+/// folder are followed), sorted by path, with the SHA-256 of the file and the hash of each chunk
+/// (BLAKE3 by default: a third of SHA-256's cost for every reader; SHA-256 on request) computed in one
+/// pass over the data. Anything that cannot be served faithfully (a link leaving the folder, a
 /// socket, a device) is an error naming it, never silently skipped.
 /// </summary>
 public static class ManifestGenerator
@@ -47,7 +50,7 @@ public static class ManifestGenerator
         foreach (var (relative, physical) in entries)
         {
             cancel.ThrowIfCancellationRequested();
-            var (size, sha, chunks) = await HashFileAsync(physical, options.ChunkSize,
+            var (size, sha, chunks) = await HashFileAsync(physical, options.ChunkSize, options.ChunkHash,
                 n => progress?.Report((relative, n)), cancel).ConfigureAwait(false);
             files.Add(new ManifestFile
             {
@@ -70,6 +73,8 @@ public static class ManifestGenerator
             Version = options.Version,
             MountPath = options.MountPath,
             ChunkSize = options.ChunkSize,
+            // Absent means SHA-256: manifests with SHA-256 chunk hashes stay exactly as every earlier mlfs wrote them.
+            ChunkHash = options.ChunkHash == ChunkHashAlgorithm.Sha256 ? null : ChunkHashing.Name(options.ChunkHash),
             Prefetch = [.. options.Prefetch],
             Files = files,
         };
@@ -129,7 +134,7 @@ public static class ManifestGenerator
     /// than hashing once.
     /// </summary>
     public static async Task<(long Size, string Sha256, List<string> Chunks)> HashFileAsync(
-        string path, long chunkSize, Action<long>? onBytes, CancellationToken cancel)
+        string path, long chunkSize, ChunkHashAlgorithm algorithm, Action<long>? onBytes, CancellationToken cancel)
     {
         await using var stream = new FileStream(path, new FileStreamOptions
         {
@@ -137,7 +142,7 @@ public static class ManifestGenerator
             BufferSize = 0, Options = FileOptions.SequentialScan,
         });
         using var fileHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        using var chunkHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        using var chunkHash = new ChunkDigest(algorithm);
         var chunks = new List<string>();
         // Double buffering: the next block is read while the current one is hashed.
         byte[] current = ArrayPool<byte>.Shared.Rent(ReadBlock), next = ArrayPool<byte>.Shared.Rent(ReadBlock);
@@ -158,12 +163,12 @@ public static class ManifestGenerator
                         while (offset < length)
                         {
                             int take = (int)Math.Min(length - offset, chunkSize - inChunk);
-                            chunkHash.AppendData(block, offset, take);
+                            chunkHash.Append(block.AsSpan(offset, take));
                             offset += take;
                             inChunk += take;
                             if (inChunk == chunkSize)
                             {
-                                chunks.Add(Convert.ToHexStringLower(chunkHash.GetHashAndReset()));
+                                chunks.Add(chunkHash.HexAndReset());
                                 inChunk = 0;
                             }
                         }
@@ -173,13 +178,40 @@ public static class ManifestGenerator
                 n = await reading.ConfigureAwait(false);
                 (current, next) = (next, current);
             }
-            if (inChunk > 0) chunks.Add(Convert.ToHexStringLower(chunkHash.GetHashAndReset()));
+            if (inChunk > 0) chunks.Add(chunkHash.HexAndReset());
             return (total, Convert.ToHexStringLower(fileHash.GetHashAndReset()), chunks);
         }
         finally
         {
             ArrayPool<byte>.Shared.Return(current);
             ArrayPool<byte>.Shared.Return(next);
+        }
+    }
+
+    /// <summary>A chunk's hash built from the pieces of the blocks read (SHA-256 or BLAKE3).</summary>
+    private sealed class ChunkDigest(ChunkHashAlgorithm algorithm) : IDisposable
+    {
+        private readonly IncrementalHash? _sha256 = algorithm == ChunkHashAlgorithm.Sha256 ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
+        private readonly Blake3.Hasher? _blake3 = algorithm == ChunkHashAlgorithm.Blake3 ? Blake3.Hasher.New() : null;
+
+        public void Append(ReadOnlySpan<byte> piece)
+        {
+            if (_sha256 is not null) _sha256.AppendData(piece);
+            else _blake3!.Update(piece);
+        }
+
+        public string HexAndReset()
+        {
+            if (_sha256 is not null) return Convert.ToHexStringLower(_sha256.GetHashAndReset());
+            string hex = Convert.ToHexStringLower(_blake3!.Finalize().AsSpan());
+            _blake3.Reset();
+            return hex;
+        }
+
+        public void Dispose()
+        {
+            _sha256?.Dispose();
+            _blake3?.Dispose();
         }
     }
 }

@@ -103,6 +103,7 @@ public static class ManifestLoader
         RequireKind(root, "version", JsonValueKind.String, required: true, "the manifest", problems);
         RequireKind(root, "mount_path", JsonValueKind.String, required: false, "the manifest", problems);
         RequireKind(root, "chunk_size", JsonValueKind.Number, required: false, "the manifest", problems);
+        RequireKind(root, "chunk_hash", JsonValueKind.String, required: false, "the manifest", problems);
         if (root.TryGetProperty("chunk_size", out var cs) && cs.ValueKind == JsonValueKind.Number && !cs.TryGetInt64(out _))
             problems.Add("chunk_size must be a whole number of bytes");
 
@@ -188,6 +189,8 @@ public static class ManifestLoader
         if (CheckName(m.Version) is { } versionProblem) problems.Add($"version {versionProblem}");
         if (m.ChunkSize is { } chunkSize && (chunkSize <= 0 || chunkSize > MaxChunkSize))
             problems.Add($"chunk_size must be between 1 and {MaxChunkSize} bytes (64 MiB), found {chunkSize}");
+        if (m.ChunkHash is { } chunkHash && !Cache.ChunkHashing.TryParseName(chunkHash, out _))
+            problems.Add($"chunk_hash \"{Printable(chunkHash)}\" is not supported (use \"sha256\" or \"blake3\")");
         long landing = m.ChunkSize is > 0 and <= MaxChunkSize ? m.ChunkSize.Value : ModelManifest.DefaultChunkSize;
 
         var files = m.Files ?? [];
@@ -220,7 +223,7 @@ public static class ManifestLoader
                 }
                 for (int c = 0; c < chunks.Count; c++)
                     if (!IsSha256Hex(chunks[c]))
-                        problems.Add($"{entry}: chunks[{c}] must be 64 hex digits, found \"{Printable(chunks[c])}\"");
+                        problems.Add($"{entry}: chunks[{c}] must be 64 hex digits ({m.ChunkHash ?? "sha256"}), found \"{Printable(chunks[c])}\"");
             }
         }
 

@@ -26,6 +26,11 @@ public sealed class ModelManifest
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public long? ChunkSize { get; set; }
 
+    /// <summary>The algorithm of the <c>chunks</c> hashes: "sha256" (the default when absent) or "blake3".</summary>
+    [JsonPropertyName("chunk_hash")]
+    [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
+    public string? ChunkHash { get; set; }
+
     [JsonPropertyName("prefetch")] public List<string>? Prefetch { get; set; }
     [JsonPropertyName("files")] public List<ManifestFile>? Files { get; set; }
 
@@ -35,8 +40,12 @@ public sealed class ModelManifest
     public void ToSeedFormat()
     {
         ChunkSize = null;
+        ChunkHash = null;
         foreach (var f in Files ?? []) f.Chunks = null;
     }
+
+    /// <summary>The algorithm of the chunk hashes (validated by the loader).</summary>
+    [JsonIgnore] public Cache.ChunkHashAlgorithm ChunkHashAlgorithm => ChunkHash == "blake3" ? Cache.ChunkHashAlgorithm.Blake3 : Cache.ChunkHashAlgorithm.Sha256;
 
     /// <summary>The chunk size in force: the manifest's, or the seed default.</summary>
     [JsonIgnore] public long EffectiveChunkSize => ChunkSize ?? DefaultChunkSize;
@@ -50,7 +59,7 @@ public sealed class ManifestFile
     [JsonPropertyName("sha256")] public string? Sha256 { get; set; }
     [JsonPropertyName("compression")] public string? Compression { get; set; }
 
-    /// <summary>SHA-256 of each <c>chunk_size</c> range, in order; absent in seed manifests.</summary>
+    /// <summary>The hash (the manifest's <c>chunk_hash</c> algorithm) of each <c>chunk_size</c> range, in order; absent in seed manifests.</summary>
     [JsonPropertyName("chunks")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
     public List<string>? Chunks { get; set; }

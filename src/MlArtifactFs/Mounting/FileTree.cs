@@ -112,7 +112,7 @@ public sealed class FileTree
                 }
                 dir = sub;
             }
-            var blob = new BlobDescriptor(f.Sha256!, f.Size!.Value, chunkSize, f.Chunks);
+            var blob = new BlobDescriptor(f.Sha256!, f.Size!.Value, chunkSize, f.Chunks, manifest.ChunkHashAlgorithm);
             var entry = new FileEntry(f.Path!, f.Size!.Value, blob, ObjectLocation.Resolve(f.Url!, s3));
             var node = new Node(NextId(), parts[^1], dir, entry);
             nodes.Add(node);

@@ -17,6 +17,7 @@ public sealed record PushOptions
     public required string Version { get; init; }
     public IReadOnlyList<string> Prefetch { get; init; } = [];
     public long ChunkSize { get; init; } = ManifestGenerator.DefaultChunkSize;
+    public Cache.ChunkHashAlgorithm ChunkHash { get; init; } = Cache.ChunkHashAlgorithm.Blake3;
     /// <summary>Store files as blobs/&lt;sha256&gt; under the prefix, so versions share storage.</summary>
     public bool ContentAddressed { get; init; }
     public int Parallelism { get; init; } = 4;
@@ -62,7 +63,7 @@ public sealed class ModelPublisher(IAmazonS3 s3, ILogger logger)
         string urlPrefix = $"s3://{bucket}/{prefix}".TrimEnd('/');
 
         var manifest = await ManifestGenerator.GenerateAsync(options.Folder,
-            new GenerateOptions(options.ArtifactId, options.Version, urlPrefix, options.Prefetch, options.ChunkSize), null, cancel).ConfigureAwait(false);
+            new GenerateOptions(options.ArtifactId, options.Version, urlPrefix, options.Prefetch, options.ChunkSize, ChunkHash: options.ChunkHash), null, cancel).ConfigureAwait(false);
         if (options.ContentAddressed)
             foreach (var f in manifest.Files!) f.Url = $"{urlPrefix}/blobs/{f.Sha256}";
 

@@ -17,6 +17,7 @@ internal static class PushCommand
     public static readonly Option<string> Version = new("--version") { Description = "version of the manifest", Required = true };
     public static readonly Option<string?> Prefetch = new("--prefetch") { Description = "comma-separated files fetched before a mount is ready" };
     public static readonly Option<string> ChunkSize = new("--chunk-size") { Description = "chunk size for per-chunk hashes", DefaultValueFactory = _ => "4M" };
+    public static readonly Option<string> ChunkHash = GenerateCommand.NewChunkHashOption();
     public static readonly Option<bool> ContentAddressed = new("--content-addressed") { Description = "store files as PREFIX/blobs/<sha256> so versions share storage" };
     public static readonly Option<string?> Endpoint = new("--endpoint") { Description = "S3-compatible endpoint; default AWS_ENDPOINT_URL" };
     public static readonly Option<string?> Output = new("--output", "-o") { Description = "write the manifest here instead of stdout" };
@@ -26,7 +27,7 @@ internal static class PushCommand
     {
         var command = new Command("push", "Upload a model folder to S3 (skipping what is already there) and write its manifest.")
         {
-            Directory, Destination, Id, Version, Prefetch, ChunkSize, ContentAddressed, Endpoint, Output, Parallelism,
+            Directory, Destination, Id, Version, Prefetch, ChunkSize, ChunkHash, ContentAddressed, Endpoint, Output, Parallelism,
         };
         command.SetAction((parse, cancel) => RunAsync(parse, cancel));
         return command;
@@ -37,6 +38,11 @@ internal static class PushCommand
         if (!Sizes.TryParse(parse.GetValue(ChunkSize)!, out long chunkSize) || chunkSize <= 0 || chunkSize > ManifestLoader.MaxChunkSize)
         {
             Console.Error.WriteLine($"mlfs push: --chunk-size \"{parse.GetValue(ChunkSize)}\" is not a size between 1 and 1G");
+            return ExitCodes.InvalidInput;
+        }
+        if (!MlArtifactFs.Cache.ChunkHashing.TryParseName(parse.GetValue(ChunkHash), out var chunkHash))
+        {
+            Console.Error.WriteLine($"mlfs push: --chunk-hash \"{parse.GetValue(ChunkHash)}\" is not blake3 or sha256");
             return ExitCodes.InvalidInput;
         }
         using var observability = Logging.Start("warning");
@@ -55,6 +61,7 @@ internal static class PushCommand
                 Version = parse.GetValue(Version)!,
                 Prefetch = (parse.GetValue(Prefetch) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries),
                 ChunkSize = chunkSize,
+                ChunkHash = chunkHash,
                 ContentAddressed = parse.GetValue(ContentAddressed),
                 Parallelism = Math.Max(1, parse.GetValue(Parallelism)),
             }, progress, cancel).ConfigureAwait(false);

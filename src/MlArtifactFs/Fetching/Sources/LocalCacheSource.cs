@@ -29,7 +29,7 @@ internal sealed class LocalCacheSource(BlobCache cache, IChunkIndex index, Chunk
     private async Task<bool> TryCopyDuplicateAsync(ChunkJob job, int chunk)
     {
         var d = job.Descriptor;
-        var locations = await index.FindAsync(d.ChunkHashes![chunk]).ConfigureAwait(false);
+        var locations = await index.FindAsync(d.ChunkId(chunk)).ConfigureAwait(false);
         var bytes = job.Buffer[..d.ChunkLength(chunk)];
         foreach (var location in locations)
         {
