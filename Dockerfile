@@ -13,12 +13,15 @@ WORKDIR /src
 COPY global.json Directory.Build.props Directory.Packages.props ./
 COPY src/ src/
 COPY ServiceDefaults/ ServiceDefaults/
-RUN dotnet publish src/Mlfs/Mlfs.csproj -c Release -r linux-x64 -p:PublishAot=true -o /out && rm -f /out/*.dbg /out/*.pdb
+# Two builds: mlfs for any x86-64, mlfs-avx512 for x86-64-v4 (mlfs execs it where the CPU has AVX-512: BLAKE3 is 6x cheaper).
+RUN dotnet publish src/Mlfs/Mlfs.csproj -c Release -r linux-x64 -p:PublishAot=true -o /out \
+    && dotnet publish src/Mlfs/Mlfs.csproj -c Release -r linux-x64 -p:PublishAot=true -p:IlcInstructionSet=x86-64-v4 -o /out-v4 \
+    && mv /out-v4/mlfs /out/mlfs-avx512 && rm -f /out/*.dbg /out/*.pdb
 
 FROM debian:12-slim
 RUN apt-get update && apt-get install -y --no-install-recommends fuse3 ca-certificates && rm -rf /var/lib/apt/lists/* \
     && mkdir -p /var/cache/mlfs /mnt/model && chmod 0700 /var/cache/mlfs
-COPY --from=build /out/mlfs /usr/local/bin/mlfs
+COPY --from=build /out/mlfs /out/mlfs-avx512 /usr/local/bin/
 VOLUME /var/cache/mlfs
 ENTRYPOINT ["/usr/local/bin/mlfs"]
 CMD ["--help"]

@@ -37,11 +37,12 @@ fi
 context=$(mktemp -d /var/tmp/mlfs-image.XXXXXX)
 trap 'rm -rf "$context" ${rootfs:+"$rootfs"}' EXIT
 cp artifacts/mlfs/mlfs "$context/mlfs"
+if [[ -e artifacts/mlfs/mlfs-avx512 ]]; then cp artifacts/mlfs/mlfs-avx512 "$context/"; fi # mlfs execs it on CPUs with AVX-512
 # The Dockerfile's runtime stage, on the local base.
 cat >"$context/Containerfile" <<EOF
 FROM $base
 RUN mkdir -p /var/cache/mlfs /mnt/model && chmod 0700 /var/cache/mlfs
-COPY mlfs /usr/local/bin/mlfs
+COPY mlfs* /usr/local/bin/
 VOLUME /var/cache/mlfs
 ENTRYPOINT ["/usr/local/bin/mlfs"]
 CMD ["--help"]

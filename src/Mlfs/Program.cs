@@ -20,6 +20,7 @@ public static class Program
 
     public static async Task<int> Main(string[] args)
     {
+        InstructionSets.UseTheBestBuild(args);
         var parse = BuildRoot().Parse(args);
         if (parse.Errors.Count > 0 && parse.Action is not System.CommandLine.Help.HelpAction)
         {

@@ -54,6 +54,10 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "fstat", SetLastError = true)]
     private static partial int FStatRaw(int fd, Stat* buf);
 
+    /// <summary>Replaces this process with <paramref name="path"/> (argv ends with a null); returns only on failure.</summary>
+    [LibraryImport(Lib, EntryPoint = "execv", StringMarshalling = StringMarshalling.Utf8, SetLastError = true)]
+    public static partial int Execv(string path, nint[] argv);
+
     [LibraryImport(Lib, EntryPoint = "getuid")]
     public static partial uint GetUid();
 
