@@ -25,10 +25,17 @@ public readonly record struct Errno(int Value)
     public override string ToString() => IsOk ? "OK" : $"{Libc.StrError(Value)} (errno {Value})";
 }
 
+/// <summary>Memory a READ's reply is written from directly; returned once the reply was written.</summary>
+public interface IReadLease
+{
+    void Return();
+}
+
 /// <summary>
 /// The answer to one READ, returned by one call (go-fuse's ReadResult): a count of bytes the file
-/// system wrote into the buffer it was given, a range of a file for the session to splice to the
-/// kernel (one copy in the kernel, none through user space), or an error.
+/// system wrote into the buffer it was given, memory of its own to send the bytes from (no copy into
+/// the READ's buffer), a range of a file for the session to splice to the kernel (one copy in the
+/// kernel, none through user space), or an error.
 /// </summary>
 public readonly struct ReadResult
 {
@@ -38,14 +45,21 @@ public readonly struct ReadResult
     public int Fd { get; private init; }
     public long FileOffset { get; private init; }
     public Errno Error { get; private init; }
+    /// <summary>For <see cref="IsMemory"/>: where the bytes are, and whom to return the memory to once sent.</summary>
+    public nint Address { get; private init; }
+    public IReadLease? Lease { get; private init; }
 
     public bool IsFileRange => Fd >= 0 && Error.IsOk;
+    public bool IsMemory => Address != 0 && Error.IsOk;
 
     /// <summary><paramref name="length"/> bytes were written at the start of the READ's buffer.</summary>
     public static ReadResult InBuffer(int length) => new() { Length = length, Fd = -1 };
 
     /// <summary>The bytes lie complete and verified at <paramref name="offset"/> of <paramref name="fd"/>.</summary>
     public static ReadResult FileRange(int fd, long offset, int length) => new() { Length = length, Fd = fd, FileOffset = offset };
+
+    /// <summary>The bytes lie at <paramref name="address"/> (memory that stays valid until <paramref name="lease"/> is returned).</summary>
+    public static ReadResult InMemory(nint address, int length, IReadLease lease) => new() { Length = length, Fd = -1, Address = address, Lease = lease };
 
     public static ReadResult Failed(Errno error) => new() { Fd = -1, Error = error };
 

@@ -273,6 +273,16 @@ public sealed unsafe partial class FuseSession
         if (result.IsFileRange && !_splicer.TrySend(fd, unique, result.Fd, result.FileOffset, result.Length))
             result = ReadFileRange(buffer, header, result);
         if (!result.Error.IsOk) ReplyError(fd, unique, result.Error.Value);
+        else if (result.IsMemory)
+        {
+            // Straight from the file system's memory: the kernel copies it once into the reader's pages.
+            try
+            {
+                var reply = new FuseOutHeader { Len = (uint)(header + result.Length), Unique = unique };
+                WriteReply(fd, &reply, (byte*)result.Address, result.Length);
+            }
+            finally { result.Lease!.Return(); }
+        }
         else if (!result.IsFileRange)
         {
             var reply = new FuseOutHeader { Len = (uint)(header + result.Length), Unique = unique };

@@ -152,6 +152,8 @@ public sealed class FetcherTests : IDisposable
         await _fetcher.EnsureAsync(blob, loc, "a", 0, bytes.Length, FetchPriority.Demand, default).AsTask().WaitAsync(TimeSpan.FromSeconds(30));
         Assert.Equal(bytes, ReadAll(blob));
         Assert.True(_stats[Counters.Retries] >= 2);
+        // Complete once every chunk is stored: the last write lands just after its readers were answered from memory.
+        await blob.WholeVerified.WaitAsync(TimeSpan.FromSeconds(30));
         Assert.True(blob.IsComplete);
         _cache.Release(blob);
     }

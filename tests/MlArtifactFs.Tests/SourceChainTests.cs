@@ -46,7 +46,7 @@ public sealed class SourceChainTests : IDisposable
     private static ChunkJob Job(ChunkedBlob blob, params int[] missing)
     {
         var run = new ChunkRun(blob, new ObjectLocation(new Uri("http://memory/a"), false, null, null, "a"), "a", missing.Min(), missing.Max(), FetchPriority.Demand);
-        return new ChunkJob(run, blob, new byte[2 * Chunk], [.. missing]);
+        return new ChunkJob(run, blob, new ChunkMemory(16 * Chunk), [.. missing], default);
     }
 
     /// <summary>Takes every chunk it is offered, and says in which order it was asked.</summary>
@@ -138,7 +138,7 @@ public sealed class SourceChainTests : IDisposable
     }
 
     [Fact]
-    public void TheSinkStagesAndStoresOnlyBytesThatMatchTheReadersHash()
+    public async Task TheSinkStagesAndStoresOnlyBytesThatMatchTheReadersHash()
     {
         var truth = Bytes(2 * Chunk, 5);
         var blob = (ChunkedBlob)_cache.Open(Describe(truth));
@@ -150,9 +150,11 @@ public sealed class SourceChainTests : IDisposable
         Assert.Equal(Convert.ToHexStringLower(SHA256.HashData(wrong)), actual);
         Assert.False(blob.IsServable(0));
 
-        var good = sink.Verify(job.Run, 1, truth.AsMemory(Chunk), out _);
+        var buffer = await job.RentAsync(1);
+        truth.AsSpan(Chunk).CopyTo(buffer.Memory.Span);
+        var good = sink.Verify(job.Run, 1, buffer.Memory, out _);
         Assert.NotNull(good);
-        sink.Accept(job.Run, good.Value);
+        sink.Accept(job.Run, good.Value, buffer);
         Assert.True(blob.IsServable(1));
         Assert.True(blob.IsRecorded(1));
         Assert.False(job.Run.WaitAsync(job.Run.End).IsCompleted); // chunk 0 is still missing: its readers wait

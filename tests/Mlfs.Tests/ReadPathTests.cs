@@ -69,6 +69,34 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
         Assert.True(mount.Mount.Session.SplicedReads > before, "no READ was spliced");
     }
 
+    /// <summary>
+    /// Verified chunks are written with O_DIRECT from the buffer they were verified in (page-aligned chunks)
+    /// or through the page cache (chunks that start mid-page), and served from that buffer while the chunk
+    /// memory budget keeps it. With a budget of a few chunks they leave memory at once, so reads come from
+    /// the file: exact at odd offsets and sizes, across chunk boundaries and on the last short chunk, cold,
+    /// after the page cache is dropped, and after a remount.
+    /// </summary>
+    [Theory]
+    [InlineData(1 << 20)]
+    [InlineData((1 << 20) + 4097)]
+    public async Task ChunksWrittenPastThePageCacheReadBackExactAtOddOffsets(int chunkSize)
+    {
+        _model.Add("weights.bin", 7 * chunkSize + 333, 41).Add("one-page-less.bin", chunkSize - 4096, 42);
+        string manifest = await UploadAsync(chunkSize: chunkSize);
+        var tight = InProcessMount.FastRetries with { BufferBudgetBytes = 3L * chunkSize + (1 << 20) };
+        await using (var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, fetcher: tight, passthrough: false))
+        {
+            AssertRandomReadsExact(mount, _model.Files, seed: 11, reads: 60); // cold: from memory, or from the file once evicted
+            foreach (var (path, bytes) in _model.Files) Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount[path]), path);
+            File.WriteAllText("/proc/sys/vm/drop_caches", "3");
+            AssertRandomReadsExact(mount, _model.Files, seed: 12, reads: 60); // from the file
+            Assert.Equal(0, mount.Mount.Stats[Counters.FetchFailures]);
+        }
+        await using var again = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, passthrough: false);
+        foreach (var (path, bytes) in _model.Files) Check.SameBytes(bytes, await File.ReadAllBytesAsync(again[path]), path + " (remounted)");
+        Assert.Equal(0, again.Mount.Stats[Counters.Requests]); // every chunk was on disk, and adopted after hashing
+    }
+
     [Fact]
     public async Task RandomReadsAreByteExactColdWarmAndAfterARemount()
     {
@@ -103,8 +131,16 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
     {
         _model.Add("config.json", 300, 10).Add("weights.bin", 3 * Chunk + 77, 11);
         string manifest = await UploadAsync(seedFormat: true, prefetch: ["config.json"]);
-        await using (var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName))
+        // Bodies are held after 64 KiB, so the first bytes of weights.bin are read while the rest has not landed
+        // (whatever the machine's speed): they are served before the whole-file check, and counted.
+        await using var proxy = new FaultProxy(s3.Endpoint) { PauseAfter = 64 * 1024 };
+        await using (var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, endpoint: proxy.Endpoint))
         {
+            var first = new byte[4096];
+            using (var handle = File.OpenHandle(mount["weights.bin"]))
+                Assert.Equal(4096, await Task.Run(() => RandomAccess.Read(handle, first, 0)).WaitAsync(TimeSpan.FromSeconds(60)));
+            Assert.Equal(_model.Files["weights.bin"][..4096], first);
+            proxy.Release.SetResult();
             foreach (var (path, bytes) in _model.Files)
                 Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount[path]), path);
             Assert.True(mount.Mount.Stats[Counters.UnverifiedBytesServed] > 0); // weights.bin was served as it landed, and counted
@@ -201,7 +237,7 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
         ReadAt(7);
         Assert.True(proxy.Gets == 9, string.Join(" | ", proxy.Ranges));
         Assert.Equal("bytes=0-4194303", proxy.Ranges.Last());
-        Assert.Contains(mount.Logger.Lines, l => l.Contains("fetched in 4 parts does not match its SHA-256", StringComparison.Ordinal));
+        Assert.Contains(mount.Logger.Lines, l => l.Contains("fetched in 4 parts does not match its BLAKE3", StringComparison.Ordinal)); // the default chunk hash
 
         // Chunk 2: a part's connection is reset. The other parts are stopped; the chunk comes as one stream.
         ReadAt(2 * chunk + 99);

@@ -55,6 +55,24 @@ public static class CacheFiles
         return fd;
     }
 
+    /// <summary>
+    /// Opens a data file of ours a second time with O_DIRECT, for writes that skip the page cache; -1 where
+    /// the file system does not take O_DIRECT (tmpfs before 6.6, some overlays) or the name is no longer
+    /// the file <paramref name="opened"/> is.
+    /// </summary>
+    public static int OpenDirect(string path, SafeFileHandle opened)
+    {
+        const int O_DIRECT = 0x4000;
+        int fd = Libc.Open(path, Libc.O_RDWR | O_DIRECT | O_NOFOLLOW | Libc.O_CLOEXEC);
+        if (fd < 0) return -1;
+        if (Libc.FStat(fd, out var st) != 0 || Libc.FStat(Fd(opened), out var ours) != 0 || st.Ino != ours.Ino || st.Dev != ours.Dev)
+        {
+            Libc.Close(fd);
+            return -1;
+        }
+        return fd;
+    }
+
     /// <summary>Opens (creating if needed) a lock file; -1 when it cannot be opened safely.</summary>
     public static int OpenLock(string path)
     {

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 using MlArtifactFs.Fuse.Interop;
 
@@ -12,6 +13,11 @@ namespace MlArtifactFs.Cache;
 /// which hashes what another process (or an earlier run) recorded. Only verified bytes are ever
 /// written into the data file, and a region the record names is never written, truncated or punched:
 /// a damaged one is first dropped from the record, then rewritten.
+/// <para>
+/// Verified chunks are written with O_DIRECT from the page-aligned buffer they were verified in (where the
+/// file system allows it): the bytes skip the page cache, and readers keep reading them from that buffer
+/// while the chunk memory budget keeps it resident (<see cref="StagedChunks"/>).
+/// </para>
 /// <para>Threading: bits are tested without locks; record reads and appends are under <c>_recordLock</c>;
 /// appends are single O_APPEND writes (atomic between processes).</para>
 /// </summary>
@@ -23,6 +29,9 @@ public sealed class ChunkedBlob : CachedBlob
     private readonly SafeFileHandle _data;
     private readonly SafeFileHandle _record;
     private int _appendFd = -1;                      // the record, O_APPEND
+    private int _directFd = -1;                      // the data file again, O_DIRECT (-1: not supported by this file system)
+    private volatile bool _directRefused;            // a direct write was refused: the page cache from then on (the fd stays open until Dispose)
+    private int _directWriters;                      // writes using _directFd now; the fd is closed once the blob is complete and none is left
     private readonly ChunkSet _servable;             // verified in this process: may be served (from memory while staged)
     private readonly ChunkSet _stored;               // verified and on disk (written or adopted): counts for completeness
     private readonly ChunkSet _recorded;             // named Verified by the record (a hint: adopt before serving)
@@ -100,6 +109,7 @@ public sealed class ChunkedBlob : CachedBlob
                 if (Libc.Stat(dataPath, out var named) != 0 || Libc.FStat(CacheFiles.Fd(data), out var held) != 0 || named.Ino != held.Ino || named.Dev != held.Dev)
                     throw new EvictedWhileOpeningException();
                 blob._appendFd = CacheFiles.OpenAppend(recordPath);
+                blob._directFd = CacheFiles.OpenDirect(dataPath, data);
                 blob.Refresh();
             }
             catch
@@ -146,6 +156,20 @@ public sealed class ChunkedBlob : CachedBlob
         return total;
     }
 
+    /// <summary>
+    /// Lends the memory a range lies in when it is one chunk held in memory (staged or resident), for a
+    /// reply to be written from it without a copy; false otherwise (read it with <see cref="Read"/>).
+    /// </summary>
+    public bool TryBorrow(long offset, int length, out nint address, out Fuse.IReadLease? lease)
+    {
+        address = 0;
+        lease = null;
+        if (length <= 0 || _staged.IsEmpty) return false;
+        var (first, last) = Descriptor.ChunksOf(offset, length);
+        return first == last && _servable.Contains(first)
+               && _staged.TryBorrow(first, (int)(offset - Descriptor.ChunkStart(first)), length, DataPath, out address, out lease);
+    }
+
     /// <summary>True when every chunk of [offset, offset+length) is on disk (stored, not only staged): it may be read from the file directly.</summary>
     public bool IsRangeStored(long offset, long length)
     {
@@ -163,11 +187,10 @@ public sealed class ChunkedBlob : CachedBlob
     /// <paramref name="chunk"/>'s buffer until <see cref="WriteVerified"/> has stored it (the caller keeps the
     /// buffer until then). Other processes, passthrough and completeness see it only once stored.
     /// </summary>
-    public void Stage(in VerifiedChunk chunk)
+    public void Stage(in VerifiedChunk chunk, ChunkBuffer? owner = null)
     {
         CheckOwner(chunk);
-        if (_stored.Contains(chunk.Index)) return;
-        _staged.Stage(chunk.Index, chunk.Bytes);
+        _staged.Stage(chunk.Index, chunk.Bytes, owner); // owned from here on, even when the chunk is on disk already
         _servable.Add(chunk.Index);
     }
 
@@ -197,14 +220,7 @@ public sealed class ChunkedBlob : CachedBlob
                 }
                 Drop(c);
             }
-            // Written in 256 KiB slices: measured on ext4 (Linux 6.18), one 4 MiB pwrite per chunk cost the
-            // daemon twice the CPU of a cold load (page-cache copy and inode-lock spinning between runs).
-            try
-            {
-                var bytes = chunk.Bytes.Span;
-                for (int done = 0; done < bytes.Length; done += WriteSlice)
-                    RandomAccess.Write(_data, bytes.Slice(done, Math.Min(WriteSlice, bytes.Length - done)), start + done);
-            }
+            try { Write(chunk.Bytes, start); }
             catch (IOException e) when (CacheFiles.IsDiskFull(e))
             {
                 throw new CacheFullException($"the cache disk is full ({DataPath})", e);
@@ -216,9 +232,57 @@ public sealed class ChunkedBlob : CachedBlob
         }
         finally
         {
-            if (!stored) _servable.Remove(c); // a reader that saw it staged gets an error, never the unwritten disk
-            _staged.Unstage(c, failed: !stored); // the caller's buffer is free once this returns
+            if (stored) _staged.Stored(c); // served from memory while it stays resident; an unowned buffer is free once this returns
+            else
+            {
+                _servable.Remove(c); // a reader that saw it staged gets an error, never the unwritten disk
+                _staged.Failed(c);
+            }
         }
+    }
+
+    /// <summary>
+    /// Writes verified bytes at <paramref name="start"/>: the page-aligned part with O_DIRECT when the
+    /// bytes lie in a page-aligned buffer (no page-cache copy: measured, the cache-file write was 13 % of a
+    /// cold read's daemon CPU), the rest through the page cache. Buffered writes go in 256 KiB slices:
+    /// measured on ext4 (Linux 6.18), one 4 MiB pwrite per chunk cost the daemon twice the CPU of a cold
+    /// load (page-cache copy and inode-lock spinning between runs).
+    /// </summary>
+    private unsafe void Write(ReadOnlyMemory<byte> memory, long start)
+    {
+        int direct = 0;
+        Interlocked.Increment(ref _directWriters);
+        int fd = Volatile.Read(ref _directFd);
+        try
+        {
+            if (fd >= 0 && !_directRefused && start % ChunkMemory.Alignment == 0 && MemoryMarshal.TryGetMemoryManager(memory, out ChunkBuffer? buffer, out int index, out _)
+                && ((nint)(buffer.Pointer + index)) % ChunkMemory.Alignment == 0)
+            {
+                int length = memory.Length / ChunkMemory.Alignment * ChunkMemory.Alignment;
+                while (direct < length)
+                {
+                    nint n = Libc.PWrite(fd, buffer.Pointer + index + direct, length - direct, start + direct);
+                    if (n > 0)
+                    {
+                        direct += (int)n;
+                        continue;
+                    }
+                    int errno = Libc.LastErrno;
+                    if (n < 0 && errno == Libc.EINTR) continue;
+                    if (n < 0 && CacheFiles.IsDiskFullErrno(errno)) throw new IOException(Libc.StrError(errno), errno);
+                    // Refused (EINVAL: an alignment this device does not take) or no progress: the page cache from here on.
+                    _directRefused = true;
+                    break;
+                }
+            }
+        }
+        finally
+        {
+            if (Interlocked.Decrement(ref _directWriters) == 0) CloseDirectWhenIdle();
+        }
+        var bytes = memory.Span;
+        for (int done = direct; done < bytes.Length; done += WriteSlice)
+            RandomAccess.Write(_data, bytes.Slice(done, Math.Min(WriteSlice, bytes.Length - done)), start + done);
     }
 
     private void CheckOwner(in VerifiedChunk chunk)
@@ -230,7 +294,20 @@ public sealed class ChunkedBlob : CachedBlob
     private void MarkStored(int chunk)
     {
         _servable.Add(chunk);
-        if (_stored.Add(chunk) && _stored.Count == Descriptor.ChunkCount) SetComplete();
+        if (!_stored.Add(chunk) || _stored.Count != Descriptor.ChunkCount) return;
+        SetComplete();
+        CloseDirectWhenIdle(); // nothing more will be written: give the descriptor back
+    }
+
+    /// <summary>
+    /// Closes the O_DIRECT descriptor once the blob is complete and no write uses it. Safe without a lock:
+    /// only a chunk not yet stored is ever written, so once the blob is complete no new write starts.
+    /// </summary>
+    private void CloseDirectWhenIdle()
+    {
+        if (!IsComplete || Volatile.Read(ref _directWriters) != 0) return;
+        int fd = Interlocked.Exchange(ref _directFd, -1);
+        if (fd >= 0) Libc.Close(fd);
     }
 
     /// <summary>
@@ -325,6 +402,9 @@ public sealed class ChunkedBlob : CachedBlob
     public override void Dispose()
     {
         if (_appendFd >= 0) Libc.Close(_appendFd);
+        int directFd = Interlocked.Exchange(ref _directFd, -1);
+        if (directFd >= 0) Libc.Close(directFd);
+        _staged.Clear();
         _data.Dispose();
         _record.Dispose();
     }

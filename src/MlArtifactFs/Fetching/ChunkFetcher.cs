@@ -26,7 +26,7 @@ public sealed class ChunkFetcher : IDisposable
     private readonly BlobCache _cache;
     private readonly SourceChain _chain;
     private readonly WholeFileFetch _whole;
-    private readonly ChunkBuffers _buffers;
+    private readonly ChunkMemory _memory;
     private readonly CounterSet _counters;
     private readonly ILogger _logger;
     private readonly CancellationTokenSource _shutdown;
@@ -36,10 +36,10 @@ public sealed class ChunkFetcher : IDisposable
     private int _cacheFull;
 
     /// <summary>Composed by the mount (see Mounting/FetchPath): <paramref name="shutdown"/> is the token its sources stop on.</summary>
-    internal ChunkFetcher(BlobCache cache, SourceChain chain, WholeFileFetch whole, ChunkBuffers buffers, FetcherOptions options,
+    internal ChunkFetcher(BlobCache cache, SourceChain chain, WholeFileFetch whole, ChunkMemory memory, FetcherOptions options,
         CounterSet counters, ILogger logger, CancellationTokenSource shutdown)
     {
-        (_cache, _chain, _whole, _buffers, Options) = (cache, chain, whole, buffers, options);
+        (_cache, _chain, _whole, _memory, Options) = (cache, chain, whole, memory, options);
         (_counters, _logger, _shutdown) = (counters, logger, shutdown);
         _slots = new FetchSlots(options.MaxConcurrentFetches, run => _ = Task.Run(() => ExecuteAsync(run)));
     }
@@ -155,14 +155,10 @@ public sealed class ChunkFetcher : IDisposable
 
     private async Task FetchChunkedAsync(ChunkRun run, ChunkedBlob blob)
     {
-        var d = blob.Descriptor;
-        // Two chunks when the budget allows (one streams while the other is written), else one.
-        int bytes = 2 * d.ChunkSize <= _buffers.Budget / 2 ? (int)(2 * d.ChunkSize) : (int)d.ChunkSize;
-        using var buffer = await _buffers.RentAsync(bytes, _shutdown.Token).ConfigureAwait(false);
         var missing = new List<int>();
         for (int c = run.FirstChunk; c <= run.LastChunk; c++)
             if (!blob.IsServable(c)) missing.Add(c);
-        var job = new ChunkJob(run, blob, buffer.Memory, missing);
+        var job = new ChunkJob(run, blob, _memory, missing, _shutdown.Token);
         try { await _chain.FetchAsync(job).ConfigureAwait(false); }
         finally { job.End(); }
     }

@@ -47,10 +47,14 @@ internal sealed class ChunkSink(IChunkIndex index, CounterSet counters, ILogger 
         return ok ? verified : null;
     }
 
-    /// <summary>Readers of a just-verified chunk are answered now, from the buffer it was verified in (kept by the caller until stored).</summary>
-    public static void Stage(ChunkRun run, in VerifiedChunk chunk)
+    /// <summary>
+    /// Readers of a just-verified chunk are answered now, from <paramref name="buffer"/>, the memory it was
+    /// verified in, which from here on belongs to the blob (it serves reads from it until it is stored, and
+    /// while the memory budget keeps it resident after).
+    /// </summary>
+    public static void Stage(ChunkRun run, in VerifiedChunk chunk, ChunkBuffer buffer)
     {
-        ((ChunkedBlob)run.Blob).Stage(chunk);
+        ((ChunkedBlob)run.Blob).Stage(chunk, buffer);
         run.ChunkReady(chunk.Index);
     }
 
@@ -71,10 +75,10 @@ internal sealed class ChunkSink(IChunkIndex index, CounterSet counters, ILogger 
         Holders?.Hold(blob, chunk.Index); // on disk now: others may have it
     }
 
-    /// <summary>Stage and store at once (a chunk that arrived whole: from a peer, a duplicate, parallel parts).</summary>
-    public void Accept(ChunkRun run, in VerifiedChunk chunk)
+    /// <summary>Stage and store at once (a chunk that arrived whole: from a peer, a duplicate, parallel parts); the buffer goes with it.</summary>
+    public void Accept(ChunkRun run, in VerifiedChunk chunk, ChunkBuffer buffer)
     {
-        Stage(run, chunk);
+        Stage(run, chunk, buffer);
         Store(run, chunk);
     }
 

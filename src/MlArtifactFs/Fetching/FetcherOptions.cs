@@ -35,7 +35,7 @@ public sealed record FetcherOptions
     public int DemandChunkParts { get; init; } = 1;
 
     /// <summary>
-    /// Memory for chunk-sized buffers, all runs together (<see cref="ChunkBuffers"/>): each chunk is held
+    /// Memory for chunks, all runs together (<see cref="MlArtifactFs.Cache.ChunkMemory"/>): each chunk is held
     /// whole while it is verified, before it may touch the shared cache. 128 MiB lets the 8 fetches run
     /// at once with chunks of up to 16 MiB; larger chunks (up to 64 MiB) simply run fewer at a time.
     /// </summary>

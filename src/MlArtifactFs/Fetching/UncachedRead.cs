@@ -9,7 +9,7 @@ namespace MlArtifactFs.Fetching;
 /// covering a read into memory (from the buffer budget), verifies them, and copies out the bytes asked
 /// for. Nothing is cached; nothing unverified is served (files without chunk hashes: as the seed does, counted).
 /// </summary>
-internal sealed class UncachedRead(RangeReader range, ChunkBuffers buffers, CounterSet counters)
+internal sealed class UncachedRead(RangeReader range, ChunkMemory memory, CounterSet counters)
 {
     public async Task<int> ReadAsync(CachedBlob blob, ObjectLocation location, string fileName, long offset, Memory<byte> destination, CancellationToken cancel)
     {
@@ -19,7 +19,7 @@ internal sealed class UncachedRead(RangeReader range, ChunkBuffers buffers, Coun
         var (first, last) = d.ChunksOf(offset, length);
         long start = d.HasChunkHashes ? d.ChunkStart(first) : offset;
         long end = d.HasChunkHashes ? d.ChunkEnd(last) : offset + length;
-        using var rental = await buffers.RentAsync((int)(end - start), cancel).ConfigureAwait(false);
+        using var rental = await memory.RentAsync((int)(end - start), cancel).ConfigureAwait(false);
         var bytes = rental.Memory;
         await range.ReadWithRetriesAsync(location, start, bytes, () =>
         {

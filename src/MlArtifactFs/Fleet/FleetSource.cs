@@ -91,31 +91,41 @@ internal sealed class FleetSource(FleetIndex index, PeerClient client, FleetOpti
         if (holders.Length == 0) return false;
         // A random one of the least loaded (by this node's GETs open to each): spreads the load, and each new holder is a source.
         Random.Shared.Shuffle(holders);
-        var bytes = job.Buffer[..d.ChunkLength(chunk)];
-        foreach (var peer in holders.OrderBy(client.InFlight).Take(3))
+        var buffer = await job.RentAsync(chunk).ConfigureAwait(false);
+        var bytes = buffer.Memory;
+        bool given = false; // once the sink has the chunk, the buffer is the blob's
+        try
         {
-            var (failure, notHeld) = await client.TryGetAsync(peer, id, bytes, job.FileName, shutdown).ConfigureAwait(false);
-            if (notHeld) continue; // evicted there since it was announced: ask the next holder
-            if (failure is null)
+            foreach (var peer in holders.OrderBy(client.InFlight).Take(3))
             {
-                if (sink.Verify(job.Run, chunk, bytes, out _) is { } verified)
+                var (failure, notHeld) = await client.TryGetAsync(peer, id, bytes, job.FileName, shutdown).ConfigureAwait(false);
+                if (notHeld) continue; // evicted there since it was announced: ask the next holder
+                if (failure is null)
                 {
-                    client.Credit(peer, bytes.Length);
-                    counters.Increment(Counters.ChunksFromPeers);
-                    counters.Add(Counters.BytesFromPeers, bytes.Length);
-                    job.Run.Progress.Bytes += bytes.Length;
-                    sink.Accept(job.Run, verified);
-                    counters.Increment(Counters.ChunksFetched);
-                    return true;
+                    if (sink.Verify(job.Run, chunk, bytes, out _) is { } verified)
+                    {
+                        client.Credit(peer, bytes.Length);
+                        counters.Increment(Counters.ChunksFromPeers);
+                        counters.Add(Counters.BytesFromPeers, bytes.Length);
+                        job.Run.Progress.Bytes += bytes.Length;
+                        given = true;
+                        sink.Accept(job.Run, verified, buffer);
+                        counters.Increment(Counters.ChunksFetched);
+                        return true;
+                    }
+                    failure = $"bytes that do not match the chunk's {ChunkHashing.Name(id.Algorithm)} digest";
                 }
-                failure = $"bytes that do not match the chunk's {ChunkHashing.Name(id.Algorithm)} digest";
+                client.Penalize(peer);
+                counters.Increment(Counters.PeerFailures);
+                counters.Increment(Counters.ErrorPeer);
+                logger.LogWarning("fleet: {File} chunk {Chunk} from peer {Peer}: {Failure}; skipping that peer for {Penalty} s",
+                    job.FileName, chunk, peer, failure, options.Penalty.TotalSeconds);
             }
-            client.Penalize(peer);
-            counters.Increment(Counters.PeerFailures);
-            counters.Increment(Counters.ErrorPeer);
-            logger.LogWarning("fleet: {File} chunk {Chunk} from peer {Peer}: {Failure}; skipping that peer for {Penalty} s",
-                job.FileName, chunk, peer, failure, options.Penalty.TotalSeconds);
+            return false;
         }
-        return false;
+        finally
+        {
+            if (!given) buffer.Dispose();
+        }
     }
 }

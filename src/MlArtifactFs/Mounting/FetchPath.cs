@@ -26,7 +26,7 @@ public sealed class FetchPath : IDisposable
         index ??= new LocalChunkIndex();
         var shutdown = new CancellationTokenSource();
         var range = new RangeReader(store, options, counters, logger, shutdown.Token);
-        var buffers = new ChunkBuffers(options.BufferBudgetBytes);
+        var memory = new ChunkMemory(options.BufferBudgetBytes);
         var sink = new ChunkSink(index, counters, logger) { Holders = fleet };
         List<IChunkSource> sources =
         [
@@ -35,12 +35,12 @@ public sealed class FetchPath : IDisposable
         ];
         if (fleet is not null) sources.Add(fleet.CreateSource(sink, counters, shutdown.Token)); // 3. a peer holds it, or another node is fetching it
         sources.Add(new StorageSource(range, sink, counters, logger));      // 4. object storage
-        var fetcher = new ChunkFetcher(cache, new SourceChain(sources), new WholeFileFetch(cache, range, counters, logger), buffers, options,
+        var fetcher = new ChunkFetcher(cache, new SourceChain(sources), new WholeFileFetch(cache, range, counters, logger), memory, options,
             counters, logger, shutdown);
         return new FetchPath
         {
             Fetcher = fetcher,
-            Uncached = new UncachedRead(range, buffers, counters),
+            Uncached = new UncachedRead(range, memory, counters),
             Checks = new CachedFileChecks(cache, index, sink, shutdown.Token),
         };
     }

@@ -35,19 +35,28 @@ internal sealed class FileReader(CachedBlob blob, ObjectLocation location, strin
         int length = (int)Math.Min(buffer.Length, Size - offset);
 
         var (aheadOffset, aheadLength) = _window.OnRead(offset, length);
-        if (Blob.IsComplete)
-        {
-            // Every chunk verified and on disk: the session splices the bytes from the cache file.
-            _counters.Increment(Counters.CacheHits);
-            return ValueTask.FromResult(ReadResult.FileRange(Blob.DataFd, offset, length));
-        }
-        if (aheadLength > 0)
+        if (aheadLength > 0 && !Blob.IsComplete)
         {
             // End the window on a request boundary, so read-ahead tops up in whole requests (16 MiB GETs)
             // rather than one chunk per READ as the window slides: fewer requests, less per-request cost.
             long unit = _fetcher.Options.MaxRequestBytes;
             long aheadEnd = (aheadOffset + aheadLength + unit - 1) / unit * unit;
             _fetcher.Prefetch(Blob, Location, Path, aheadOffset, aheadEnd - aheadOffset, FetchPriority.ReadAhead);
+        }
+        try
+        {
+            if (TryAnswerFromMemory(offset, length, out var fromMemory))
+            {
+                _counters.Increment(Counters.CacheHits);
+                return ValueTask.FromResult(fromMemory);
+            }
+        }
+        catch (IOException) { return ReadUncachedAsync(this, offset, buffer[..length], cancel); } // its write failed a moment ago
+        if (Blob.IsComplete)
+        {
+            // Every chunk verified and on disk: the session splices the bytes from the cache file.
+            _counters.Increment(Counters.CacheHits);
+            return ValueTask.FromResult(ReadResult.FileRange(Blob.DataFd, offset, length));
         }
         var destination = buffer[..length];
         if (Blob.IsRangeServable(offset, length))
@@ -84,7 +93,12 @@ internal sealed class FileReader(CachedBlob blob, ObjectLocation location, strin
             {
                 return ReadErrors.ToErrno(e); // the fetcher logged file, range and cause
             }
-            try { return ReadResult.InBuffer(self.ReadCached(offset, destination.Span)); }
+            try
+            {
+                return self.TryAnswerFromMemory(offset, destination.Length, out var fromMemory)
+                    ? fromMemory
+                    : ReadResult.InBuffer(self.ReadCached(offset, destination.Span));
+            }
             catch (IOException) { return await ReadUncachedAsync(self, offset, destination, cancel).ConfigureAwait(false); }
         }
 
@@ -94,6 +108,18 @@ internal sealed class FileReader(CachedBlob blob, ObjectLocation location, strin
             try { return ReadResult.InBuffer(await self._uncached.ReadAsync(self.Blob, self.Location, self.Path, offset, destination, cancel).ConfigureAwait(false)); }
             catch (Exception e) when (ReadErrors.IsReadFailure(e)) { return ReadErrors.ToErrno(e); }
         }
+    }
+
+    /// <summary>
+    /// Bytes still in the memory they were verified in (a chunk just fetched, or kept resident): the reply
+    /// is written from there, with no copy into the READ's buffer and no read back from the cache file.
+    /// </summary>
+    private bool TryAnswerFromMemory(long offset, int length, out ReadResult result)
+    {
+        result = default;
+        if (Blob is not ChunkedBlob chunked || !chunked.TryBorrow(offset, length, out nint address, out var lease)) return false;
+        result = ReadResult.InMemory(address, length, lease!);
+        return true;
     }
 
     private int ReadCached(long offset, Span<byte> destination)

@@ -22,10 +22,10 @@ internal interface IChunkSource
 
 /// <summary>
 /// What one run of a chunked blob still needs, handed down the chain: the chunks not servable yet (in
-/// order), the chunk-sized memory the run verifies them in, chunks set aside to be awaited, and what to
-/// undo when the run ends (leases).
+/// order), the memory budget every chunk is received and verified in, chunks set aside to be awaited,
+/// and what to undo when the run ends (leases).
 /// </summary>
-internal sealed class ChunkJob(ChunkRun run, ChunkedBlob blob, Memory<byte> buffer, List<int> missing)
+internal sealed class ChunkJob(ChunkRun run, ChunkedBlob blob, ChunkMemory memory, List<int> missing, CancellationToken stopping)
 {
     private readonly List<(IChunkSource Source, List<int> Chunks)> _deferred = [];
     private readonly List<Action> _atEnd = [];
@@ -35,8 +35,11 @@ internal sealed class ChunkJob(ChunkRun run, ChunkedBlob blob, Memory<byte> buff
     public BlobDescriptor Descriptor => Blob.Descriptor;
     public string FileName => Run.FileName;
 
-    /// <summary>One or two chunks of memory (two: one streams while the other is written).</summary>
-    public Memory<byte> Buffer { get; } = buffer;
+    /// <summary>
+    /// A buffer for one chunk, exactly its length (page-aligned native memory). Hand it to the sink with the
+    /// verified chunk (it then belongs to the blob) or dispose it.
+    /// </summary>
+    public ValueTask<ChunkBuffer> RentAsync(int chunk) => memory.RentAsync(Descriptor.ChunkLength(chunk), stopping);
 
     /// <summary>Chunks still to get, ascending.</summary>
     public List<int> Missing { get; internal set; } = missing;

@@ -30,17 +30,23 @@ internal sealed class LocalCacheSource(BlobCache cache, IChunkIndex index, Chunk
     {
         var d = job.Descriptor;
         var locations = await index.FindAsync(d.ChunkId(chunk)).ConfigureAwait(false);
-        var bytes = job.Buffer[..d.ChunkLength(chunk)];
         foreach (var location in locations)
         {
             if (location.BlobName == job.Blob.Name && location.Chunk == chunk) continue;
-            if (!cache.TryReadIndexedChunk(location.BlobName, location.Chunk, bytes)) continue;
+            var buffer = await job.RentAsync(chunk).ConfigureAwait(false);
+            var bytes = buffer.Memory;
+            if (!cache.TryReadIndexedChunk(location.BlobName, location.Chunk, bytes)) // gone, or a name not ours (counted there)
+            {
+                buffer.Dispose();
+                continue;
+            }
             if (sink.Verify(job.Run, chunk, bytes, out _) is not { } verified)
             {
                 Interlocked.Increment(ref cache.IgnoredIndexEntries); // stale or damaged copy: fetch instead
+                buffer.Dispose();
                 continue;
             }
-            try { sink.Accept(job.Run, verified); }
+            try { sink.Accept(job.Run, verified, buffer); }
             catch (ChunkStoreException) { return false; } // could not be written here: fetch it the ordinary way
             counters.Increment(Counters.ChunksDeduplicated);
             counters.Add(Counters.BytesDeduplicated, bytes.Length);

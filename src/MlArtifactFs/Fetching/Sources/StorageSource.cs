@@ -6,10 +6,10 @@ namespace MlArtifactFs.Fetching.Sources;
 
 /// <summary>
 /// The last tier: ranged GETs from object storage. Contiguous missing chunks stream in one GET; each
-/// chunk lands in a buffer of its own size, is hashed as it arrives and, once it verified, goes to the
-/// sink: staged (its readers answered from that buffer) and stored while the next chunk streams into the
-/// other half of the buffer (at most one write in flight). A chunk that fails its hash is never staged
-/// or written; the retry resumes at its start. A cold chunk a reader waits on may come as parallel
+/// chunk is received straight into a buffer of its own (from the chunk memory budget), hashed and, once
+/// it verified, goes to the sink with its buffer: staged (its readers answered from that buffer) and
+/// stored while the next chunk streams in (at most one write in flight). A chunk that fails its hash is
+/// never staged or written; the retry resumes at its start. A cold chunk a reader waits on may come as parallel
 /// parts (<see cref="FetcherOptions.DemandChunkParts"/>).
 /// </summary>
 internal sealed class StorageSource(RangeReader range, ChunkSink sink, CounterSet counters, ILogger logger) : IChunkSource
@@ -32,12 +32,10 @@ internal sealed class StorageSource(RangeReader range, ChunkSink sink, CounterSe
     {
         var run = job.Run;
         var d = job.Descriptor;
-        int chunkBytes = (int)d.ChunkSize;
-        Memory<byte>[] halves = job.Buffer.Length >= 2L * chunkBytes ? [job.Buffer[..chunkBytes], job.Buffer.Slice(chunkBytes, chunkBytes)] : [job.Buffer];
-        int current = 0;
         Task pendingStore = Task.CompletedTask;
         long pos = d.ChunkStart(first), end = d.ChunkEnd(last);
         long verifiedUpTo = pos; // a retry resumes here: the start of the first chunk not verified yet
+        ChunkBuffer? receiving = null; // the chunk arriving now, in a buffer of its own (the next one arrives while this one is written)
         job.Blob.Preallocate(pos, end - pos);
         using var hasher = ChunkVerifier.Begin(d);
         try
@@ -51,7 +49,8 @@ internal sealed class StorageSource(RangeReader range, ChunkSink sink, CounterSe
                     {
                         int chunk = d.ChunkOf(pos);
                         int inChunk = (int)(pos - d.ChunkStart(chunk)), length = d.ChunkLength(chunk);
-                        var bytes = halves[current][..length];
+                        receiving ??= await job.RentAsync(chunk).ConfigureAwait(false);
+                        var bytes = receiving.Memory;
                         int n = await body.ReadAsync(bytes[inChunk..]).ConfigureAwait(false);
                         hasher.Append(bytes.Span.Slice(inChunk, n));
                         pos += n;
@@ -59,14 +58,12 @@ internal sealed class StorageSource(RangeReader range, ChunkSink sink, CounterSe
                         var verified = sink.Verify(run, chunk, bytes, out string actual, hasher)
                                        ?? throw ChunkVerifier.Mismatch(d, chunk, length, actual, run.FileName); // retried from the chunk's start; nothing was written
                         verifiedUpTo = pos;
-                        await pendingStore.ConfigureAwait(false); // the other half's write, before that half is reused
-                        ChunkSink.Stage(run, verified);
-                        if (halves.Length == 1) Store(run, verified);
-                        else
-                        {
-                            pendingStore = Task.Run(() => Store(run, verified));
-                            current ^= 1;
-                        }
+                        await pendingStore.ConfigureAwait(false); // at most one write in flight
+                        var buffer = receiving;
+                        receiving = null;
+                        ChunkSink.Stage(run, verified, buffer); // readers are answered now; the buffer is the blob's from here on
+                        counters.Increment(Counters.ChunksFetched);
+                        pendingStore = Task.Run(() => sink.Store(run, verified));
                     }
                 }
                 catch (Exception e) when (range.ShouldRetry(e, attempt, out string reason))
@@ -79,18 +76,12 @@ internal sealed class StorageSource(RangeReader range, ChunkSink sink, CounterSe
         }
         finally
         {
-            // Never let the buffer go back to the pool while a write still reads it. (A failed stream's own
-            // error is the one reported; a failed write alone is reported below.)
+            receiving?.Dispose();
+            // A failed stream's own error is the one reported; a failed write alone is reported below.
             try { await pendingStore.ConfigureAwait(false); }
             catch (Exception) { }
         }
         await pendingStore.ConfigureAwait(false); // its failure, if the stream itself succeeded
-    }
-
-    private void Store(ChunkRun run, VerifiedChunk chunk)
-    {
-        sink.Store(run, chunk);
-        counters.Increment(Counters.ChunksFetched);
     }
 
     /// <summary>
@@ -105,7 +96,9 @@ internal sealed class StorageSource(RangeReader range, ChunkSink sink, CounterSe
         int length = d.ChunkLength(chunk);
         int parts = (int)Math.Min(range.Options.DemandChunkParts, length / MinDemandPart);
         if (parts < 2) return false;
-        var bytes = job.Buffer[..length];
+        var buffer = await job.RentAsync(chunk).ConfigureAwait(false);
+        var bytes = buffer.Memory;
+        bool given = false; // once the sink has the chunk, the buffer is the blob's
         try
         {
             run.Progress.Attempts++;
@@ -114,12 +107,13 @@ internal sealed class StorageSource(RangeReader range, ChunkSink sink, CounterSe
             if (sink.Verify(run, chunk, bytes, out _) is not { } verified)
             {
                 counters.Increment(Counters.ErrorVerification);
-                logger.LogWarning("{File}: chunk {Chunk} fetched in {Parts} parts does not match its SHA-256; fetching it again as one stream",
-                    run.FileName, chunk, parts);
+                logger.LogWarning("{File}: chunk {Chunk} fetched in {Parts} parts does not match its {Algorithm}; fetching it again as one stream",
+                    run.FileName, chunk, parts, d.Algorithm == ChunkHashAlgorithm.Blake3 ? "BLAKE3" : "SHA-256");
                 counters.Increment(Counters.Retries);
                 return false;
             }
-            sink.Accept(run, verified);
+            given = true;
+            sink.Accept(run, verified, buffer);
             counters.Increment(Counters.ChunksFetched);
             run.Progress.Position = d.ChunkEnd(chunk);
             return true;
@@ -129,6 +123,10 @@ internal sealed class StorageSource(RangeReader range, ChunkSink sink, CounterSe
             logger.LogDebug("{File}: chunk {Chunk} in parts failed ({Reason}); fetching it as one stream", run.FileName, chunk, FetchErrors.Describe(e));
             counters.Increment(Counters.Retries);
             return false;
+        }
+        finally
+        {
+            if (!given) buffer.Dispose();
         }
     }
 }
