@@ -9,7 +9,7 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MLFS = f"{ROOT}/artifacts/mlfs/mlfs"
+MLFS = os.environ.get("MLFS_BIN", f"{ROOT}/artifacts/mlfs/mlfs")  # MLFS_BIN: another build, for before/after runs
 CLK = os.sysconf("SC_CLK_TCK")
 NGINX_PORT = 18070  # local-s3.sh takes 18080 and 18090-18093
 

@@ -25,6 +25,13 @@ internal sealed class RangeReader(IObjectStore store, FetcherOptions options, Co
 {
     public FetcherOptions Options => options;
 
+    /// <summary>The link as the GETs so far saw it (for the parts of chunks readers wait on).</summary>
+    public LinkEstimate Link { get; } = new();
+
+    /// <summary>Parallel parts for a cold chunk a reader waits on: the option, or (0) what the link calls for.</summary>
+    public int DemandParts(int length, int minPart) =>
+        options.DemandChunkParts > 0 ? (int)Math.Min(options.DemandChunkParts, length / minPart) : Link.PartsFor(length, minPart);
+
     /// <summary>The mount is stopping: nothing is retried.</summary>
     public bool Stopping => shutdown.IsCancellationRequested;
 
@@ -38,8 +45,9 @@ internal sealed class RangeReader(IObjectStore store, FetcherOptions options, Co
         try
         {
             stall.CancelAfter(options.StallTimeout);
+            long sent = Stopwatch.GetTimestamp();
             var stream = await OpenWithSpanAsync(get, location, start, end - start, stall.Token).ConfigureAwait(false);
-            return new RangeBody(this, stream, stall, get, location, start, end, progress);
+            return new RangeBody(this, stream, stall, get, location, start, end, progress, sent);
         }
         catch (Exception e)
         {
@@ -56,7 +64,8 @@ internal sealed class RangeReader(IObjectStore store, FetcherOptions options, Co
     {
         counters.Increment(Counters.Requests);
         using var get = StartGet(location, offset, offset + destination.Length, attempt);
-        int got = 0;
+        int got = 0, firstRead = 0;
+        long sent = Stopwatch.GetTimestamp(), firstByte = 0;
         try
         {
             await using var body = await OpenWithSpanAsync(get, location, offset, destination.Length, cancel).ConfigureAwait(false);
@@ -64,11 +73,13 @@ internal sealed class RangeReader(IObjectStore store, FetcherOptions options, Co
             {
                 int n = await body.ReadAsync(destination[got..], cancel).ConfigureAwait(false);
                 if (n == 0) throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {location.Display}: body ended early");
+                if (got == 0) (firstByte, firstRead) = (Stopwatch.GetTimestamp(), n);
                 got += n;
             }
         }
         catch (Exception e) when (EndGet(get, got, e)) { throw; }
         EndGet(get, got, null);
+        Link.Record(sent, firstByte, Stopwatch.GetTimestamp(), got, firstRead);
         counters.Add(Counters.BytesFetched, destination.Length);
     }
 
@@ -206,11 +217,14 @@ internal sealed class RangeBody : IAsyncDisposable
     private readonly ObjectLocation _location;
     private readonly long _start, _end;
     private readonly FetchProgress? _progress;
-    private readonly long _opened = Stopwatch.GetTimestamp();
+    private readonly long _opened;
+    private long _firstByte, _firstRead;
     private long _position;
 
-    internal RangeBody(RangeReader reader, Stream stream, CancellationTokenSource stall, Activity? get, ObjectLocation location, long start, long end, FetchProgress? progress)
+    internal RangeBody(RangeReader reader, Stream stream, CancellationTokenSource stall, Activity? get, ObjectLocation location, long start, long end,
+        FetchProgress? progress, long sent)
     {
+        _opened = sent;
         _reader = reader;
         _stream = stream;
         _stall = stall;
@@ -241,6 +255,7 @@ internal sealed class RangeBody : IAsyncDisposable
             throw error;
         }
         _reader.CountBytes(n);
+        if (_position == _start) (_firstByte, _firstRead) = (Stopwatch.GetTimestamp(), n);
         _position += n;
         if (_progress is not null)
         {
@@ -251,6 +266,7 @@ internal sealed class RangeBody : IAsyncDisposable
         {
             RangeReader.EndGet(_get, _position - _start, null);
             MlfsTelemetry.FetchDuration.Record(Stopwatch.GetElapsedTime(_opened).TotalSeconds);
+            _reader.Link.Record(_opened, _firstByte, Stopwatch.GetTimestamp(), _end - _start, _firstRead);
         }
         return n;
     }

@@ -4,6 +4,7 @@ using MlArtifactFs.Fetching;
 using MlArtifactFs.Fetching.Sources;
 using MlArtifactFs.Fleet;
 using MlArtifactFs.Index;
+using MlArtifactFs.Reading;
 using MlArtifactFs.Storage;
 using MlArtifactFs.Telemetry;
 
@@ -19,6 +20,8 @@ public sealed class FetchPath : IDisposable
     public ChunkFetcher Fetcher { get; private init; } = null!;
     internal UncachedRead Uncached { get; private init; } = null!;
     internal CachedFileChecks Checks { get; private init; } = null!;
+    /// <summary>The tensor layouts of model files being read (for read-ahead in load order).</summary>
+    internal TensorLayouts Layouts { get; } = new();
 
     public static FetchPath Compose(IObjectStore store, BlobCache cache, FetcherOptions options, CounterSet counters, ILogger logger,
         IChunkIndex? index = null, FleetMember? fleet = null)

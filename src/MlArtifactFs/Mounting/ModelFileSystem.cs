@@ -269,7 +269,7 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
         }
 
         ulong handle = (ulong)Interlocked.Increment(ref _nextHandle);
-        _handles[handle] = new OpenFile(n, new FileReader(blob, n.File.Location, n.File.Path, _fetch.Fetcher, _fetch.Uncached, _counters), backingId > 0);
+        _handles[handle] = new OpenFile(n, new FileReader(blob, n.File.Location, n.File.Path, _fetch.Fetcher, _fetch.Uncached, _fetch.Layouts, _counters), backingId > 0);
         if (backingId > 0) Interlocked.Increment(ref PassthroughOpens);
         result = new FuseOpenResult { Handle = handle, KeepCache = true, BackingId = backingId };
         return Errno.Ok;

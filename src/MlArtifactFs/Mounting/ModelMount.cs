@@ -34,7 +34,7 @@ public sealed class ModelMount : IAsyncDisposable
         Options = options;
         _s3 = s3;
         _logger = logger;
-        _store = new HttpObjectStore(s3, options.Fetcher.MaxConcurrentFetches * Math.Max(2, options.Fetcher.DemandChunkParts));
+        _store = new HttpObjectStore(s3, options.Fetcher.MaxConcurrentFetches * 2); // room for a waited-on chunk's parts beside the streams
         Stats = new CounterSet();
         Cache = new BlobCache(options.CacheDirectory ?? BlobCache.DefaultRoot(), options.CacheSize, logger);
         Index = string.IsNullOrWhiteSpace(options.Redis) ? new LocalChunkIndex() : RedisChunkIndex.Connect(options.Redis, Cache.Root, logger);

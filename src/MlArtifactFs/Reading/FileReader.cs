@@ -15,12 +15,15 @@ namespace MlArtifactFs.Reading;
 /// that cannot take the bytes falls back to uncached, still verified, reads. Errors come back as an
 /// <see cref="Errno"/> (<see cref="ReadErrors"/>), never as wrong bytes.
 /// </summary>
-internal sealed class FileReader(CachedBlob blob, ObjectLocation location, string path, ChunkFetcher fetcher, UncachedRead uncached, CounterSet counters)
+internal sealed class FileReader(CachedBlob blob, ObjectLocation location, string path, ChunkFetcher fetcher, UncachedRead uncached,
+    TensorLayouts layouts, CounterSet counters)
 {
     private readonly ChunkFetcher _fetcher = fetcher;
     private readonly UncachedRead _uncached = uncached;
+    private readonly TensorLayouts _layouts = layouts;
     private readonly CounterSet _counters = counters;
     private readonly ReadAheadWindow _window = new(fetcher.Options.MaxRequestBytes, fetcher.Options.MaxReadAheadBytes);
+    private TensorReadAhead? _tensors; // once the file is known to be a model file (safetensors, GGUF)
 
     public CachedBlob Blob { get; } = blob;
     public ObjectLocation Location { get; } = location;
@@ -35,13 +38,17 @@ internal sealed class FileReader(CachedBlob blob, ObjectLocation location, strin
         int length = (int)Math.Min(buffer.Length, Size - offset);
 
         var (aheadOffset, aheadLength) = _window.OnRead(offset, length);
-        if (aheadLength > 0 && !Blob.IsComplete)
+        if (!Blob.IsComplete)
         {
-            // End the window on a request boundary, so read-ahead tops up in whole requests (16 MiB GETs)
-            // rather than one chunk per READ as the window slides: fewer requests, less per-request cost.
-            long unit = _fetcher.Options.MaxRequestBytes;
-            long aheadEnd = (aheadOffset + aheadLength + unit - 1) / unit * unit;
-            _fetcher.Prefetch(Blob, Location, Path, aheadOffset, aheadEnd - aheadOffset, FetchPriority.ReadAhead);
+            if (aheadLength > 0)
+            {
+                // End the window on a request boundary, so read-ahead tops up in whole requests (16 MiB GETs)
+                // rather than one chunk per READ as the window slides: fewer requests, less per-request cost.
+                long unit = _fetcher.Options.MaxRequestBytes;
+                long aheadEnd = (aheadOffset + aheadLength + unit - 1) / unit * unit;
+                _fetcher.Prefetch(Blob, Location, Path, aheadOffset, aheadEnd - aheadOffset, FetchPriority.ReadAhead);
+            }
+            ReadAheadInLoadOrder(offset, length);
         }
         try
         {
@@ -108,6 +115,19 @@ internal sealed class FileReader(CachedBlob blob, ObjectLocation location, strin
             try { return ReadResult.InBuffer(await self._uncached.ReadAsync(self.Blob, self.Location, self.Path, offset, destination, cancel).ConfigureAwait(false)); }
             catch (Exception e) when (ReadErrors.IsReadFailure(e)) { return ReadErrors.ToErrno(e); }
         }
+    }
+
+    /// <summary>Model files: the tensors the loader reads next, in its order (see <see cref="TensorReadAhead"/>).</summary>
+    private void ReadAheadInLoadOrder(long offset, int length)
+    {
+        if (_tensors is null)
+        {
+            _layouts.Observe(Blob);
+            if (_layouts.TryGet(Blob) is not { } layout) return;
+            Interlocked.CompareExchange(ref _tensors, new TensorReadAhead(layout, _fetcher.Options.MaxRequestBytes, _fetcher.Options.MaxReadAheadBytes), null);
+        }
+        foreach (var (start, bytes) in _tensors.OnRead(offset, length))
+            _fetcher.Prefetch(Blob, Location, Path, start, bytes, FetchPriority.ReadAhead);
     }
 
     /// <summary>

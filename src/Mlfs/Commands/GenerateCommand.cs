@@ -17,8 +17,8 @@ internal static class GenerateCommand
     public static readonly Option<string?> Prefetch = new("--prefetch") { Description = "comma-separated files fetched before the mount is ready (e.g. config.json,tokenizer.json)" };
     public static readonly Option<string> ChunkSize = new("--chunk-size")
     {
-        Description = "chunk size for per-chunk hashes (e.g. 4M); 0 writes a seed-format manifest without chunks",
-        DefaultValueFactory = _ => "4M",
+        Description = "chunk size for per-chunk hashes (e.g. 1M, the default: the first byte of a cold read waits for one chunk); 0 writes a seed-format manifest without chunks",
+        DefaultValueFactory = _ => "1M",
     };
     public static readonly Option<string> ChunkHash = NewChunkHashOption();
 

@@ -23,11 +23,11 @@ internal static class MountCommand
     public static readonly Option<bool> AllowOther = new("--allow-other") { Description = "let other users read the mount" };
     public static readonly Option<bool> NoPassthrough = new("--no-passthrough") { Description = "never use FUSE passthrough for cached files" };
     public static readonly Option<int> ReadAheadKb = new("--read-ahead-kb") { Description = "kernel read-ahead of the mount in KiB", DefaultValueFactory = _ => 8192 };
-    public static readonly Option<int> MaxConnections = new("--max-connections") { Description = "ranged GETs in flight at once", DefaultValueFactory = _ => 8 };
+    public static readonly Option<int> MaxConnections = new("--max-connections") { Description = "ranged GETs in flight at once", DefaultValueFactory = _ => 16 };
     public static readonly Option<int> DemandParts = new("--demand-parts")
     {
-        Description = "parallel GETs for a cold chunk a reader waits on (4 helps where one connection is slower than the network, as on S3)",
-        DefaultValueFactory = _ => 1,
+        Description = "parallel GETs for a cold chunk a reader waits on; 0 (the default): as many as the link measured so far calls for",
+        DefaultValueFactory = _ => 0,
     };
     public static readonly Option<int> StallTimeout = new("--stall-timeout") { Description = "seconds without data before a GET is retried", DefaultValueFactory = _ => 30 };
     public static readonly Option<int> MaxAttempts = new("--max-attempts") { Description = "attempts per GET before reads get EIO", DefaultValueFactory = _ => 6 };
@@ -160,7 +160,7 @@ internal static class MountCommand
             Fetcher = new FetcherOptions
             {
                 MaxConcurrentFetches = Math.Max(1, parse.GetValue(MaxConnections)),
-                DemandChunkParts = Math.Clamp(parse.GetValue(DemandParts), 1, 16),
+                DemandChunkParts = Math.Clamp(parse.GetValue(DemandParts), 0, 16),
                 StallTimeout = TimeSpan.FromSeconds(Math.Max(1, parse.GetValue(StallTimeout))),
                 MaxAttempts = Math.Max(1, parse.GetValue(MaxAttempts)),
             },

@@ -16,7 +16,7 @@ internal static class PushCommand
     public static readonly Option<string> Id = new("--id") { Description = "artifact_id of the manifest", Required = true };
     public static readonly Option<string> Version = new("--version") { Description = "version of the manifest", Required = true };
     public static readonly Option<string?> Prefetch = new("--prefetch") { Description = "comma-separated files fetched before a mount is ready" };
-    public static readonly Option<string> ChunkSize = new("--chunk-size") { Description = "chunk size for per-chunk hashes", DefaultValueFactory = _ => "4M" };
+    public static readonly Option<string> ChunkSize = new("--chunk-size") { Description = "chunk size for per-chunk hashes (1M: see mlfs generate --help)", DefaultValueFactory = _ => "1M" };
     public static readonly Option<string> ChunkHash = GenerateCommand.NewChunkHashOption();
     public static readonly Option<bool> ContentAddressed = new("--content-addressed") { Description = "store files as PREFIX/blobs/<sha256> so versions share storage" };
     public static readonly Option<string?> Endpoint = new("--endpoint") { Description = "S3-compatible endpoint; default AWS_ENDPOINT_URL" };

@@ -94,7 +94,7 @@ internal sealed class StorageSource(RangeReader range, ChunkSink sink, CounterSe
         var run = job.Run;
         var d = job.Descriptor;
         int length = d.ChunkLength(chunk);
-        int parts = (int)Math.Min(range.Options.DemandChunkParts, length / MinDemandPart);
+        int parts = range.DemandParts(length, (int)MinDemandPart);
         if (parts < 2) return false;
         var buffer = await job.RentAsync(chunk).ConfigureAwait(false);
         var bytes = buffer.Memory;
