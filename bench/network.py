@@ -370,6 +370,7 @@ def main():
     ap.add_argument("--delay-ms", type=int, default=15)
     ap.add_argument("--caps", default="40m,80m,160m")
     ap.add_argument("--link-mbit", type=int, default=2000)
+    ap.add_argument("--chunk-size", default="", help="chunk size of the manifest (default: mlfs generate's)")
     ap.add_argument("--only", default="", help="comma-separated workloads to run (default: all)")
     ap.add_argument("--contenders", default="mlfs,s3fs,rclone",
                     help="comma-separated; NAME=PATH[|ARG|ARG...] adds another mlfs build or mount options (e.g. before=/tmp/old/mlfs, m16=|--max-connections|16)")
@@ -397,7 +398,8 @@ def main():
         for f in ("weights.bin", "model.safetensors", "model.gguf", "model.pt"):
             swift_put(env, BUCKET, f"m/{f}", os.path.join(files, f))
         manifest = os.path.join(work, "m.json")
-        sh(f"{MLFS} generate --id net --version v1 --url-prefix s3://{BUCKET} {model} > {manifest}", env=env)
+        sh(f"{MLFS} generate --id net --version v1 --url-prefix s3://{BUCKET}"
+           + (f" --chunk-size {args.chunk_size}" if args.chunk_size else "") + f" {model} > {manifest}", env=env)
         sizes = {f: os.path.getsize(os.path.join(files, f)) for f in ("weights.bin", "model.safetensors", "model.gguf", "model.pt")}
         net = Network(work, env, caps, args.delay_ms, files)
 
