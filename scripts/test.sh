@@ -46,9 +46,22 @@ ls -A /tmp | sort >"$tmp_before"
 grep ' fuse\.mlfs ' /proc/mounts | sort >"$mounts_before" || true
 trap 'rm -f "$log" "$tmp_before" "$mounts_before"' EXIT
 set +e
-# A hung test host is killed (and named) rather than eating the CI budget.
+# A hung test host is killed (and named) rather than eating the CI budget. Should a reader be stuck on a
+# mount whose daemon hangs (the host cannot die then), a watchdog stops the daemons after 60 minutes, which
+# fails those reads and lets the run end.
+(
+  trap 'kill $nap 2>/dev/null; exit 0' TERM
+  sleep 3600 </dev/null >/dev/null 2>&1 & nap=$!
+  wait $nap
+  echo "test.sh: the tests did not finish within 60 minutes; killing their mount daemons and test hosts" >&2
+  pkill -KILL -f 'mlfs(-avx512)? mount' || true
+  grep ' fuse\.mlfs ' /proc/mounts | cut -d' ' -f2 | xargs -r -n1 umount -l || true
+  pkill -KILL -f testhost || true
+) &
+watchdog=$!
 dotnet test MlArtifactFs.sln -c Release --no-build --blame-hang-timeout 10m 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
+kill "$watchdog" 2>/dev/null || true
 set -e
 scripts/local-s3.sh stop >/dev/null 2>&1 || true
 rm -rf /tmp/mlfs-test-s3 /tmp/mlfs-test-redis

@@ -45,7 +45,7 @@ public readonly struct ReadResult
     public int Fd { get; private init; }
     public long FileOffset { get; private init; }
     public Errno Error { get; private init; }
-    /// <summary>For <see cref="IsMemory"/>: where the bytes are, and whom to return the memory to once sent.</summary>
+    /// <summary>For <see cref="IsMemory"/>: where the bytes are; for both, whom to tell once the reply was sent.</summary>
     public nint Address { get; private init; }
     public IReadLease? Lease { get; private init; }
 
@@ -55,8 +55,12 @@ public readonly struct ReadResult
     /// <summary><paramref name="length"/> bytes were written at the start of the READ's buffer.</summary>
     public static ReadResult InBuffer(int length) => new() { Length = length, Fd = -1 };
 
-    /// <summary>The bytes lie complete and verified at <paramref name="offset"/> of <paramref name="fd"/>.</summary>
-    public static ReadResult FileRange(int fd, long offset, int length) => new() { Length = length, Fd = fd, FileOffset = offset };
+    /// <summary>
+    /// The bytes lie complete and verified at <paramref name="offset"/> of <paramref name="fd"/> (and stay so until
+    /// <paramref name="lease"/>, if any, is returned, once the reply was sent).
+    /// </summary>
+    public static ReadResult FileRange(int fd, long offset, int length, IReadLease? lease = null) =>
+        new() { Length = length, Fd = fd, FileOffset = offset, Lease = lease };
 
     /// <summary>The bytes lie at <paramref name="address"/> (memory that stays valid until <paramref name="lease"/> is returned).</summary>
     public static ReadResult InMemory(nint address, int length, IReadLease lease) => new() { Length = length, Fd = -1, Address = address, Lease = lease };

@@ -270,8 +270,16 @@ public sealed unsafe partial class FuseSession
     internal void CompleteRead(int fd, ulong unique, byte[] buffer, ReadResult result, CancellationTokenSource cts)
     {
         int header = sizeof(FuseOutHeader);
-        if (result.IsFileRange && !_splicer.TrySend(fd, unique, result.Fd, result.FileOffset, result.Length))
-            result = ReadFileRange(buffer, header, result);
+        if (result.IsFileRange)
+        {
+            var lease = result.Lease;
+            try
+            {
+                if (!_splicer.TrySend(fd, unique, result.Fd, result.FileOffset, result.Length))
+                    result = ReadFileRange(buffer, header, result);
+            }
+            finally { lease?.Return(); } // the bytes left the file (or the copy failed): it may change now
+        }
         if (!result.Error.IsOk) ReplyError(fd, unique, result.Error.Value);
         else if (result.IsMemory)
         {

@@ -115,10 +115,10 @@ public sealed class AppHostTests
 
             if (fleet)
             {
-                // Peer GETs (the only spans that name a chunk by its SHA-256) reach the dashboard's collector.
+                // Peer GETs (the only spans that name a chunk by its id) reach the dashboard's collector.
                 var waited = Stopwatch.StartNew();
-                while (!collector.ReceivedTraceContaining("mlfs.chunk.sha256") && waited.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(200);
-                Assert.True(collector.ReceivedTraceContaining("mlfs.chunk.sha256"), "no peer fetch span reached the collector");
+                while (!collector.ReceivedTraceContaining("mlfs.chunk.id") && waited.Elapsed < TimeSpan.FromSeconds(60)) await Task.Delay(200);
+                Assert.True(collector.ReceivedTraceContaining("mlfs.chunk.id"), "no peer fetch span reached the collector");
             }
 
             var sw = Stopwatch.StartNew();

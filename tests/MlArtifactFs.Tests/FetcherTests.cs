@@ -294,27 +294,49 @@ public sealed class FetcherTests : IDisposable
         _cache.Release(blob);
     }
 
+    /// <summary>
+    /// Chunk-level eviction: the cache stays under its bound while file after file is fetched; a chunk inside
+    /// an open file's read-ahead window (its guard) is never dropped; a chunk outside every window may be,
+    /// and reading it again fetches and verifies it again, byte-exact.
+    /// </summary>
     [Fact]
-    public async Task EvictionKeepsTheCacheUnderItsBoundAndNeverDropsAnOpenBlob()
+    public async Task EvictionKeepsTheCacheUnderItsBoundAndNeverDropsAGuardedChunk()
     {
         _fetcher.Dispose();
         _cache.Dispose();
         _cache = new BlobCache(_cacheDir.FullName, 3 * Chunk + 8192, NullLogger.Instance);
         _fetcher = NewFetcher();
-        var open = Put("open", Bytes(Chunk, 20));
-        var openBlob = _cache.Open(open.Descriptor);
-        await _fetcher.EnsureAsync(openBlob, open.Location, "open", 0, Chunk, FetchPriority.Demand, default);
+        var guardedBytes = Bytes(Chunk, 20);
+        var guarded = Put("guarded", guardedBytes);
+        var guardedBlob = (ChunkedBlob)_cache.Open(guarded.Descriptor);
+        var window = new ReadAheadGuard();
+        window.Set(0, Chunk);
+        guardedBlob.AddGuard(window);
+        await _fetcher.EnsureAsync(guardedBlob, guarded.Location, "guarded", 0, Chunk, FetchPriority.Demand, default);
+        var loneBytes = Bytes(Chunk, 21);
+        var lone = Put("lone", loneBytes);
+        var loneBlob = (ChunkedBlob)_cache.Open(lone.Descriptor); // open, but no reader window covers it
+        await _fetcher.EnsureAsync(loneBlob, lone.Location, "lone", 0, Chunk, FetchPriority.Demand, default);
+
         for (int i = 0; i < 6; i++)
         {
             var (d, loc) = Put($"f{i}", Bytes(Chunk, 30 + i));
             var blob = _cache.Open(d);
             await _fetcher.EnsureAsync(blob, loc, $"f{i}", 0, Chunk, FetchPriority.Demand, default);
             _cache.Release(blob);
-            Assert.True(_cache.Usage().Bytes <= _cache.Capacity, $"after file {i}: {_cache.Usage().Bytes} > {_cache.Capacity}");
+            Assert.True(_cache.UsedBytes <= _cache.Capacity, $"after file {i}: {_cache.UsedBytes} > {_cache.Capacity}");
         }
-        Assert.True(openBlob.IsComplete);
-        Assert.True(File.Exists(openBlob.DataPath));
-        _cache.Release(openBlob);
+
+        Assert.True(guardedBlob.IsComplete, "the guarded chunk was evicted");
+        Assert.Equal(guardedBytes, ReadAll(guardedBlob));
+        Assert.Equal(0, loneBlob.StoredChunks); // the oldest unguarded chunk went first
+        int callsBefore = _store.Calls;
+        await _fetcher.EnsureAsync(loneBlob, lone.Location, "lone", 0, Chunk, FetchPriority.Demand, default);
+        Assert.Equal(callsBefore + 1, _store.Calls);
+        Assert.Equal(loneBytes, ReadAll(loneBlob));
+        guardedBlob.RemoveGuard(window);
+        _cache.Release(guardedBlob);
+        _cache.Release(loneBlob);
     }
 
     [Fact]

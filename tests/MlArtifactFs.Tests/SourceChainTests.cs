@@ -106,6 +106,7 @@ public sealed class SourceChainTests : IDisposable
     {
         public ValueTask<IReadOnlyList<ChunkLocation>> FindAsync(ChunkId chunk) => ValueTask.FromResult<IReadOnlyList<ChunkLocation>>([new ChunkLocation(blobName, 0)]);
         public void Add(string blobName, IReadOnlyList<(int Chunk, ChunkId Id)> chunks) { }
+        public void Remove(string blobName, int chunk, ChunkId id) { }
         public ValueTask<bool> TryLeaseAsync(string key, TimeSpan ttl) => ValueTask.FromResult(true);
         public void ReleaseLease(string key) { }
         public string Describe() => "lying";

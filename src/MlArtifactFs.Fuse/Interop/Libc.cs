@@ -84,6 +84,22 @@ public static unsafe partial class Libc
     [LibraryImport(Lib, EntryPoint = "fallocate", SetLastError = true)]
     public static partial int Fallocate(int fd, int mode, long offset, long len);
 
+    /// <summary>struct flock (x86-64/arm64 layout), for open file description record locks.</summary>
+    [StructLayout(LayoutKind.Sequential)]
+    public struct FLock
+    {
+        public short Type, Whence;
+        public long Start, Length;
+        public int Pid; // 0 for OFD locks
+    }
+
+    [LibraryImport(Lib, EntryPoint = "fcntl", SetLastError = true)]
+    public static partial int FcntlLock(int fd, int cmd, FLock* lk);
+
+    /// <summary>Record locks owned by the open file description (Linux 3.15): per descriptor, not per process.</summary>
+    public const int F_OFD_SETLK = 37, F_OFD_SETLKW = 38;
+    public const short F_RDLCK = 0, F_WRLCK = 1, F_UNLCK = 2;
+
     public const int LOCK_SH = 1, LOCK_EX = 2, LOCK_NB = 4, LOCK_UN = 8;
     public const int FALLOC_FL_KEEP_SIZE = 1, FALLOC_FL_PUNCH_HOLE = 2;
 

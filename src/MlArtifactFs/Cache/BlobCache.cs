@@ -10,9 +10,10 @@ namespace MlArtifactFs.Cache;
 /// 0700 and ours, files 0600 and ours (<see cref="CacheFiles"/>). Shared by every mount, manifest and
 /// process using the same directory; identical files are stored once.
 /// <para>
-/// Bounded by <see cref="Capacity"/>: before a fetch writes, <see cref="EnsureRoom"/> evicts whole
-/// blobs, least recently used first, never one open (or held by a fetch run) in this process or
-/// locked (open) by another. Disk use counts allocated blocks, not apparent sizes.
+/// Bounded by <see cref="Capacity"/>, one bound for every process on the directory (<see cref="CacheBudget"/>):
+/// before a fetch writes, <see cref="EnsureRoomAsync"/> evicts, least recently used first, whole blobs no
+/// process has open and single chunks of the blobs open here (<see cref="ChunkedBlob.TryEvict"/>), so a
+/// file larger than the cache streams through it. Disk use counts allocated blocks, not apparent sizes.
 /// </para>
 /// </summary>
 public sealed class BlobCache : IDisposable
@@ -35,9 +36,15 @@ public sealed class BlobCache : IDisposable
     private readonly List<OpenEntry> _idle = [];
     private const int MaxIdleBlobs = 64;
     private readonly Lock _lock = new();
-    private long _usedBytes;      // on disk: an estimate between evictions, measured (st_blocks) at each
-    private long _reservedBytes;  // promised to fetches in flight
-    private bool _warnedFull;
+    private readonly CacheBudget _budget;
+    private readonly SemaphoreSlim _evicting = new(1, 1);
+    private readonly Timer _watch;
+    private int _watchTicks;
+    private long _pressureSeen;
+    private List<BlobOnDisk> _closedBlobs = [];  // from the last walk of the directory, oldest first; guarded by _evicting
+    private long _walkedAt = long.MinValue;      // Environment.TickCount64 of that walk
+    private int _warnedOver;
+    private int _disposed;
 
     public BlobCache(string root, long capacity, ILogger logger)
     {
@@ -48,11 +55,25 @@ public sealed class BlobCache : IDisposable
         CacheFiles.EnsurePrivateDirectory(BlobDirectory);
         CacheFiles.EnsurePrivateDirectory(PrivateDirectory);
         RemoveLeftovers();
-        _usedBytes = MeasureUsage();
+        _budget = new CacheBudget(Root, capacity);
+        if (_budget.Problem is { } problem)
+            _logger.LogWarning("cache {Root}: the bound cannot be shared with other processes ({Problem}); this process keeps {Capacity} bytes alone", Root, problem, capacity);
+        _budget.SetOnDisk(MeasureUsage());
+        _pressureSeen = _budget.Pressure;
+        _watch = new Timer(_ => Watch(), null, WatchPeriodMs, WatchPeriodMs);
     }
 
+    private const int WatchPeriodMs = 50;
+
     public string Root { get; }
+
+    /// <summary>This process's --cache-size.</summary>
     public long Capacity { get; }
+
+    /// <summary>The bound in force on the directory: the smallest of its live processes' --cache-size.</summary>
+    public long Bound => Volatile.Read(ref _disposed) == 0 ? _budget.Bound : Capacity;
+
+
     private string BlobDirectory => Path.Combine(Root, "blobs");
     /// <summary>Where whole blobs land before they verify: files of this process only.</summary>
     internal string PrivateDirectory => Path.Combine(Root, "tmp");
@@ -71,7 +92,8 @@ public sealed class BlobCache : IDisposable
         return Path.Combine(string.IsNullOrEmpty(xdg) ? Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".cache") : xdg, "mlfs");
     }
 
-    public long UsedBytes => Interlocked.Read(ref _usedBytes);
+    /// <summary>Bytes the cache's files take on disk, all processes together (kept between measures).</summary>
+    public long UsedBytes => Volatile.Read(ref _disposed) == 0 ? _budget.OnDisk : 0;
 
     private string DirectoryOf(string blobName) => Path.Combine(BlobDirectory, blobName.Substring(2, 2));
 
@@ -226,62 +248,130 @@ public sealed class BlobCache : IDisposable
     }
 
     /// <summary>
-    /// Makes room for <paramref name="bytes"/> about to be written, evicting LRU blobs not in use.
-    /// The bytes stay reserved until <see cref="ReleaseReservation"/>, so concurrent fetches cannot
-    /// together overshoot the bound (counting a run's written bytes twice until it ends is the
-    /// conservative side).
+    /// Makes room for <paramref name="bytes"/> about to be written, evicting what is least recently used.
+    /// The bytes stay reserved until <see cref="ReleaseReservation"/>, so concurrent fetches (of every
+    /// process) cannot together overshoot the bound.
     /// </summary>
-    public void EnsureRoom(long bytes)
+    public ValueTask EnsureRoomAsync(long bytes)
     {
-        long reserved = Interlocked.Add(ref _reservedBytes, bytes);
-        long used = Interlocked.Read(ref _usedBytes) + reserved;
-        if (used <= Capacity) return;
-        lock (_lock)
-        {
-            var onDiskBlobs = EnumerateBlobs().ToList(); // one walk of the directory, used twice
-            long onDisk = onDiskBlobs.Sum(b => b.Allocated);
-            used = onDisk + Interlocked.Read(ref _reservedBytes);
-            if (used > Capacity)
-            {
-                var openPaths = new HashSet<string>(_open.Values.Select(e => e.Blob.DataPath), StringComparer.Ordinal);
-                foreach (var candidate in onDiskBlobs.Where(b => !openPaths.Contains(b.DataPath)).OrderBy(b => b.LastUse))
-                {
-                    if (used <= Capacity) break;
-                    // An idle blob is evictable: close it first (its own shared lock would block the delete).
-                    int idle = _idle.FindIndex(e => e.Blob.DataPath == candidate.DataPath);
-                    if (idle >= 0) RetireIdle(idle);
-                    if (TryDelete(candidate.DataPath, candidate.RecordPath))
-                    {
-                        used -= candidate.Allocated;
-                        onDisk -= candidate.Allocated;
-                    }
-                }
-            }
-            Interlocked.Exchange(ref _usedBytes, onDisk);
-            if (used > Capacity && !_warnedFull)
-            {
-                _warnedFull = true;
-                _logger.LogWarning("cache {Root} is over its bound ({Used} > {Capacity} bytes) because every cached file is in use; reads go on",
-                    Root, used, Capacity);
-            }
-        }
+        if (Volatile.Read(ref _disposed) != 0) throw new ObjectDisposedException(nameof(BlobCache));
+        _budget.Reserve(bytes);
+        return _budget.Used <= _budget.Bound ? ValueTask.CompletedTask : EvictAsync(waitForOthers: true);
     }
 
     /// <summary>A fetch that reserved room finished: its bytes are now on disk (or were never written).</summary>
     public void ReleaseReservation(long bytes)
     {
-        Interlocked.Add(ref _reservedBytes, -bytes);
-        Interlocked.Add(ref _usedBytes, bytes);
+        if (Volatile.Read(ref _disposed) == 0) _budget.Settle(bytes, bytes);
     }
 
+    /// <summary>
+    /// Gets the directory under its bound: first by this process's own candidates, down to a little under
+    /// the bound (so passes are not made per chunk); then, if that is not enough, by asking the others
+    /// (the pressure counter) and waiting a moment for them.
+    /// </summary>
+    private async ValueTask EvictAsync(bool waitForOthers)
+    {
+        await _evicting.WaitAsync().ConfigureAwait(false);
+        try
+        {
+            if (Volatile.Read(ref _disposed) != 0) return;
+            long bound = _budget.Bound;
+            if (_budget.Used <= bound) return;
+            EvictOwn(bound - Math.Min(bound / 16, 64L << 20));
+            if (_budget.Used <= bound) return;
+            if (_budget.OthersLive > 0)
+            {
+                _budget.SignalPressure();
+                _pressureSeen = _budget.Pressure;
+                for (int i = 0; waitForOthers && i < 20 && _budget.Used > bound; i++) await Task.Delay(10).ConfigureAwait(false);
+            }
+            if (_budget.Used > bound && Interlocked.Exchange(ref _warnedOver, 1) == 0)
+                _logger.LogWarning("cache {Root} is over its bound ({Used} > {Bound} bytes): what is left is in use (read right now, inside an open file's read-ahead, or open in passthrough); reads go on",
+                    Root, _budget.Used, bound);
+        }
+        finally { _evicting.Release(); }
+    }
+
+    /// <summary>One pass over this process's candidates, least recently used first, until the directory is at <paramref name="target"/>.</summary>
+    private void EvictOwn(long target)
+    {
+        if (Environment.TickCount64 - _walkedAt > 10_000) WalkDirectory();
+        var chunks = new List<(int LastUse, ChunkedBlob Blob, int Chunk)>();
+        List<(ChunkedBlob Blob, bool Idle)> blobs;
+        lock (_lock)
+            blobs = [.. _byBlob.Keys.OfType<ChunkedBlob>().Select(b => (b, _idle.Exists(e => e.Blob == b)))];
+        foreach (var (blob, _) in blobs) blob.CollectCandidates(chunks);
+        chunks.Sort((a, b) => a.LastUse.CompareTo(b.LastUse));
+        int nextBlob = 0, nextChunk = 0;
+        while (_budget.Used > target && (nextBlob < _closedBlobs.Count || nextChunk < chunks.Count))
+        {
+            bool blobFirst = nextChunk == chunks.Count
+                             || (nextBlob < _closedBlobs.Count && _closedBlobs[nextBlob].LastUse <= CacheClock.ToUtc(chunks[nextChunk].LastUse));
+            if (blobFirst) EvictClosed(_closedBlobs[nextBlob++]);
+            else
+            {
+                var (_, blob, chunk) = chunks[nextChunk++];
+                if (blob.TryEvict(chunk, out long freed) != EvictResult.Freed) continue;
+                _budget.AddOnDisk(-freed);
+                ChunkEvicted?.Invoke(blob, chunk, freed);
+            }
+        }
+        _closedBlobs.RemoveRange(0, nextBlob);
+        // A blob whose every chunk went, and that nobody reads: its files go too.
+        foreach (var (blob, idle) in blobs)
+            if (idle && blob.StoredChunks == 0) EvictClosed(new BlobOnDisk(blob.DataPath, blob.RecordPath, 0, DateTime.MinValue));
+    }
+
+    /// <summary>Deletes a blob this process does not read (an idle one is closed first); skipped when another process has it open.</summary>
+    private void EvictClosed(BlobOnDisk candidate)
+    {
+        lock (_lock)
+        {
+            if (_open.Values.Any(e => e.Blob.DataPath == candidate.DataPath)) return; // opened again since
+            int idle = _idle.FindIndex(e => e.Blob.DataPath == candidate.DataPath);
+            if (idle >= 0) RetireIdle(idle); // its own shared lock would block the delete
+        }
+        long allocated = Libc.LStat(candidate.DataPath, out var st) == 0 ? st.Blocks * 512 : candidate.Allocated;
+        if (!TryDelete(candidate.DataPath, candidate.RecordPath, allocated)) return;
+        _budget.AddOnDisk(-allocated);
+    }
+
+    /// <summary>Measures the directory (the shared estimate is reset to it) and lists the blobs not open here, oldest first.</summary>
+    private void WalkDirectory()
+    {
+        var onDisk = EnumerateBlobs().ToList();
+        _budget.SetOnDisk(onDisk.Sum(b => b.Allocated));
+        HashSet<string> open;
+        lock (_lock) open = new HashSet<string>(_byBlob.Keys.Select(b => b.DataPath), StringComparer.Ordinal);
+        _closedBlobs = [.. onDisk.Where(b => !open.Contains(b.DataPath)).OrderBy(b => b.LastUse)];
+        _walkedAt = Environment.TickCount64;
+    }
+
+    /// <summary>Every 50 ms: the heartbeat of this process's share of the budget, and eviction when another process asks for it.</summary>
+    private void Watch()
+    {
+        if (++_watchTicks % 20 == 0) _budget.Heartbeat();
+        long pressure = _budget.Pressure;
+        if (pressure == Interlocked.Exchange(ref _pressureSeen, pressure) || _budget.Used <= _budget.Bound) return;
+        _ = Task.Run(async () =>
+        {
+            try { await EvictAsync(waitForOthers: false).ConfigureAwait(false); }
+            catch (Exception e) { _logger.LogDebug("cache: eviction asked for by another process failed: {Error}", e.Message); }
+        });
+    }
+
+    /// <summary>A chunk this process evicted (dropped and punched; the bytes freed): the index and the fleet forget it here.</summary>
+    public event Action<ChunkedBlob, int, long>? ChunkEvicted;
+
     /// <summary>A blob this process deleted (eviction, `cache clear`): its chunks are no longer held here.</summary>
-    public event Action<string>? BlobEvicted;
+    public event Action<string, long>? BlobEvicted;
 
     /// <summary>Whether a blob's data file is (still) in the cache, whoever wrote or evicted it.</summary>
     public bool HasBlobData(string blobName) =>
         BlobDescriptor.IsBlobName(blobName) && File.Exists(Path.Combine(DirectoryOf(blobName), blobName + ".data"));
 
-    private bool TryDelete(string dataPath, string recordPath)
+    private bool TryDelete(string dataPath, string recordPath, long allocated = 0)
     {
         // Another process holding the blob open has a shared flock on it: skip it.
         int fd = Libc.Open(dataPath, Libc.O_RDONLY | Libc.O_CLOEXEC);
@@ -294,7 +384,7 @@ public sealed class BlobCache : IDisposable
             // The .lock file stays (it is empty): deleting it while another process holds it would let a
             // third one lock a new file of the same name, and two processes would create the blob at once.
             _logger.LogDebug("evicted {Blob}", Path.GetFileName(dataPath));
-            BlobEvicted?.Invoke(Path.GetFileNameWithoutExtension(dataPath));
+            BlobEvicted?.Invoke(Path.GetFileNameWithoutExtension(dataPath), allocated);
             return true;
         }
         catch (IOException) { return false; }
@@ -337,7 +427,7 @@ public sealed class BlobCache : IDisposable
                 if (!openPaths.Contains(blob.DataPath) && TryDelete(blob.DataPath, blob.RecordPath)) removed++;
                 else inUse++;
             }
-            Interlocked.Exchange(ref _usedBytes, MeasureUsage());
+            _budget.SetOnDisk(MeasureUsage());
             return (removed, inUse);
         }
     }
@@ -360,6 +450,11 @@ public sealed class BlobCache : IDisposable
 
     public void Dispose()
     {
+        if (Interlocked.Exchange(ref _disposed, 1) != 0) return;
+        using (var stopped = new ManualResetEvent(false))
+            if (_watch.Dispose(stopped)) stopped.WaitOne(); // no heartbeat or eviction starts after this
+        _evicting.Wait();                                   // nor is one still running
+        _budget.Dispose();
         lock (_lock)
         {
             foreach (var blob in _byBlob.Keys) blob.Dispose();

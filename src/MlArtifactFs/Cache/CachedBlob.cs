@@ -77,7 +77,7 @@ public abstract class CachedBlob : IDisposable
         return true;
     }
 
-    /// <summary>Reads servable bytes (callers check <see cref="IsRangeServable"/> first).</summary>
+    /// <summary>Reads servable bytes; -1 when a chunk of the range is not servable (any more): fetch it first.</summary>
     public abstract int Read(long offset, Span<byte> destination);
 
     protected void SetComplete()
@@ -85,6 +85,9 @@ public abstract class CachedBlob : IDisposable
         _complete = true;
         _completed.TrySetResult();
     }
+
+    /// <summary>A chunk was evicted: no longer complete (new opens stop using passthrough).</summary>
+    protected void ClearComplete() => _complete = false;
 
     protected void SetPoison(Exception error)
     {

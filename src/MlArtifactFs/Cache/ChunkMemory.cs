@@ -167,11 +167,16 @@ public sealed class ChunkMemory(long budgetBytes) : IDisposable
 
     internal void AddResident(Resident resident)
     {
+        Resident? victim;
         lock (_lock)
         {
             if (resident.Node is not null) return;
             resident.Node = _unconsumed.AddLast(resident);
+            // Rents that queued while every buffer was in flight wait for a Give; a buffer turning resident
+            // gives nothing back by itself, so one is let go now (else all fetches wait on each other).
+            victim = _waiting.Count > 0 ? TakeVictim() : null;
         }
+        victim?.Release();
     }
 
     /// <summary>A reader copied the chunk's last bytes: it goes first when memory is needed.</summary>

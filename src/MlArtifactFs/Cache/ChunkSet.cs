@@ -18,6 +18,21 @@ internal sealed class ChunkSet(int chunks)
 
     public bool Remove(int chunk) => Update(chunk, add: false);
 
+    /// <summary>The chunks in the set now (a snapshot per 64-chunk word).</summary>
+    public IEnumerable<int> Members()
+    {
+        for (int w = 0; w < _bits.Length; w++)
+        {
+            ulong word = Volatile.Read(ref _bits[w]);
+            while (word != 0)
+            {
+                int bit = System.Numerics.BitOperations.TrailingZeroCount(word);
+                yield return (w << 6) + bit;
+                word &= word - 1;
+            }
+        }
+    }
+
     public void Clear()
     {
         for (int i = 0; i < _bits.Length; i++) Volatile.Write(ref _bits[i], 0);

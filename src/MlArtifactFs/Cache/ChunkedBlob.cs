@@ -21,7 +21,7 @@ namespace MlArtifactFs.Cache;
 /// <para>Threading: bits are tested without locks; record reads and appends are under <c>_recordLock</c>;
 /// appends are single O_APPEND writes (atomic between processes).</para>
 /// </summary>
-public sealed class ChunkedBlob : CachedBlob
+public sealed partial class ChunkedBlob : CachedBlob
 {
     private const int ScratchSize = 256 << 10;
     private const int WriteSlice = 256 << 10;
@@ -38,7 +38,7 @@ public sealed class ChunkedBlob : CachedBlob
     private readonly StagedChunks _staged = new();
     private readonly Lock _recordLock = new();
     private long _recordEnd;                         // guarded by _recordLock
-    private readonly Lock[] _adoptLocks = [.. Enumerable.Range(0, 16).Select(_ => new Lock())];
+    private readonly Lock[] _adoptLocks = [.. Enumerable.Range(0, 64).Select(_ => new Lock())]; // per chunk stripe: one write, adoption or eviction at a time
 
     private ChunkedBlob(BlobDescriptor descriptor, string dataPath, string recordPath, SafeFileHandle data, SafeFileHandle record)
         : base(descriptor, dataPath)
@@ -131,29 +131,37 @@ public sealed class ChunkedBlob : CachedBlob
 
     /// <summary>
     /// Reads servable bytes: from memory for chunks verified a moment ago whose write has not landed yet
-    /// (<see cref="Stage"/>), else pread from the data file.
+    /// (<see cref="Stage"/>), else pread from the data file. -1 when a chunk of the range is not servable
+    /// (evicted since the caller looked): the caller fetches it again.
     /// </summary>
     public override int Read(long offset, Span<byte> destination)
     {
-        if (_staged.IsEmpty) return ReadFile(_data, offset, destination);
-        int total = 0;
-        long end = Math.Min(offset + destination.Length, Descriptor.Size);
-        while (offset + total < end)
+        if (destination.IsEmpty) return 0;
+        var (first, last) = Descriptor.ChunksOf(offset, Math.Min(destination.Length, Descriptor.Size - offset));
+        try
         {
-            long at = offset + total;
-            int chunk = Descriptor.ChunkOf(at);
-            int take = (int)(Math.Min(Descriptor.ChunkEnd(chunk), end) - at);
-            var piece = destination.Slice(total, take);
-            if (_staged.TryCopy(chunk, (int)(at - Descriptor.ChunkStart(chunk)), piece, DataPath))
+            if (!Pin(first, last)) return -1;
+            if (_staged.IsEmpty) return ReadFile(_data, offset, destination);
+            int total = 0;
+            long end = Math.Min(offset + destination.Length, Descriptor.Size);
+            while (offset + total < end)
             {
-                total += take;
-                continue;
+                long at = offset + total;
+                int chunk = Descriptor.ChunkOf(at);
+                int take = (int)(Math.Min(Descriptor.ChunkEnd(chunk), end) - at);
+                var piece = destination.Slice(total, take);
+                if (_staged.TryCopy(chunk, (int)(at - Descriptor.ChunkStart(chunk)), piece, DataPath))
+                {
+                    total += take;
+                    continue;
+                }
+                int n = ReadFile(_data, at, piece); // stored: on disk
+                total += n;
+                if (n < take) break;
             }
-            int n = ReadFile(_data, at, piece); // stored: on disk
-            total += n;
-            if (n < take) break;
+            return total;
         }
-        return total;
+        finally { Unpin(first, last); }
     }
 
     /// <summary>
@@ -204,39 +212,49 @@ public sealed class ChunkedBlob : CachedBlob
     {
         CheckOwner(chunk);
         int c = chunk.Index;
-        bool stored = false;
-        try
+        bool stored = false, claimed = false;
+        lock (_adoptLocks[c & (_adoptLocks.Length - 1)])
         {
-            if (_stored.Contains(c)) { stored = true; return; }
-            long start = Descriptor.ChunkStart(c);
-            Refresh();
-            if (_recorded.Contains(c))
+            try
             {
-                if (DiskEquals(start, chunk.Bytes.Span))
+                if (_stored.Contains(c)) { stored = true; return; }
+                ClaimChunk(c); // before the record is read: an evicter of another process finishes first
+                claimed = true;
+                long start = Descriptor.ChunkStart(c);
+                Refresh();
+                if (_recorded.Contains(c))
                 {
-                    MarkStored(c);
-                    stored = true;
-                    return;
+                    if (DiskEquals(start, chunk.Bytes.Span))
+                    {
+                        MarkStored(c);
+                        stored = true;
+                        return;
+                    }
+                    Drop(c);
                 }
-                Drop(c);
+                try { Write(chunk.Bytes, start); }
+                catch (IOException e) when (CacheFiles.IsDiskFull(e))
+                {
+                    throw new CacheFullException($"the cache disk is full ({DataPath})", e);
+                }
+                AppendEntry((uint)c, ChunkRecord.Verified, Descriptor.ChunkHash(c));
+                _recorded.Add(c);
+                MarkStored(c);
+                stored = true;
             }
-            try { Write(chunk.Bytes, start); }
-            catch (IOException e) when (CacheFiles.IsDiskFull(e))
+            finally
             {
-                throw new CacheFullException($"the cache disk is full ({DataPath})", e);
-            }
-            AppendEntry((uint)c, ChunkRecord.Verified, Descriptor.ChunkHash(c));
-            _recorded.Add(c);
-            MarkStored(c);
-            stored = true;
-        }
-        finally
-        {
-            if (stored) _staged.Stored(c); // served from memory while it stays resident; an unowned buffer is free once this returns
-            else
-            {
-                _servable.Remove(c); // a reader that saw it staged gets an error, never the unwritten disk
-                _staged.Failed(c);
+                if (stored)
+                {
+                    TouchChunk(c);
+                    _staged.Stored(c); // served from memory while it stays resident; an unowned buffer is free once this returns
+                }
+                else
+                {
+                    if (claimed) UnclaimChunk(c);
+                    _servable.Remove(c); // a reader that saw it staged gets an error, never the unwritten disk
+                    _staged.Failed(c);
+                }
             }
         }
     }
@@ -324,6 +342,13 @@ public sealed class ChunkedBlob : CachedBlob
         {
             if (_servable.Contains(chunk)) return true;
             if (!IsRecorded(chunk)) return false;
+            ClaimChunk(chunk); // then read the record again: an evicter of another process may have dropped it meanwhile
+            Refresh();
+            if (!IsRecorded(chunk))
+            {
+                UnclaimChunk(chunk);
+                return false;
+            }
             byte[] scratch = ArrayPool<byte>.Shared.Rent(ScratchSize);
             try
             {
@@ -331,11 +356,13 @@ public sealed class ChunkedBlob : CachedBlob
                         scratch.AsSpan(0, ScratchSize)))
                 {
                     MarkStored(chunk);
+                    TouchChunk(chunk);
                     return true;
                 }
             }
             finally { ArrayPool<byte>.Shared.Return(scratch); }
             Drop(chunk);
+            UnclaimChunk(chunk);
             CountDamage();
             return false;
         }

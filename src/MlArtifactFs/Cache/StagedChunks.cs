@@ -127,6 +127,12 @@ internal sealed class StagedChunks
         buffer?.Dispose();
     }
 
+    /// <summary>The chunk was evicted: its memory goes too (a reply being written from it keeps it until sent).</summary>
+    public void Evict(int chunk)
+    {
+        if (_entries.TryGetValue(chunk, out var entry)) Drop(entry);
+    }
+
     /// <summary>Lets every chunk's memory go (the blob is closing).</summary>
     public void Clear()
     {

@@ -131,7 +131,7 @@ public sealed class ChunkFetcher : IDisposable
         bool reserved = false;
         try
         {
-            _cache.EnsureRoom(run.End - run.Start);
+            await _cache.EnsureRoomAsync(run.End - run.Start).ConfigureAwait(false);
             reserved = true;
             if (run.Blob is ChunkedBlob chunked) await FetchChunkedAsync(run, chunked).ConfigureAwait(false);
             else await _whole.FetchAsync(run, (WholeBlob)run.Blob).ConfigureAwait(false);

@@ -31,6 +31,7 @@ public sealed class FleetMember : IAsyncDisposable, IChunkHolders
         Client = new PeerClient(options);
         Held.Forgotten += id => _ = Index.WithdrawAsync([id]);
         cache.BlobEvicted += ForgetBlob;
+        cache.ChunkEvicted += ForgetChunk;
         _refreshing = RefreshLoopAsync();
         logger.LogInformation("fleet: serving verified chunks on {Listen} (advertised as {Advertise}); holders index {Index}",
             Server.EndPoint, options.Advertise, Index.Describe());
@@ -73,6 +74,15 @@ public sealed class FleetMember : IAsyncDisposable, IChunkHolders
         }),
     };
 
+    /// <summary>Evicted here: peers stop being sent to this node for it at once.</summary>
+    private void ForgetChunk(ChunkedBlob blob, int chunk, long freed)
+    {
+        var id = blob.Descriptor.ChunkId(chunk);
+        if (Held.TryGet(id, out var held) && held.BlobName == blob.Name && held.Chunk == chunk) Held.Forget(id);
+    }
+
+    private void ForgetBlob(string blobName, long freed) => ForgetBlob(blobName);
+
     private void ForgetBlob(string blobName)
     {
         foreach (var (id, held) in Held.All.ToList())
@@ -102,6 +112,7 @@ public sealed class FleetMember : IAsyncDisposable, IChunkHolders
         await _stop.CancelAsync().ConfigureAwait(false);
         try { await _refreshing.ConfigureAwait(false); } catch (Exception) { }
         _cache.BlobEvicted -= ForgetBlob;
+        _cache.ChunkEvicted -= ForgetChunk;
         // Leaving: others stop asking at once rather than after the TTL.
         try { await Index.WithdrawAsync(Held.Ids).WaitAsync(TimeSpan.FromSeconds(2)).ConfigureAwait(false); } catch (TimeoutException) { }
         await Server.DisposeAsync().ConfigureAwait(false);

@@ -19,6 +19,9 @@ public interface IChunkIndex : IDisposable
     /// <summary>Records verified chunks of a blob.</summary>
     void Add(string blobName, IReadOnlyList<(int Chunk, ChunkId Id)> chunks);
 
+    /// <summary>A chunk evicted from a blob: the index stops naming that location for it.</summary>
+    void Remove(string blobName, int chunk, ChunkId id);
+
     /// <summary>
     /// Tries to take the fetch lease of a chunk: true when this process should fetch it; false when
     /// another process holds it (wait for it to appear in the shared cache instead).

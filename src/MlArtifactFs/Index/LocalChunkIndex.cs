@@ -22,6 +22,9 @@ public sealed class LocalChunkIndex : IChunkIndex
         foreach (var (chunk, id) in chunks) _chunks.TryAdd(id, new ChunkLocation(blobName, chunk));
     }
 
+    public void Remove(string blobName, int chunk, ChunkId id) =>
+        _chunks.TryRemove(new KeyValuePair<ChunkId, ChunkLocation>(id, new ChunkLocation(blobName, chunk)));
+
     public ValueTask<bool> TryLeaseAsync(string key, TimeSpan ttl) => ValueTask.FromResult(true);
 
     public void ReleaseLease(string key) { }

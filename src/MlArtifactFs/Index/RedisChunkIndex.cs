@@ -125,6 +125,25 @@ public sealed class RedisChunkIndex : IChunkIndex
         }
     }
 
+    public void Remove(string blobName, int chunk, ChunkId id)
+    {
+        _local.Remove(blobName, chunk, id);
+        if (!_redis.IsConnected) return;
+        try
+        {
+            // Only if it still names this chunk of the blob (the same content may sit at several places of one file).
+            var transaction = Db.CreateTransaction();
+            string key = _prefix + "chunk:" + id;
+            transaction.AddCondition(Condition.HashEqual(key, blobName, chunk));
+            _ = transaction.HashDeleteAsync(key, blobName, CommandFlags.FireAndForget);
+            _ = transaction.ExecuteAsync(CommandFlags.FireAndForget);
+        }
+        catch (Exception e) when (e is RedisException or TimeoutException)
+        {
+            Warn($"Redis update failed ({e.GetType().Name}); a stale entry is re-checked by whoever finds it");
+        }
+    }
+
     private async Task RepublishAsync()
     {
         try

@@ -27,6 +27,14 @@ public sealed class FetchPath : IDisposable
         IChunkIndex? index = null, FleetMember? fleet = null)
     {
         index ??= new LocalChunkIndex();
+        // Read-ahead is kept from eviction until it is read, and what is in flight counts against the bound:
+        // a small cache gets a window of a quarter of it (in requests of an eighth), so the rest can be evicted.
+        long request = Math.Min(options.MaxRequestBytes, Math.Max(cache.Capacity / 8, 1L << 20));
+        options = options with
+        {
+            MaxRequestBytes = request,
+            MaxReadAheadBytes = Math.Min(options.MaxReadAheadBytes, Math.Max(cache.Capacity / 4, request)),
+        };
         var shutdown = new CancellationTokenSource();
         var range = new RangeReader(store, options, counters, logger, shutdown.Token);
         var memory = new ChunkMemory(options.BufferBudgetBytes);
@@ -40,13 +48,22 @@ public sealed class FetchPath : IDisposable
         sources.Add(new StorageSource(range, sink, counters, logger));      // 4. object storage
         var fetcher = new ChunkFetcher(cache, new SourceChain(sources), new WholeFileFetch(cache, range, counters, logger), memory, options,
             counters, logger, shutdown);
+        Action<ChunkedBlob, int, long> evicted = (blob, chunk, _) => index.Remove(blob.Name, chunk, blob.Descriptor.ChunkId(chunk));
+        cache.ChunkEvicted += evicted;
         return new FetchPath
         {
+            _unsubscribe = () => cache.ChunkEvicted -= evicted,
             Fetcher = fetcher,
             Uncached = new UncachedRead(range, memory, counters),
             Checks = new CachedFileChecks(cache, index, sink, shutdown.Token),
         };
     }
 
-    public void Dispose() => Fetcher.Dispose();
+    private Action? _unsubscribe;
+
+    public void Dispose()
+    {
+        _unsubscribe?.Invoke();
+        Fetcher.Dispose();
+    }
 }

@@ -54,7 +54,6 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
     public bool UsePassthrough { get; init; } = true;
 
     public int OpenHandles => _handles.Count;
-    public long PassthroughOpens;
 
     private sealed class OpenFile(FileTree.Node node, FileReader reader, bool passthrough)
     {
@@ -257,8 +256,12 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
             if (!_nodeOpens.TryGetValue(n.Id, out var opens)) _nodeOpens[n.Id] = opens = new NodeOpens();
             // Passthrough and normal opens of one inode cannot be mixed: decide per file, only when complete
             // (or while a backing registered then is still in use).
-            if (UsePassthrough && _session is { PassthroughEnabled: true } session && opens.Normal == 0 && (blob.IsComplete || _backings.ContainsKey(blob)))
+            if (UsePassthrough && _session is { PassthroughEnabled: true } session && opens.Normal == 0 && (blob.IsComplete || _backings.ContainsKey(blob))
+                && BeginPassthrough(blob))
+            {
                 backingId = AcquireBacking(session, blob);
+                if (backingId <= 0) EndPassthrough(blob);
+            }
             if (backingId > 0) opens.Passthrough++;
             else if (opens.Passthrough > 0)
             {
@@ -270,10 +273,20 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
 
         ulong handle = (ulong)Interlocked.Increment(ref _nextHandle);
         _handles[handle] = new OpenFile(n, new FileReader(blob, n.File.Location, n.File.Path, _fetch.Fetcher, _fetch.Uncached, _fetch.Layouts, _counters), backingId > 0);
-        if (backingId > 0) Interlocked.Increment(ref PassthroughOpens);
+        _counters.Increment(Counters.Opens);
+        if (backingId > 0)
+        {
+            _counters.Increment(Counters.PassthroughOpens);
+            _counters.Add(Counters.PassthroughFileBytes, blob.Descriptor.Size);
+        }
         result = new FuseOpenResult { Handle = handle, KeepCache = true, BackingId = backingId };
         return Errno.Ok;
     }
+
+    /// <summary>A chunked blob keeps every chunk while the kernel may read its file directly (no eviction under passthrough).</summary>
+    private static bool BeginPassthrough(CachedBlob blob) => blob is not ChunkedBlob chunked || chunked.TryBeginPassthrough();
+
+    private static void EndPassthrough(CachedBlob blob) => (blob as ChunkedBlob)?.EndPassthrough();
 
     private int AcquireBacking(FuseSession session, CachedBlob blob)
     {
@@ -305,7 +318,9 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
                 _backings.Remove(open.Blob);
                 _session?.ReleaseBackingFile(backing.Id);
             }
+            if (open.Passthrough) EndPassthrough(open.Blob);
         }
+        open.Reader.Dispose();
         _cache.Release(open.Blob);
     }
 

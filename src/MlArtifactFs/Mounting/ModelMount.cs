@@ -51,6 +51,16 @@ public sealed class ModelMount : IAsyncDisposable
             }
         }
         Fetch = FetchPath.Compose(_store, Cache, options.Fetcher, Stats, logger, Index, Fleet);
+        Cache.ChunkEvicted += (_, _, freed) =>
+        {
+            Stats.Increment(Counters.ChunksEvicted);
+            Stats.Add(Counters.BytesEvicted, freed);
+        };
+        Cache.BlobEvicted += (_, freed) =>
+        {
+            Stats.Increment(Counters.BlobsEvicted);
+            Stats.Add(Counters.BytesEvicted, freed);
+        };
         MlfsTelemetry.CacheBytesProvider = () => Cache.UsedBytes;
     }
 
@@ -192,6 +202,8 @@ public sealed class ModelMount : IAsyncDisposable
     private async Task CheckCachedFilesAsync(CancellationToken cancel)
     {
         await Task.Yield(); // not on the mount's start path
+        long started = Stopwatch.GetTimestamp();
+        int checkedFiles = 0;
         foreach (var file in FileSystem.Current.Files.Select(n => n.File!))
         {
             if (cancel.IsCancellationRequested) return;
@@ -201,7 +213,10 @@ public sealed class ModelMount : IAsyncDisposable
             catch (Exception e) when (e is IOException or UnauthorizedAccessException) { continue; } // its first open will say why
             try { await Fetch.Checks.ScrubAsync(blob, file.Path, cancel).ConfigureAwait(false); }
             finally { Cache.Release(blob); }
+            checkedFiles++;
         }
+        if (checkedFiles > 0)
+            _logger.LogInformation("checked {Count} file(s) cached by an earlier run in {Ms:F0} ms", checkedFiles, Stopwatch.GetElapsedTime(started).TotalMilliseconds);
     }
 
     /// <summary>--prefetch-all: every file, smallest first, at background priority (reads go first).</summary>
@@ -274,9 +289,10 @@ public sealed class ModelMount : IAsyncDisposable
             CacheBlobs = blobs,
             CacheBytes = bytes,
             CacheCapacity = Cache.Capacity,
+            CacheBound = Cache.Bound,
             HitRatio = Stats.HitRatio,
+            DaemonOpenShare = Stats.DaemonOpenShare,
             OpenFiles = FileSystem.OpenHandles,
-            PassthroughOpens = Interlocked.Read(ref FileSystem.PassthroughOpens),
             Passthrough = _session?.PassthroughEnabled ?? false,
             SplicedReads = _session?.SplicedReads ?? 0,
             ChunkIndex = Index.Describe(),

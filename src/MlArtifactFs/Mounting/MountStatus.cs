@@ -21,9 +21,13 @@ public sealed record MountStatus
     [JsonPropertyName("cache_blobs")] public int CacheBlobs { get; init; }
     [JsonPropertyName("cache_bytes")] public long CacheBytes { get; init; }
     [JsonPropertyName("cache_capacity")] public long CacheCapacity { get; init; }
-    [JsonPropertyName("hit_ratio")] public double HitRatio { get; init; }
+    /// <summary>The bound in force on the cache directory (the smallest --cache-size of the processes using it).</summary>
+    [JsonPropertyName("cache_bound")] public long CacheBound { get; init; }
+    /// <summary>Hits over the reads the daemon saw (null when it saw none: passthrough reads never reach it).</summary>
+    [JsonPropertyName("hit_ratio")] public double? HitRatio { get; init; }
+    /// <summary>The share of opens whose reads the daemon sees (the others are served by the kernel, passthrough).</summary>
+    [JsonPropertyName("daemon_open_share")] public double? DaemonOpenShare { get; init; }
     [JsonPropertyName("open_files")] public int OpenFiles { get; init; }
-    [JsonPropertyName("passthrough_opens")] public long PassthroughOpens { get; init; }
     [JsonPropertyName("passthrough")] public bool Passthrough { get; init; }
     /// <summary>READs of complete files answered by splicing from the cache file into /dev/fuse (no passthrough).</summary>
     [JsonPropertyName("spliced_reads")] public long SplicedReads { get; init; }

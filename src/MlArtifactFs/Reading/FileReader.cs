@@ -15,20 +15,32 @@ namespace MlArtifactFs.Reading;
 /// that cannot take the bytes falls back to uncached, still verified, reads. Errors come back as an
 /// <see cref="Errno"/> (<see cref="ReadErrors"/>), never as wrong bytes.
 /// </summary>
-internal sealed class FileReader(CachedBlob blob, ObjectLocation location, string path, ChunkFetcher fetcher, UncachedRead uncached,
-    TensorLayouts layouts, CounterSet counters)
+internal sealed class FileReader : IDisposable
 {
-    private readonly ChunkFetcher _fetcher = fetcher;
-    private readonly UncachedRead _uncached = uncached;
-    private readonly TensorLayouts _layouts = layouts;
-    private readonly CounterSet _counters = counters;
-    private readonly ReadAheadWindow _window = new(fetcher.Options.MaxRequestBytes, fetcher.Options.MaxReadAheadBytes);
+    private readonly ChunkFetcher _fetcher;
+    private readonly UncachedRead _uncached;
+    private readonly TensorLayouts _layouts;
+    private readonly CounterSet _counters;
+    private readonly ReadAheadWindow _window;
+    private readonly ReadAheadGuard _guard = new(); // keeps the window's chunks from eviction while the file is open
     private TensorReadAhead? _tensors; // once the file is known to be a model file (safetensors, GGUF)
 
-    public CachedBlob Blob { get; } = blob;
-    public ObjectLocation Location { get; } = location;
-    public string Path { get; } = path;
+    public FileReader(CachedBlob blob, ObjectLocation location, string path, ChunkFetcher fetcher, UncachedRead uncached,
+        TensorLayouts layouts, CounterSet counters)
+    {
+        (Blob, Location, Path) = (blob, location, path);
+        (_fetcher, _uncached, _layouts, _counters) = (fetcher, uncached, layouts, counters);
+        _window = new ReadAheadWindow(fetcher.Options.MaxRequestBytes, fetcher.Options.MaxReadAheadBytes);
+        (Blob as ChunkedBlob)?.AddGuard(_guard);
+    }
+
+    public CachedBlob Blob { get; }
+    public ObjectLocation Location { get; }
+    public string Path { get; }
     public long Size => Blob.Descriptor.Size;
+
+    /// <summary>A read may find its chunks evicted between looking and reading (a cache smaller than the file): it fetches again, this often.</summary>
+    private const int MaxEvictedRetries = 3;
 
     /// <summary>Answers a READ of up to buffer.Length bytes at offset.</summary>
     public ValueTask<ReadResult> ReadAsync(long offset, Memory<byte> buffer, CancellationToken cancel)
@@ -36,42 +48,34 @@ internal sealed class FileReader(CachedBlob blob, ObjectLocation location, strin
         if (offset >= Size || buffer.Length == 0) return ValueTask.FromResult(ReadResult.InBuffer(0));
         if (Blob.Poison is not null) return ValueTask.FromResult<ReadResult>(Errno.EIO);
         int length = (int)Math.Min(buffer.Length, Size - offset);
+        _counters.Add(Counters.BytesRead, length);
 
         var (aheadOffset, aheadLength) = _window.OnRead(offset, length);
         if (!Blob.IsComplete)
         {
+            long aheadEnd = offset + length;
             if (aheadLength > 0)
             {
                 // End the window on a request boundary, so read-ahead tops up in whole requests (16 MiB GETs)
                 // rather than one chunk per READ as the window slides: fewer requests, less per-request cost.
                 long unit = _fetcher.Options.MaxRequestBytes;
-                long aheadEnd = (aheadOffset + aheadLength + unit - 1) / unit * unit;
+                aheadEnd = Math.Min(Size, (aheadOffset + aheadLength + unit - 1) / unit * unit);
                 _fetcher.Prefetch(Blob, Location, Path, aheadOffset, aheadEnd - aheadOffset, FetchPriority.ReadAhead);
             }
+            _guard.Set(offset, Math.Max(aheadEnd, offset + length));
             ReadAheadInLoadOrder(offset, length);
         }
+        (Blob as ChunkedBlob)?.Touch(offset, length);
+        var destination = buffer[..length];
         try
         {
-            if (TryAnswerFromMemory(offset, length, out var fromMemory))
+            if (TryAnswerFromCache(offset, destination, out var hit))
             {
                 _counters.Increment(Counters.CacheHits);
-                return ValueTask.FromResult(fromMemory);
+                return ValueTask.FromResult(hit);
             }
         }
-        catch (IOException) { return ReadUncachedAsync(this, offset, buffer[..length], cancel); } // its write failed a moment ago
-        if (Blob.IsComplete)
-        {
-            // Every chunk verified and on disk: the session splices the bytes from the cache file.
-            _counters.Increment(Counters.CacheHits);
-            return ValueTask.FromResult(ReadResult.FileRange(Blob.DataFd, offset, length));
-        }
-        var destination = buffer[..length];
-        if (Blob.IsRangeServable(offset, length))
-        {
-            _counters.Increment(Counters.CacheHits);
-            try { return ValueTask.FromResult(ReadResult.InBuffer(ReadCached(offset, destination.Span))); }
-            catch (IOException) { return ReadUncachedAsync(this, offset, destination, cancel); } // its write failed a moment ago
-        }
+        catch (IOException) { return ReadUncachedAsync(this, offset, destination, cancel); } // its write failed a moment ago
         _counters.Increment(Counters.CacheMisses);
         return ReadMissAsync(this, offset, destination, cancel);
 
@@ -86,27 +90,30 @@ internal sealed class FileReader(CachedBlob blob, ObjectLocation location, strin
                 read.SetTag("mlfs.length", destination.Length);
                 Activity.Current = read; // for this read's flow only (an async method's changes stay in it)
             }
-            try
+            for (int attempt = 0; attempt < MaxEvictedRetries; attempt++)
             {
-                await self._fetcher.EnsureAsync(self.Blob, self.Location, self.Path, offset, destination.Length, FetchPriority.Demand, cancel)
-                    .ConfigureAwait(false);
+                try
+                {
+                    await self._fetcher.EnsureAsync(self.Blob, self.Location, self.Path, offset, destination.Length, FetchPriority.Demand, cancel)
+                        .ConfigureAwait(false);
+                }
+                catch (FetchException e) when (e.CanReadUncached || self._fetcher.CacheFull)
+                {
+                    // Degraded, not broken: the disk cannot take more, so serve this read from storage, uncached.
+                    return await ReadUncachedAsync(self, offset, destination, cancel).ConfigureAwait(false);
+                }
+                catch (Exception e) when (ReadErrors.IsReadFailure(e))
+                {
+                    return ReadErrors.ToErrno(e); // the fetcher logged file, range and cause
+                }
+                try
+                {
+                    if (self.TryAnswerFromCache(offset, destination, out var result)) return result;
+                }
+                catch (IOException) { break; }
+                // Evicted between its fetch and this read (a cache much smaller than what is read at once): again.
             }
-            catch (FetchException e) when (e.CanReadUncached || self._fetcher.CacheFull)
-            {
-                // Degraded, not broken: the disk cannot take more, so serve this read from storage, uncached.
-                return await ReadUncachedAsync(self, offset, destination, cancel).ConfigureAwait(false);
-            }
-            catch (Exception e) when (ReadErrors.IsReadFailure(e))
-            {
-                return ReadErrors.ToErrno(e); // the fetcher logged file, range and cause
-            }
-            try
-            {
-                return self.TryAnswerFromMemory(offset, destination.Length, out var fromMemory)
-                    ? fromMemory
-                    : ReadResult.InBuffer(self.ReadCached(offset, destination.Span));
-            }
-            catch (IOException) { return await ReadUncachedAsync(self, offset, destination, cancel).ConfigureAwait(false); }
+            return await ReadUncachedAsync(self, offset, destination, cancel).ConfigureAwait(false);
         }
 
         // A chunk verified a moment ago whose write then failed (a full disk): read it again, uncached and verified.
@@ -116,6 +123,38 @@ internal sealed class FileReader(CachedBlob blob, ObjectLocation location, strin
             catch (Exception e) when (ReadErrors.IsReadFailure(e)) { return ReadErrors.ToErrno(e); }
         }
     }
+
+    /// <summary>
+    /// Answers from what the cache holds, if it holds the whole range: memory a chunk was verified in (no copy),
+    /// else chunks stored on disk (the session splices them from the cache file, pinned until sent), else a copy
+    /// (a range over staged and stored chunks; a whole file not yet verified). False: fetch first.
+    /// </summary>
+    private bool TryAnswerFromCache(long offset, Memory<byte> destination, out ReadResult result)
+    {
+        int length = destination.Length;
+        if (TryAnswerFromMemory(offset, length, out result)) return true;
+        if (Blob is ChunkedBlob chunked)
+        {
+            if (chunked.TryLeaseStored(offset, length, out var lease))
+            {
+                result = ReadResult.FileRange(Blob.DataFd, offset, length, lease);
+                return true;
+            }
+        }
+        else if (Blob.IsComplete)
+        {
+            result = ReadResult.FileRange(Blob.DataFd, offset, length); // a whole file, verified: never evicted while open
+            return true;
+        }
+        if (!Blob.IsRangeServable(offset, length)) return false;
+        int n = ReadCached(offset, destination.Span);
+        if (n < 0) return false; // evicted since it looked servable
+        result = ReadResult.InBuffer(n);
+        return true;
+    }
+
+    /// <summary>The file is closed: its window no longer holds chunks in the cache.</summary>
+    public void Dispose() => (Blob as ChunkedBlob)?.RemoveGuard(_guard);
 
     /// <summary>Model files: the tensors the loader reads next, in its order (see <see cref="TensorReadAhead"/>).</summary>
     private void ReadAheadInLoadOrder(long offset, int length)
@@ -145,6 +184,7 @@ internal sealed class FileReader(CachedBlob blob, ObjectLocation location, strin
     private int ReadCached(long offset, Span<byte> destination)
     {
         int n = Blob.Read(offset, destination);
+        if (n < 0) return n;
         // A file without chunk hashes can only be verified whole: until then its bytes are served unverified, and counted.
         if (!Blob.Descriptor.HasChunkHashes && !Blob.IsComplete) _counters.Add(Counters.UnverifiedBytesServed, n);
         return n;

@@ -50,6 +50,15 @@ public static class Counters
     public static readonly Counter ChunksDeduplicated = Define("chunks_deduplicated", "mlfs.dedup.chunks", "{chunk}", "Chunks copied from an identical cached chunk instead of fetched");
     public static readonly Counter BytesDeduplicated = Define("bytes_deduplicated", "mlfs.dedup.bytes", "By", "Bytes copied from identical cached chunks instead of fetched");
     public static readonly Counter ChunksFromOtherProcesses = Define("chunks_from_other_processes", "mlfs.shared.chunks", "{chunk}", "Chunks another process sharing the cache was fetching when we needed them");
+    public static readonly Counter ChunksEvicted = Define("chunks_evicted", "mlfs.cache.evicted_chunks", "{chunk}", "Chunks this mount evicted from the cache (dropped from the record, then punched out) to keep it within its bound");
+    public static readonly Counter BlobsEvicted = Define("blobs_evicted", "mlfs.cache.evicted_blobs", "{blob}", "Whole cached files this mount evicted (no process had them open)");
+    public static readonly Counter BytesEvicted = Define("bytes_evicted", "mlfs.cache.evicted_bytes", "By", "Disk bytes freed by those evictions");
+
+    // Opens and reads: what the daemon saw, and what the kernel served without it
+    public static readonly Counter Opens = Define("opens", "mlfs.opens", "{open}", "Files opened");
+    public static readonly Counter PassthroughOpens = Define("passthrough_opens", "mlfs.passthrough.opens", "{open}", "Opens served by FUSE passthrough: the kernel reads the cache file, the daemon sees none of their reads");
+    public static readonly Counter PassthroughFileBytes = Define("passthrough_file_bytes", "mlfs.passthrough.file_bytes", "By", "Sizes of the files opened in passthrough: at most what the kernel served of them without the daemon");
+    public static readonly Counter BytesRead = Define("bytes_read", "mlfs.read.bytes", "By", "Bytes READs asked the daemon for (within the file)");
 
     // Failures by kind (mlfs.errors{kind})
     public static readonly Counter ErrorTransient = Error("transient");
@@ -112,13 +121,23 @@ public sealed class CounterSet : IDisposable
 
     public long this[Counter counter] => Interlocked.Read(ref _values[counter.Index]);
 
-    /// <summary>Hits over the reads the daemon saw (0 when it saw none).</summary>
-    public double HitRatio
+    /// <summary>Hits over the reads the daemon saw; null when it saw none (every read went through passthrough, or none was made).</summary>
+    public double? HitRatio
     {
         get
         {
             long hits = this[Counters.CacheHits], misses = this[Counters.CacheMisses];
-            return hits + misses == 0 ? 0 : (double)hits / (hits + misses);
+            return hits + misses == 0 ? null : (double)hits / (hits + misses);
+        }
+    }
+
+    /// <summary>The share of opens whose reads reach the daemon (the rest the kernel serves by passthrough); null before any open.</summary>
+    public double? DaemonOpenShare
+    {
+        get
+        {
+            long opens = this[Counters.Opens], passthrough = this[Counters.PassthroughOpens];
+            return opens == 0 ? null : (double)(opens - passthrough) / opens;
         }
     }
 

@@ -35,7 +35,10 @@ internal static class StatusCommand
         }
         Console.WriteLine($"mount point:     {s.MountPoint}");
         Console.WriteLine($"model:           {s.ArtifactId} {s.Version} ({s.Files} files, {Sizes.Format(s.TotalBytes)})");
-        Console.WriteLine($"cache:           {s.CacheDirectory}: {s.CacheBlobs} blobs, {Sizes.Format(s.CacheBytes)} of {Sizes.Format(s.CacheCapacity)}");
+        Console.WriteLine($"cache:           {s.CacheDirectory}: {s.CacheBlobs} blobs, {Sizes.Format(s.CacheBytes)} of {Sizes.Format(s.CacheBound)}"
+                          + (s.CacheBound != s.CacheCapacity ? $" (the directory's bound; this mount's --cache-size is {Sizes.Format(s.CacheCapacity)})" : ""));
+        if (s.Count("chunks_evicted") + s.Count("blobs_evicted") > 0)
+            Console.WriteLine($"evicted:         {s.Count("chunks_evicted")} chunks and {s.Count("blobs_evicted")} whole files, {Sizes.Format(s.Count("bytes_evicted"))} freed");
         Console.WriteLine($"fetched:         {s.Count("chunks_fetched")} chunks, {Sizes.Format(s.Count("bytes_fetched"))} from storage in {s.Count("requests")} requests ({s.Count("retries")} retries, {s.Count("fetch_failures")} failures)");
         if (s.Fleet is { } fleet)
         {
@@ -44,9 +47,13 @@ internal static class StatusCommand
             foreach (var (peer, p) in fleet.Peers.OrderBy(p => p.Key, StringComparer.Ordinal))
                 Console.WriteLine($"  peer {peer,-21} {p.Chunks} chunks, {Sizes.Format(p.Bytes)}, {p.Failures} failures");
         }
-        Console.WriteLine($"reads:           {s.Count("cache_hits")} hits, {s.Count("cache_misses")} misses (hit ratio {s.HitRatio:P1})");
+        long opens = s.Count("opens"), passthrough = s.Count("passthrough_opens");
+        Console.WriteLine($"opens:           {opens} ({passthrough} in passthrough: the kernel reads those files, up to {Sizes.Format(s.Count("passthrough_file_bytes"))}, from the cache without the daemon)");
+        Console.WriteLine(s.HitRatio is { } ratio
+            ? $"daemon reads:    {s.Count("cache_hits")} hits, {s.Count("cache_misses")} misses, {Sizes.Format(s.Count("bytes_read"))} (hit ratio {ratio:P1}, over the reads of the {opens - passthrough} opens the daemon saw)"
+            : $"daemon reads:    none reached the daemon{(passthrough > 0 ? " (every open was served by passthrough)" : "")}");
         Console.WriteLine($"shared:          {s.Count("chunks_deduplicated")} chunks ({Sizes.Format(s.Count("bytes_deduplicated"))}) copied from duplicates, {s.Count("chunks_from_other_processes")} fetched by other processes; index {s.ChunkIndex}");
-        Console.WriteLine($"open files:      {s.OpenFiles} ({s.PassthroughOpens} passthrough opens so far; passthrough {(s.Passthrough ? "on" : "off")})");
+        Console.WriteLine($"open files:      {s.OpenFiles} (passthrough {(s.Passthrough ? "on" : "off")})");
         if (s.IgnoredIndexEntries > 0 || s.DamagedChunksDropped > 0)
             Console.WriteLine($"distrusted:      {s.IgnoredIndexEntries} index entries ignored, {s.DamagedChunksDropped} damaged cache chunks dropped and fetched again");
         if (s.Count("unverified_bytes_served") > 0)

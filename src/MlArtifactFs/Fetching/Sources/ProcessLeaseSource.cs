@@ -7,7 +7,8 @@ namespace MlArtifactFs.Fetching.Sources;
 /// The second tier: processes sharing the cache directory fetch a cold chunk once. For each chunk this
 /// run takes the chunk index's fetch lease (with Redis: across processes; without: always granted) and
 /// passes it on down the chain; a chunk another process holds the lease for is set aside and awaited
-/// (bounded by the lease time) once this run fetched its own, then adopted after hashing. Leases go
+/// once this run fetched its own (until it arrives, adopted after hashing, or its lease comes free: a
+/// holder that dies loses its lease by expiry). Leases go
 /// when the run ends. Single flight across processes is an optimisation: correctness rests on hashing.
 /// </summary>
 internal sealed class ProcessLeaseSource(IChunkIndex index, ChunkSink sink, CounterSet counters, CancellationToken shutdown) : IChunkSource
@@ -43,33 +44,50 @@ internal sealed class ProcessLeaseSource(IChunkIndex index, ChunkSink sink, Coun
         job.Defer(this, theirs);
     }
 
-    /// <summary>Waits (bounded by the lease time) for chunks another process is fetching into the shared cache; returns those that never arrived.</summary>
+    /// <summary>
+    /// Waits for chunks another process is fetching into the shared cache. A chunk whose lease comes free
+    /// without the chunk (its holder gave up, died, or its lease expired) is leased by this run and returned
+    /// at once, to be fetched down the chain; the others are set aside again, so one free lease never
+    /// sends chunks still being fetched elsewhere to storage a second time.
+    /// </summary>
     public async Task<List<int>> AwaitDeferredAsync(ChunkJob job, List<int> chunks)
     {
-        var deadline = DateTime.UtcNow + LeaseTime;
         var pending = new List<int>(chunks);
+        var ours = new List<int>();
         TakeArrived();
-        while (pending.Count > 0 && DateTime.UtcNow < deadline)
+        while (pending.Count > 0)
         {
-            // The other process may have finished or given up (lease gone): then fetch what is left ourselves.
-            bool anyFree = false;
             foreach (int c in pending)
-                if (await index.TryLeaseAsync(Key(job, c), TimeSpan.FromMilliseconds(1)).ConfigureAwait(false)) anyFree = true;
-            await Task.Delay(anyFree ? 0 : 20, shutdown).ConfigureAwait(false);
+            {
+                string key = Key(job, c);
+                if (!await index.TryLeaseAsync(key, LeaseTime).ConfigureAwait(false)) continue;
+                job.AtEnd(() => index.ReleaseLease(key));
+                ours.Add(c);
+            }
+            if (ours.Count > 0)
+            {
+                pending.RemoveAll(ours.Contains);
+                TakeArrived(); // a lease comes free when its holder stored the chunk: adopt rather than fetch
+                if (pending.Count > 0) job.Defer(this, pending);
+                return ours;
+            }
+            await Task.Delay(20, shutdown).ConfigureAwait(false);
             TakeArrived();
-            if (anyFree) break;
         }
-        return pending;
+        return ours;
 
         void TakeArrived()
         {
             job.Blob.Refresh();
-            pending.RemoveAll(c =>
-            {
-                if (!sink.TryAdopt(job.Blob, c, job.FileName)) return false;
-                job.Run.ChunkReady(c);
-                return true;
-            });
+            pending.RemoveAll(Adopt);
+            ours.RemoveAll(Adopt);
+        }
+
+        bool Adopt(int c)
+        {
+            if (!sink.TryAdopt(job.Blob, c, job.FileName)) return false;
+            job.Run.ChunkReady(c);
+            return true;
         }
     }
 }
