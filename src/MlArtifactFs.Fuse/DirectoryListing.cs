@@ -26,7 +26,7 @@ public ref struct DirectoryListing
 
     /// <summary>Adds one entry; false when it does not fit (stop and wait for the next call).</summary>
     /// <param name="cookie">The offset the kernel passes back to continue after this entry.</param>
-    public bool TryAdd(ReadOnlySpan<byte> name, ulong ino, uint direntType, long cookie, in FuseEntryOut entry)
+    public bool TryAdd(scoped ReadOnlySpan<byte> name, ulong ino, uint direntType, long cookie, in FuseEntryOut entry)
     {
         int headerSize = Plus ? Unsafe.SizeOf<FuseEntryOut>() + Unsafe.SizeOf<FuseDirent>() : Unsafe.SizeOf<FuseDirent>();
         int size = (headerSize + name.Length + 7) & ~7;

@@ -22,7 +22,12 @@ public sealed record BlobDescriptor(string Sha256, long Size, long ChunkSize, Ch
 
     /// <summary>From hex chunk hashes (tests, small tools); the manifest loader builds the compact list itself.</summary>
     public BlobDescriptor(string sha256, long size, long chunkSize, IReadOnlyList<string>? chunkHashes, ChunkHashAlgorithm algorithm = ChunkHashAlgorithm.Sha256)
-        : this(sha256, size, chunkSize, chunkHashes is null ? null : ChunkHashList.FromHex(algorithm, chunkHashes)) { }
+        : this(sha256, size, chunkSize, chunkHashes switch
+        {
+            null => null,
+            Manifest.ChunkDigests digests => new ChunkHashList(algorithm, digests.Bytes), // the manifest's own bytes: no copy
+            _ => ChunkHashList.FromHex(algorithm, chunkHashes),
+        }) { }
 
     public int ChunkCount => Size == 0 ? 0 : (int)((Size + ChunkSize - 1) / ChunkSize);
     public bool HasChunkHashes => Chunks is not null;

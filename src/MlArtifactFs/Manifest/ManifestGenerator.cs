@@ -61,7 +61,7 @@ public static class ManifestGenerator
                 Size = size,
                 Sha256 = sha,
                 Compression = "none",
-                Chunks = chunks,
+                Chunks = ChunkDigests.FromHex(chunks),
             });
         }
 

@@ -62,7 +62,7 @@ public sealed class ManifestFile
     /// <summary>The hash (the manifest's <c>chunk_hash</c> algorithm) of each <c>chunk_size</c> range, in order; absent in seed manifests.</summary>
     [JsonPropertyName("chunks")]
     [JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)]
-    public List<string>? Chunks { get; set; }
+    public ChunkDigests? Chunks { get; set; }
 
     [JsonExtensionData] public Dictionary<string, JsonElement>? Extra { get; set; }
 }

@@ -6,8 +6,17 @@ using MlArtifactFs.Storage;
 namespace MlArtifactFs.Mounting;
 
 /// <summary>A file of the tree: what to serve and where its bytes come from.</summary>
-public sealed record FileEntry(string Path, long Size, BlobDescriptor Blob, ObjectLocation Location)
+public sealed class FileEntry(string path, long size, BlobDescriptor blob, string url, S3Settings s3)
 {
+    private ObjectLocation? _location;
+
+    public string Path { get; } = path;
+    public long Size { get; } = size;
+    public BlobDescriptor Blob { get; } = blob;
+
+    /// <summary>Resolved on first use: a tree of 100,000 files is built without parsing 100,000 URLs a second time.</summary>
+    public ObjectLocation Location => _location ??= ObjectLocation.Resolve(url, s3);
+
     /// <summary>Opens this file's blob (pair with <see cref="BlobCache.Release"/>); whole blobs are shared only between openers of the same URL.</summary>
     public CachedBlob OpenBlob(BlobCache cache) => cache.Open(Blob, Location.RequestUri.AbsoluteUri);
 }
@@ -26,36 +35,60 @@ public sealed class FileTree
         {
             Id = id;
             Name = name;
-            NameUtf8 = Encoding.UTF8.GetBytes(name);
             Parent = parent;
             File = file;
         }
 
         public ulong Id { get; }
         public string Name { get; }
-        public byte[] NameUtf8 { get; }
         public Node? Parent { get; }
         /// <summary>Null for directories.</summary>
         public FileEntry? File { get; }
         public bool IsDirectory => File is null;
 
-        /// <summary>Children in name order (listing) and by name (lookup); empty for files.</summary>
-        public List<Node> Children { get; } = [];
-        internal Dictionary<string, Node> ChildrenByName { get; } = new(StringComparer.Ordinal);
+        /// <summary>Children in name order (listing); empty for files.</summary>
+        public IReadOnlyList<Node> Children => (IReadOnlyList<Node>?)_children ?? [];
+
+        // Directories only: a tree of 100,000 files should not carry 200,000 empty collections.
+        private List<Node>? _children;
+        private Dictionary<string, Node>? _childrenByName;
+
+        internal bool TryGetChild(string name, out Node child)
+        {
+            child = null!;
+            return _childrenByName is not null && _childrenByName.TryGetValue(name, out child!);
+        }
+
+        internal bool TryGetChild(ReadOnlySpan<char> name, out Node child)
+        {
+            child = null!;
+            return _childrenByName is not null && _childrenByName.GetAlternateLookup<ReadOnlySpan<char>>().TryGetValue(name, out child!);
+        }
+
+        internal void AddChild(Node child)
+        {
+            (_childrenByName ??= new(StringComparer.Ordinal))[child.Name] = child;
+            (_children ??= []).Add(child);
+        }
+
+        internal void SortChildren() => _children?.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
     }
 
     private readonly Node[] _nodes;
 
     private FileTree(ModelManifest manifest, Node[] nodes, ulong firstId, long totalBytes, int fileCount)
     {
-        Manifest = manifest;
+        // Only the names are kept: the manifest's per-file objects go once the tree has what it needs of them.
+        ArtifactId = manifest.ArtifactId!;
+        Version = manifest.Version!;
         _nodes = nodes;
         FirstId = firstId;
         TotalBytes = totalBytes;
         FileCount = fileCount;
     }
 
-    public ModelManifest Manifest { get; }
+    public string ArtifactId { get; }
+    public string Version { get; }
 
     /// <summary>References the kernel holds on this tree's nodes (LOOKUP and READDIRPLUS entries less FORGETs).</summary>
     internal long KernelReferences;
@@ -74,7 +107,7 @@ public sealed class FileTree
     {
         Node node = Root;
         foreach (var part in path.Split('/', StringSplitOptions.RemoveEmptyEntries))
-            if (!node.ChildrenByName.TryGetValue(part, out node!)) return null;
+            if (!node.TryGetChild(part, out node)) return null;
         return node;
     }
 
@@ -84,8 +117,7 @@ public sealed class FileTree
         if (utf8Name.Length > 1024) return null;
         Span<char> chars = stackalloc char[utf8Name.Length];
         if (!Encoding.UTF8.TryGetChars(utf8Name, chars, out int count)) return null;
-        var lookup = directory.ChildrenByName.GetAlternateLookup<ReadOnlySpan<char>>();
-        return lookup.TryGetValue(chars[..count], out var child) ? child : null;
+        return directory.TryGetChild(chars[..count], out var child) ? child : null;
     }
 
     /// <summary>Builds the tree of a validated manifest; ids start at <paramref name="firstId"/>.</summary>
@@ -99,28 +131,28 @@ public sealed class FileTree
         long total = 0;
         foreach (var f in manifest.Files!.OrderBy(f => f.Path, StringComparer.Ordinal))
         {
-            var parts = f.Path!.Split('/');
+            string path = f.Path!;
             Node dir = root;
-            for (int i = 0; i < parts.Length - 1; i++)
+            int start = 0;
+            for (int slash = path.IndexOf('/'); slash >= 0; start = slash + 1, slash = path.IndexOf('/', start))
             {
-                if (!dir.ChildrenByName.TryGetValue(parts[i], out var sub))
+                var segment = path.AsSpan(start, slash - start);
+                if (!dir.TryGetChild(segment, out var sub))
                 {
-                    sub = new Node(NextId(), parts[i], dir, null);
+                    sub = new Node(NextId(), segment.ToString(), dir, null);
                     nodes.Add(sub);
-                    dir.ChildrenByName[parts[i]] = sub;
-                    dir.Children.Add(sub);
+                    dir.AddChild(sub);
                 }
                 dir = sub;
             }
             var blob = new BlobDescriptor(f.Sha256!, f.Size!.Value, chunkSize, f.Chunks, manifest.ChunkHashAlgorithm);
-            var entry = new FileEntry(f.Path!, f.Size!.Value, blob, ObjectLocation.Resolve(f.Url!, s3));
-            var node = new Node(NextId(), parts[^1], dir, entry);
+            var entry = new FileEntry(path, f.Size!.Value, blob, f.Url!, s3);
+            var node = new Node(NextId(), start == 0 ? path : path[start..], dir, entry);
             nodes.Add(node);
-            dir.ChildrenByName[parts[^1]] = node;
-            dir.Children.Add(node);
+            dir.AddChild(node);
             total += f.Size.Value;
         }
-        foreach (var n in nodes) n.Children.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
+        foreach (var n in nodes) n.SortChildren();
         return new FileTree(manifest, [.. nodes], firstId, total, manifest.Files!.Count);
     }
 }

@@ -197,6 +197,7 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
     {
         var dir = Resolve(node, out var tree);
         if (dir is null) return Errno.ENOENT;
+        Span<byte> name = stackalloc byte[1024]; // a child's name in UTF-8 (at most 255 bytes: the manifest's rule)
         // Cookies: 1 = after ".", 2 = after "..", 3+i = after child i.
         for (long cookie = offset; cookie < dir.Children.Count + 2; cookie++)
         {
@@ -217,7 +218,7 @@ public sealed class ModelFileSystem : IFuseFileSystem, IDisposable
             {
                 var child = dir.Children[(int)cookie - 2];
                 if (listing.Plus) FillEntry(child, out entry);
-                added = listing.TryAdd(child.NameUtf8, KernelId(child),
+                added = listing.TryAdd(name[..System.Text.Encoding.UTF8.GetBytes(child.Name, name)], KernelId(child),
                     child.IsDirectory ? FuseConstants.DirentTypeDir : FuseConstants.DirentTypeReg, cookie + 1, in entry);
                 // READDIRPLUS entries other than "." and ".." count as lookups for the kernel.
                 if (added && listing.Plus) Interlocked.Increment(ref tree!.KernelReferences);

@@ -82,13 +82,19 @@ public sealed class ModelMount : IAsyncDisposable
     public static async Task<ModelMount> StartAsync(MountOptions options, ILogger logger, CancellationToken cancel = default)
     {
         ModelManifest manifest;
+        long loadStarted = Stopwatch.GetTimestamp();
         using (MlfsTelemetry.Source.StartActivity("mlfs.mount.load_manifest"))
             manifest = ManifestLoader.Load(options.ManifestPath);
+        var loaded = Stopwatch.GetElapsedTime(loadStarted);
 
         var mount = new ModelMount(options, options.S3 ?? S3Settings.FromEnvironment(options.Endpoint), logger);
         try
         {
             var tree = mount.BuildTree(manifest);
+            logger.LogDebug("manifest: {Files} files loaded in {LoadMs:F0} ms, tree of {Nodes} nodes built in {TreeMs:F0} ms",
+                tree.FileCount, loaded.TotalMilliseconds, tree.Count, (Stopwatch.GetElapsedTime(loadStarted) - loaded).TotalMilliseconds);
+            manifest.Files = null; // the tree has what it needs of them
+            ReleaseLoadingMemory(options.ManifestPath);
             mount.FileSystem = new ModelFileSystem(tree, mount.Cache, mount.Fetch, mount.Stats, logger)
             {
                 UsePassthrough = options.Passthrough,
@@ -128,6 +134,20 @@ public sealed class ModelMount : IAsyncDisposable
             await mount.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>
+    /// A large manifest leaves a large heap of garbage behind (its text read in pieces, growing lists): the
+    /// daemon runs for days, so it is collected and given back to the system once, now, rather than kept.
+    /// </summary>
+    private static void ReleaseLoadingMemory(string manifestPath)
+    {
+        try
+        {
+            if (new FileInfo(manifestPath).Length < 4L << 20) return;
+        }
+        catch (IOException) { return; }
+        GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
     }
 
     private FileTree BuildTree(ModelManifest manifest)
@@ -265,6 +285,8 @@ public sealed class ModelMount : IAsyncDisposable
         long bytesBefore = Stats[Counters.BytesFetched];
         var manifest = ManifestLoader.Load(manifestPath);
         var tree = BuildTree(manifest);
+        manifest.Files = null;
+        ReleaseLoadingMemory(manifestPath);
         await PrefetchAsync(tree, manifest.Prefetch ?? [], cancel).ConfigureAwait(false);
         FileSystem.Switch(tree);
         var result = new SwitchResult(manifest.ArtifactId!, manifest.Version!, Stopwatch.GetElapsedTime(started),
@@ -281,8 +303,8 @@ public sealed class ModelMount : IAsyncDisposable
         return new MountStatus
         {
             MountPoint = Path.GetFullPath(Options.MountPoint),
-            ArtifactId = tree.Manifest.ArtifactId!,
-            Version = tree.Manifest.Version!,
+            ArtifactId = tree.ArtifactId,
+            Version = tree.Version,
             Files = tree.FileCount,
             TotalBytes = tree.TotalBytes,
             CacheDirectory = Cache.Root,
