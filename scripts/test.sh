@@ -20,6 +20,10 @@ if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 scripts/ensure-packages.sh fuse3 swift swift-proxy swift-account swift-container swift-object memcached \
   redis-server redis-tools curl python3 coreutils procps mount util-linux podman runc debootstrap gcc \
   iproute2 python3-yaml b3sum
+# npm installs the implementations not written here that output is checked with (tests/interop: sigstore-js
+# verifies `mlfs sign`'s bundles). Node from Debian unless a node with npm is there already.
+command -v npm >/dev/null || scripts/ensure-packages.sh nodejs npm
+npm ci --prefix tests/interop --silent --no-audit --no-fund
 [[ -e /dev/fuse ]] || $SUDO modprobe fuse || { echo "test.sh: /dev/fuse is missing and the fuse module could not be loaded" >&2; exit 1; }
 
 # Warnings are errors by Directory.Build.props; on failure show every error, not just a summary.

@@ -16,4 +16,6 @@ public static class ExitCodes
     public const int NotMounted = 5;
     /// <summary>`mlfs cache verify` found recorded chunks whose bytes do not match their SHA-256.</summary>
     public const int CacheDamaged = 6;
+    /// <summary>--verify-key was given and the manifest's signature does not hold (none, unknown key, altered, another manifest's): nothing mounted or switched.</summary>
+    public const int SignatureRefused = 7;
 }

@@ -10,6 +10,7 @@ public static class Program
         var root = new RootCommand("mlfs: mount ML model artifacts from S3-compatible storage as a lazy, verified, read-only directory.");
         root.Subcommands.Add(GenerateCommand.Create());
         root.Subcommands.Add(PushCommand.Create());
+        root.Subcommands.Add(SignCommand.Create());
         root.Subcommands.Add(MountCommand.Create());
         root.Subcommands.Add(StatusCommand.Create());
         root.Subcommands.Add(SwitchCommand.Create());

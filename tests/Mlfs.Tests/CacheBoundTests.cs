@@ -46,7 +46,10 @@ public sealed class CacheBoundTests(S3Fixture s3, RedisFixture redis, ITestOutpu
         output.WriteLine($"one process: peak disk use {disk.Peak >> 20} MiB for a {Bound >> 20} MiB bound; {Long(status, "chunks_evicted")} chunks evicted");
         Assert.True(disk.Peak <= Bound * 5 / 4, $"peak cache disk use {disk.Peak} bytes > 1.25 x {Bound}");
         Assert.True(Long(status, "chunks_evicted") >= 2 * (FileSize - Bound) / Chunk, $"{Long(status, "chunks_evicted")} chunks evicted");
-        Assert.Equal(2L * FileSize, Long(status, "bytes_fetched")); // the second pass found nothing of the first's head left
+        // The second pass found nothing of the first's head left; a chunk evicted between its fetch and its read
+        // (the kernel reads ahead of the reader too) is fetched again, which a cache this small allows, rarely.
+        long fetched = Long(status, "bytes_fetched");
+        Assert.True(fetched >= 2L * FileSize && fetched <= 2L * FileSize * 11 / 10, $"{fetched} bytes fetched for two passes over {FileSize}");
         Assert.Equal(0, Long(status, "unverified_bytes_served"));
     }
 

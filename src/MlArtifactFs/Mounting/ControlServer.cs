@@ -127,9 +127,9 @@ public sealed class ControlServer : IDisposable
         }
         catch (Exception e)
         {
-            string error = e is Manifest.ManifestException or MountException ? e.Message : $"{e.GetType().Name}: {e.Message}";
+            string error = e is Manifest.ManifestException or Manifest.ManifestSignatureException or MountException ? e.Message : $"{e.GetType().Name}: {e.Message}";
             _logger.LogError("switch to {Manifest} failed: {Error}", manifest, error);
-            return new ControlResponse { Ok = false, Error = error };
+            return new ControlResponse { Ok = false, Error = error, SignatureRefused = e is Manifest.ManifestSignatureException };
         }
     }
 

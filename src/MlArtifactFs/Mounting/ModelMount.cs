@@ -83,11 +83,12 @@ public sealed class ModelMount : IAsyncDisposable
     {
         ModelManifest manifest;
         long loadStarted = Stopwatch.GetTimestamp();
+        string? signedBy;
         using (MlfsTelemetry.Source.StartActivity("mlfs.mount.load_manifest"))
-            manifest = ManifestLoader.Load(options.ManifestPath);
+            (manifest, signedBy) = LoadTrusted(options.ManifestPath, options.VerifyKeys);
         var loaded = Stopwatch.GetElapsedTime(loadStarted);
 
-        var mount = new ModelMount(options, options.S3 ?? S3Settings.FromEnvironment(options.Endpoint), logger);
+        var mount = new ModelMount(options, options.S3 ?? S3Settings.FromEnvironment(options.Endpoint), logger) { SignedBy = signedBy };
         try
         {
             var tree = mount.BuildTree(manifest);
@@ -134,6 +135,40 @@ public sealed class ModelMount : IAsyncDisposable
             await mount.DisposeAsync().ConfigureAwait(false);
             throw;
         }
+    }
+
+    /// <summary>Hint of the key that signed the manifest being served; null when it was not checked (no --verify-key).</summary>
+    public string? SignedBy { get; private set; }
+
+    /// <summary>
+    /// The manifest, checked against the publishers' keys when there are any: its bytes are read once, the
+    /// signature is verified over exactly those bytes, and those bytes are what is parsed (no second read
+    /// for a writer to race).
+    /// </summary>
+    private static (ModelManifest Manifest, string? SignedBy) LoadTrusted(string path, IReadOnlyList<System.Security.Cryptography.ECDsa> keys)
+    {
+        if (keys.Count == 0) return (ManifestLoader.Load(path), null);
+        byte[] bytes, bundle;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new ManifestException(path, [$"cannot read the file: {e.Message}"]);
+        }
+        string sigPath = ManifestSignature.SignaturePathFor(path);
+        try
+        {
+            using var sig = new FileStream(sigPath, FileMode.Open, FileAccess.Read);
+            if (sig.Length > ManifestSignature.MaxBundleBytes)
+                throw new ManifestSignatureException(path, SignatureProblem.MalformedBundle, $"its signature {sigPath} is larger than {ManifestSignature.MaxBundleBytes >> 20} MiB");
+            bundle = new byte[sig.Length];
+            sig.ReadExactly(bundle);
+        }
+        catch (FileNotFoundException)
+        {
+            throw new ManifestSignatureException(path, SignatureProblem.NoSignature, $"it is not signed ({sigPath} does not exist) and the mount requires a signature (--verify-key)");
+        }
+        string signedBy = ManifestSignature.Verify(path, bytes, bundle, keys);
+        return (ManifestLoader.Parse(bytes, path), signedBy);
     }
 
     /// <summary>
@@ -283,12 +318,13 @@ public sealed class ModelMount : IAsyncDisposable
         using var activity = MlfsTelemetry.Source.StartActivity("mlfs.switch");
         var started = Stopwatch.GetTimestamp();
         long bytesBefore = Stats[Counters.BytesFetched];
-        var manifest = ManifestLoader.Load(manifestPath);
+        var (manifest, signedBy) = LoadTrusted(manifestPath, Options.VerifyKeys);
         var tree = BuildTree(manifest);
         manifest.Files = null;
         ReleaseLoadingMemory(manifestPath);
         await PrefetchAsync(tree, manifest.Prefetch ?? [], cancel).ConfigureAwait(false);
         FileSystem.Switch(tree);
+        SignedBy = signedBy;
         var result = new SwitchResult(manifest.ArtifactId!, manifest.Version!, Stopwatch.GetElapsedTime(started),
             Stats[Counters.BytesFetched] - bytesBefore);
         _logger.LogInformation("switched to {Artifact} {Version} in {Ms} ms ({Bytes} bytes fetched for prefetch)",
@@ -322,6 +358,7 @@ public sealed class ModelMount : IAsyncDisposable
             DamagedChunksDropped = Interlocked.Read(ref Cache.DamagedChunks),
             Errors = Stats.Errors().ToDictionary(),
             Fleet = Fleet?.Status(),
+            SignedBy = SignedBy,
             Counters = MountStatus.FromCounters(Stats),
         };
     }

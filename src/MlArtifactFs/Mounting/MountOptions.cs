@@ -23,6 +23,11 @@ public sealed record MountOptions
     public string? Redis { get; init; }
     /// <summary>Fleet mode (serve verified chunks to peers, fetch from them first); needs <see cref="Redis"/>.</summary>
     public Fleet.FleetOptions? Fleet { get; init; }
+    /// <summary>
+    /// Publishers' keys (ECDSA P-256): with any, a manifest is used (at mount and at every switch) only if the
+    /// signature beside it (<c>MANIFEST.sig</c>) verifies with one of them and covers exactly its bytes.
+    /// </summary>
+    public IReadOnlyList<System.Security.Cryptography.ECDsa> VerifyKeys { get; init; } = [];
     /// <summary>Control socket for `mlfs status` / `mlfs switch`; null picks the default for the mount point.</summary>
     public string? ControlSocket { get; init; }
 }

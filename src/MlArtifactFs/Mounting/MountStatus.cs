@@ -39,6 +39,8 @@ public sealed record MountStatus
     /// <summary>Failures by kind (the mlfs.errors metric), those that happened.</summary>
     [JsonPropertyName("errors")] public Dictionary<string, long> Errors { get; init; } = [];
     [JsonPropertyName("fleet")] public FleetStatus? Fleet { get; init; }
+    /// <summary>The key (hint: 16 hex digits of its SHA-256) whose signature the served manifest carries; null: unsigned (no --verify-key).</summary>
+    [JsonPropertyName("signed_by")] public string? SignedBy { get; init; }
 
     /// <summary>The counters, by status key (see <see cref="Counters"/>).</summary>
     [JsonExtensionData] public Dictionary<string, JsonElement> Counters { get; set; } = [];
@@ -61,6 +63,8 @@ public sealed record ControlResponse
 {
     [JsonPropertyName("ok")] public bool Ok { get; init; }
     [JsonPropertyName("error")] public string? Error { get; init; }
+    /// <summary>The switch was refused because the manifest's signature did not hold (a distinct exit code).</summary>
+    [JsonPropertyName("signature_refused")] public bool SignatureRefused { get; init; }
     [JsonPropertyName("status")] public MountStatus? Status { get; init; }
     [JsonPropertyName("switch_ms")] public double? SwitchMilliseconds { get; init; }
     [JsonPropertyName("bytes_fetched")] public long? BytesFetched { get; init; }

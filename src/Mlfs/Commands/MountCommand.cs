@@ -104,6 +104,11 @@ internal static class MountCommand
         }
     }
 
+    public static readonly Option<string[]> VerifyKey = new("--verify-key")
+    {
+        Description = "a publisher's ECDSA P-256 public key (PEM); repeatable (key rotation). With any, the manifest and every switch must carry MANIFEST.sig signed by one of them",
+        AllowMultipleArgumentsPerToken = false,
+    };
     public static readonly Option<string?> ReadyFile = new("--ready-file") { Description = "write this file when the mount is ready" };
     public static readonly Argument<string> MountPoint = new("MOUNTPOINT") { Description = "an empty directory" };
 
@@ -112,7 +117,7 @@ internal static class MountCommand
         var command = new Command("mount", "Mount a manifest read-only; files are fetched lazily in verified chunks and cached on disk.")
         {
             Manifest, CacheDir, CacheSize, Endpoint, LogLevel, PrefetchAll, AllowOther, NoPassthrough, ReadAheadKb,
-            MaxConnections, DemandParts, StallTimeout, MaxAttempts, Redis, PeerListen, PeerAdvertise, PeerTokenFile, PeerWait, ReadyFile, MountPoint,
+            MaxConnections, DemandParts, StallTimeout, MaxAttempts, Redis, PeerListen, PeerAdvertise, PeerTokenFile, PeerWait, VerifyKey, ReadyFile, MountPoint,
         };
         command.SetAction((parse, cancel) => RunAsync(parse, cancel));
         return command;
@@ -144,8 +149,20 @@ internal static class MountCommand
             return ExitCodes.InvalidInput;
         }
 
+        var keys = new List<System.Security.Cryptography.ECDsa>();
+        try
+        {
+            foreach (string keyPath in parse.GetValue(VerifyKey) ?? []) keys.Add(ManifestSignature.LoadKey(keyPath, requirePrivate: false));
+        }
+        catch (ArgumentException e)
+        {
+            Console.Error.WriteLine($"mlfs mount: --verify-key: {e.Message}");
+            return ExitCodes.InvalidInput;
+        }
+
         var options = new MountOptions
         {
+            VerifyKeys = keys,
             Fleet = fleet,
             ManifestPath = parse.GetValue(Manifest)!,
             MountPoint = parse.GetValue(MountPoint)!,
@@ -201,6 +218,7 @@ internal static class MountCommand
     internal static (int Code, string Message) Classify(Exception e) => e switch
     {
         ManifestException m => (ExitCodes.InvalidInput, m.Message),
+        ManifestSignatureException s => (ExitCodes.SignatureRefused, s.Message),
         FuseMountException f => (ExitCodes.MountError, f.Message),
         MountException { AccessDenied: true } m
             => (ExitCodes.StorageError, m.Message + "\n(check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, the profile, or the role's permissions)"),

@@ -35,6 +35,7 @@ internal static class StatusCommand
         }
         Console.WriteLine($"mount point:     {s.MountPoint}");
         Console.WriteLine($"model:           {s.ArtifactId} {s.Version} ({s.Files} files, {Sizes.Format(s.TotalBytes)})");
+        Console.WriteLine($"signature:       {(s.SignedBy is { } key ? $"verified, signed by key {key}" : "unsigned (the mount was started without --verify-key)")}");
         Console.WriteLine($"cache:           {s.CacheDirectory}: {s.CacheBlobs} blobs, {Sizes.Format(s.CacheBytes)} of {Sizes.Format(s.CacheBound)}"
                           + (s.CacheBound != s.CacheCapacity ? $" (the directory's bound; this mount's --cache-size is {Sizes.Format(s.CacheCapacity)})" : ""));
         if (s.Count("chunks_evicted") + s.Count("blobs_evicted") > 0)

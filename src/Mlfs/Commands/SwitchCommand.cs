@@ -25,7 +25,7 @@ internal static class SwitchCommand
         if (!response.Ok)
         {
             Console.Error.WriteLine($"mlfs switch: {response.Error}");
-            return ExitCodes.InvalidInput;
+            return response.SignatureRefused ? ExitCodes.SignatureRefused : ExitCodes.InvalidInput;
         }
         Console.WriteLine($"switched to {response.Status?.ArtifactId} {response.Status?.Version} in {response.SwitchMilliseconds:0} ms ({Sizes.Format(response.BytesFetched ?? 0)} fetched)");
         return ExitCodes.Success;

@@ -1,0 +1,128 @@
+using System.Text.Json;
+using MlArtifactFs.Fuse;
+using Mlfs.Tests.Infrastructure;
+
+namespace Mlfs.Tests;
+
+/// <summary>
+/// Signed manifests as a user runs them: `mlfs sign --new-key`, `mlfs sign`, `mlfs mount --verify-key`,
+/// `mlfs switch`; refusals exit 7 and change nothing.
+/// </summary>
+[Collection(S3Collection.Name)]
+public sealed class SignedManifestTests(S3Fixture s3) : IDisposable
+{
+    private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("mlfs-signed-");
+    private readonly TestModel _model = new();
+
+    public void Dispose()
+    {
+        _model.Dispose();
+        foreach (var dir in _work.EnumerateDirectories())
+            if (FuseMounter.IsMountPoint(dir.FullName)) FuseMounter.TryUnmount(dir.FullName, lazy: true);
+        _work.Delete(recursive: true);
+    }
+
+    private string Cache => Path.Combine(_work.FullName, "cache");
+    private string NewMountPoint() => _work.CreateSubdirectory("mnt-" + Guid.NewGuid().ToString("N")[..8]).FullName;
+
+    private static async Task<Repo.Result> Mlfs(params string[] args) => await Repo.RunAsync(Repo.Mlfs, args);
+
+    [Fact]
+    public async Task OnlyManifestsSignedByATrustedKeyAreMountedOrSwitchedTo()
+    {
+        _model.Add("config.json", 300, 1).Add("weights.bin", (3 << 20) + 7, 2);
+        string bucket = await s3.CreateBucketAsync("signed");
+        await s3.UploadFolderAsync(bucket, "m", _model.Folder);
+        string v1 = await _model.WriteManifestAsync($"s3://{bucket}/m"), v2 = await _model.WriteManifestAsync($"s3://{bucket}/m", version: "v2");
+        string unsigned = await _model.WriteManifestAsync($"s3://{bucket}/m", version: "v3");
+        string key = Path.Combine(_work.FullName, "publisher.pem"), stranger = Path.Combine(_work.FullName, "stranger.pem");
+
+        var made = await Mlfs("sign", "--new-key", key);
+        Assert.True(made.ExitCode == 0, made.Stderr);
+        Assert.Equal(UnixFileMode.UserRead | UnixFileMode.UserWrite, File.GetUnixFileMode(key));
+        Assert.Equal(0, (await Mlfs("sign", "--new-key", stranger)).ExitCode);
+        foreach (string m in new[] { v1, v2 })
+        {
+            var signed = await Mlfs("sign", "--key", key, m);
+            Assert.True(signed.ExitCode == 0, signed.Stderr);
+            Assert.True(File.Exists(m + ".sig"));
+        }
+
+        // Mounted with the publisher's key (and an old one beside it: rotation), v1 is served.
+        string mp = NewMountPoint();
+        await using var mount = await MountProcess.StartAsync(_work.FullName, v1, mp, Cache, s3.Environment(), true,
+            "--verify-key", stranger + ".pub", "--verify-key", key + ".pub");
+        foreach (var (path, bytes) in _model.Files) Check.SameBytes(bytes, await File.ReadAllBytesAsync(Path.Combine(mp, path)), path);
+        Assert.Equal(JsonValueKind.String, (await StatusAsync(mp)).GetProperty("signed_by").ValueKind);
+        Assert.Contains("verified, signed by key", (await Mlfs("status", mp)).Stdout);
+
+        var toV2 = await Mlfs("switch", "--manifest", v2, mp);
+        Assert.True(toV2.ExitCode == 0, toV2.Stderr);
+        Assert.Equal("v2", (await StatusAsync(mp)).GetProperty("version").GetString());
+
+        // Refused switches, each exit 7 with v2 still served: an unsigned manifest; a manifest changed after
+        // signing (its version), so the signature beside it is another manifest's.
+        var noSignature = await Mlfs("switch", "--manifest", unsigned, mp);
+        Assert.Equal(7, noSignature.ExitCode);
+        Assert.Contains(unsigned, noSignature.Stderr);
+        Assert.Contains("not signed", noSignature.Stderr);
+        string altered = Path.Combine(_model.ManifestFolder, "altered.json");
+        await File.WriteAllTextAsync(altered, (await File.ReadAllTextAsync(v1)).Replace("\"version\": \"v1\"", "\"version\": \"v9\""));
+        File.Copy(v1 + ".sig", altered + ".sig");
+        var tampered = await Mlfs("switch", "--manifest", altered, mp);
+        Assert.Equal(7, tampered.ExitCode);
+        Assert.Contains("another manifest", tampered.Stderr);
+        Assert.Equal("v2", (await StatusAsync(mp)).GetProperty("version").GetString());
+        foreach (var (path, bytes) in _model.Files) Check.SameBytes(bytes, await File.ReadAllBytesAsync(Path.Combine(mp, path)), path + " after the refused switches");
+
+        // A mount that trusts only the stranger refuses v1 (signed by the publisher): exit 7, nothing mounted.
+        string mp2 = NewMountPoint();
+        var refused = await Mlfs("mount", "--manifest", v1, "--cache-dir", Cache, "--verify-key", stranger + ".pub", mp2);
+        Assert.Equal(7, refused.ExitCode);
+        Assert.Contains("trusted key", refused.Stderr);
+        Assert.False(FuseMounter.IsMountPoint(mp2));
+        // A key that is not a key is a usage error.
+        var badKey = await Mlfs("mount", "--manifest", v1, "--cache-dir", Cache, "--verify-key", v1, mp2);
+        Assert.Equal(2, badKey.ExitCode);
+        Assert.Contains("--verify-key", badKey.Stderr);
+    }
+
+    [Fact]
+    public async Task WithoutKeysAManifestMountsAsBeforeAndStatusSaysItIsUnsigned()
+    {
+        _model.Add("a.bin", 5000, 3);
+        string manifest = await _model.PublishAsync(s3, "unsigned");
+        string mp = NewMountPoint();
+        await using var mount = await MountProcess.StartAsync(_work.FullName, manifest, mp, Cache, s3.Environment(), true);
+        Assert.Equal(JsonValueKind.Null, (await StatusAsync(mp)).GetProperty("signed_by").ValueKind);
+        Assert.Contains("unsigned", (await Mlfs("status", mp)).Stdout);
+    }
+
+    /// <summary>
+    /// sigstore-js (@sigstore/verify, installed by the test command) verifies the bundle `mlfs sign` writes,
+    /// with the public key and no transparency log; and refuses it with another key or another manifest.
+    /// </summary>
+    [Fact]
+    public async Task SigstoreJsVerifiesTheBundleMlfsSignWrites()
+    {
+        _model.Add("config.json", 300, 4);
+        string manifest = await _model.WriteManifestAsync("s3://models/m"), other = await _model.WriteManifestAsync("s3://models/m", version: "v2");
+        string key = Path.Combine(_work.FullName, "k.pem"), stranger = Path.Combine(_work.FullName, "s.pem");
+        Assert.Equal(0, (await Mlfs("sign", "--new-key", key, manifest)).ExitCode);
+        Assert.Equal(0, (await Mlfs("sign", "--new-key", stranger)).ExitCode);
+        string script = Path.Combine(Repo.Root, "tests", "interop", "sigstore-verify.js");
+
+        var verified = await Repo.RunAsync("node", [script, manifest + ".sig", key + ".pub", manifest]);
+        Assert.True(verified.ExitCode == 0, verified.Stderr);
+        Assert.Equal("verified: test-model@v1", verified.Stdout.Trim());
+        Assert.NotEqual(0, (await Repo.RunAsync("node", [script, manifest + ".sig", stranger + ".pub", manifest])).ExitCode);
+        Assert.Equal(2, (await Repo.RunAsync("node", [script, manifest + ".sig", key + ".pub", other])).ExitCode);
+    }
+
+    private static async Task<JsonElement> StatusAsync(string mountPoint)
+    {
+        var result = await Mlfs("status", "--json", mountPoint);
+        Assert.True(result.ExitCode == 0, result.Stderr);
+        return JsonDocument.Parse(result.Stdout).RootElement;
+    }
+}
