@@ -98,6 +98,28 @@ public sealed class SignedManifestTests(S3Fixture s3) : IDisposable
         Assert.Contains("unsigned", (await Mlfs("status", mp)).Stdout);
     }
 
+    /// <summary>`mlfs push --sign-key` signs what it writes; a mount that requires the key takes it.</summary>
+    [Fact]
+    public async Task PushSignsTheManifestItWritesAndAMountVerifiesIt()
+    {
+        _model.Add("config.json", 700, 5).Add("weights.bin", (2 << 20) + 1, 6);
+        string bucket = await s3.CreateBucketAsync("pushsign");
+        string key = Path.Combine(_work.FullName, "k.pem"), manifest = Path.Combine(_work.FullName, "pushed.json");
+        Assert.Equal(0, (await Mlfs("sign", "--new-key", key)).ExitCode);
+        var pushed = await Repo.RunAsync(Repo.Mlfs, ["push", _model.Folder, $"s3://{bucket}/bert/v1", "--id", "bert", "--version", "v1",
+            "--endpoint", s3.Endpoint, "-o", manifest, "--sign-key", key], s3.Environment());
+        Assert.True(pushed.ExitCode == 0, pushed.Stderr);
+        Assert.True(File.Exists(manifest + ".sig"));
+        string mp = NewMountPoint();
+        await using var mount = await MountProcess.StartAsync(_work.FullName, manifest, mp, Cache, s3.Environment(), true, "--verify-key", key + ".pub");
+        foreach (var (path, bytes) in _model.Files) Check.SameBytes(bytes, await File.ReadAllBytesAsync(Path.Combine(mp, path)), path);
+        // Without -o there is no file to sign beside: refused before anything is uploaded.
+        var noOutput = await Repo.RunAsync(Repo.Mlfs, ["push", _model.Folder, $"s3://{bucket}/bert/v2", "--id", "bert", "--version", "v2",
+            "--endpoint", s3.Endpoint, "--sign-key", key], s3.Environment());
+        Assert.Equal(2, noOutput.ExitCode);
+        Assert.Contains("--sign-key needs -o", noOutput.Stderr);
+    }
+
     /// <summary>
     /// sigstore-js (@sigstore/verify, installed by the test command) verifies the bundle `mlfs sign` writes,
     /// with the public key and no transparency log; and refuses it with another key or another manifest.

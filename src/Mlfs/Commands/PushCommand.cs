@@ -23,11 +23,16 @@ internal static class PushCommand
     public static readonly Option<string?> Output = new("--output", "-o") { Description = "write the manifest here instead of stdout" };
     public static readonly Option<int> Parallelism = new("--parallel") { Description = "uploads in flight", DefaultValueFactory = _ => 4 };
 
+    public static readonly Option<string?> SignKey = new("--sign-key")
+    {
+        Description = "sign the manifest with this ECDSA P-256 private key (PEM): writes OUTPUT.sig beside it (needs -o)",
+    };
+
     public static Command Create()
     {
         var command = new Command("push", "Upload a model folder to S3 (skipping what is already there) and write its manifest.")
         {
-            Directory, Destination, Id, Version, Prefetch, ChunkSize, ChunkHash, ContentAddressed, Endpoint, Output, Parallelism,
+            Directory, Destination, Id, Version, Prefetch, ChunkSize, ChunkHash, ContentAddressed, Endpoint, Output, Parallelism, SignKey,
         };
         command.SetAction((parse, cancel) => RunAsync(parse, cancel));
         return command;
@@ -45,6 +50,22 @@ internal static class PushCommand
             Console.Error.WriteLine($"mlfs push: --chunk-hash \"{parse.GetValue(ChunkHash)}\" is not blake3 or sha256");
             return ExitCodes.InvalidInput;
         }
+        System.Security.Cryptography.ECDsa? signKey = null;
+        if (parse.GetValue(SignKey) is { } keyPath)
+        {
+            if (parse.GetValue(Output) is null)
+            {
+                Console.Error.WriteLine("mlfs push: --sign-key needs -o FILE (the signature is written beside it, as FILE.sig)");
+                return ExitCodes.InvalidInput;
+            }
+            try { signKey = ManifestSignature.LoadKey(keyPath, requirePrivate: true); } // before anything is uploaded
+            catch (ArgumentException e)
+            {
+                Console.Error.WriteLine($"mlfs push: --sign-key: {e.Message}");
+                return ExitCodes.InvalidInput;
+            }
+        }
+        using var signing = signKey;
         using var observability = Logging.Start("warning");
         var settings = S3Settings.FromEnvironment(parse.GetValue(Endpoint));
         using var client = ModelPublisher.CreateClient(settings);
@@ -68,7 +89,16 @@ internal static class PushCommand
             if (terminal) Console.Error.Write("\r\x1b[K");
             Console.Error.WriteLine($"pushed: {report.FilesUploaded} uploaded ({Sizes.Format(report.BytesUploaded)}), {report.FilesSkipped} already present ({Sizes.Format(report.BytesSkipped)})");
             string json = ManifestLoader.Serialize(manifest) + "\n";
-            if (parse.GetValue(Output) is { } output) await File.WriteAllTextAsync(output, json, new UTF8Encoding(false), cancel).ConfigureAwait(false);
+            if (parse.GetValue(Output) is { } output)
+            {
+                byte[] bytes = new UTF8Encoding(false).GetBytes(json);
+                await File.WriteAllBytesAsync(output, bytes, cancel).ConfigureAwait(false);
+                if (signKey is not null)
+                {
+                    await File.WriteAllBytesAsync(ManifestSignature.SignaturePathFor(output), ManifestSignature.Sign(bytes, signKey), cancel).ConfigureAwait(false);
+                    Console.Error.WriteLine($"signed: {ManifestSignature.SignaturePathFor(output)} (key {ManifestSignature.KeyHint(signKey)})");
+                }
+            }
             else await Console.Out.WriteAsync(json).ConfigureAwait(false);
             return ExitCodes.Success;
         }
