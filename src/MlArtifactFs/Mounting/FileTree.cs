@@ -53,11 +53,7 @@ public sealed class FileTree
         private List<Node>? _children;
         private Dictionary<string, Node>? _childrenByName;
 
-        internal bool TryGetChild(string name, out Node child)
-        {
-            child = null!;
-            return _childrenByName is not null && _childrenByName.TryGetValue(name, out child!);
-        }
+        internal bool TryGetChild(string name, out Node child) => TryGetChild(name.AsSpan(), out child);
 
         internal bool TryGetChild(ReadOnlySpan<char> name, out Node child)
         {
@@ -87,12 +83,12 @@ public sealed class FileTree
         FileCount = fileCount;
     }
 
-    public string ArtifactId { get; }
-    public string Version { get; }
-
     /// <summary>References the kernel holds on this tree's nodes (LOOKUP and READDIRPLUS entries less FORGETs).</summary>
     internal long KernelReferences;
     public Node Root => _nodes[0];
+    /// <summary>The manifest's names (all this tree keeps of the manifest itself).</summary>
+    public string ArtifactId { get; }
+    public string Version { get; }
     public ulong FirstId { get; }
     public int Count => _nodes.Length;
     public long TotalBytes { get; }
