@@ -97,19 +97,20 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
         var elapsed = sw.Elapsed;
 
         long fromOrigin = _origin.BytesFromTarget;
-        long fromPeers = 0, hedges = 0, served = 0;
+        long fromPeers = 0, hedges = 0, served = 0, peerFailures = 0;
         for (int i = 0; i < 4; i++)
         {
             var status = await StatusAsync(i, MountPoint(i));
             fromPeers += status.GetProperty("bytes_from_peers").GetInt64();
             hedges += status.GetProperty("fleet_hedges").GetInt64();
+            peerFailures += status.GetProperty("peer_failures").GetInt64();
             served += status.GetProperty("fleet").GetProperty("bytes_served").GetInt64();
         }
         double ratio = (double)fromOrigin / modelBytes;
         output.WriteLine($"4 nodes, {modelBytes} bytes each in {elapsed.TotalSeconds:0.00} s: storage served {fromOrigin} bytes ({ratio:0.000} x the model; " +
-                         $"{beforeReads} before the reads), peers {fromPeers} bytes (served {served}), {hedges} hedges; wrong bytes {string.Join(", ", wrong)}");
+                         $"{beforeReads} before the reads), peers {fromPeers} bytes (served {served}), {hedges} hedges, {peerFailures} peer failures; wrong bytes {string.Join(", ", wrong)}");
         Assert.All(wrong, w => Assert.Equal(0, w));
-        Assert.True(ratio <= 1.1, $"storage served {ratio:0.000} x the model to 4 nodes (goal: at most 1.1 x)");
+        Assert.True(ratio <= 1.1, $"storage served {ratio:0.000} x the model to 4 nodes (goal: at most 1.1 x); {hedges} hedges, {peerFailures} peer failures");
         Assert.True(fromPeers >= 2 * modelBytes, $"only {fromPeers} bytes came from peers");
     }
 
