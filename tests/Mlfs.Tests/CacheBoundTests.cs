@@ -13,23 +13,12 @@ namespace Mlfs.Tests;
 /// directory; whatever was evicted is fetched and verified again. And status says what the daemon saw.
 /// </summary>
 [Collection(S3Collection.Name)]
-public sealed class CacheBoundTests(S3Fixture s3, RedisFixture redis, ITestOutputHelper output) : IDisposable
+public sealed class CacheBoundTests(S3Fixture s3, RedisFixture redis, ITestOutputHelper output) : MountProcessTestBase("mlfs-bound-")
 {
     private const int Chunk = 1 << 20;
     private const long Bound = 24L << 20;
     private const int FileSize = 72 << 20; // three times the bound
-    private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("mlfs-bound-");
-    private readonly DirectoryInfo _cache = Directory.CreateTempSubdirectory("mlfs-bound-cache-");
-    private readonly TestModel _model = new();
-
-    public void Dispose()
-    {
-        _model.Dispose();
-        foreach (var dir in _work.EnumerateDirectories())
-            if (FuseMounter.IsMountPoint(dir.FullName)) FuseMounter.TryUnmount(dir.FullName, lazy: true);
-        _work.Delete(recursive: true);
-        _cache.Delete(recursive: true);
-    }
+    private string CacheDir => _work.CreateSubdirectory("cache").FullName;
 
     [Fact]
     public async Task AFileThreeTimesTheBoundStreamsThroughItTwiceExactlyInOneProcess()
@@ -37,9 +26,9 @@ public sealed class CacheBoundTests(S3Fixture s3, RedisFixture redis, ITestOutpu
         _model.Add("weights.bin", FileSize, 71);
         string manifest = await _model.PublishAsync(s3, "bound1");
         string mp = NewMountPoint();
-        await using var mount = await MountProcess.StartAsync(_work.FullName, manifest, mp, _cache.FullName, s3.Environment(), true,
+        await using var mount = await MountProcess.StartAsync(_work.FullName, manifest, mp, CacheDir, s3.Environment(), true,
             "--cache-size", "24M");
-        using var disk = new DiskUseSampler(_cache.FullName);
+        using var disk = new DiskUseSampler(CacheDir);
         for (int pass = 0; pass < 2; pass++)
             Check.SameBytes(_model.Files["weights.bin"], await ReadSequentiallyAsync(Path.Combine(mp, "weights.bin")), $"pass {pass}");
         var status = await StatusAsync(mp);
@@ -60,9 +49,9 @@ public sealed class CacheBoundTests(S3Fixture s3, RedisFixture redis, ITestOutpu
         string manifest = await _model.PublishAsync(s3, "bound2");
         string mpA = NewMountPoint(), mpB = NewMountPoint();
         string[] extra = ["--cache-size", "24M", "--redis", redis.ConnectionString];
-        await using var first = await MountProcess.StartAsync(_work.FullName, manifest, mpA, _cache.FullName, s3.Environment(), true, extra);
-        await using var second = await MountProcess.StartAsync(_work.FullName, manifest, mpB, _cache.FullName, s3.Environment(), true, extra);
-        using var disk = new DiskUseSampler(_cache.FullName);
+        await using var first = await MountProcess.StartAsync(_work.FullName, manifest, mpA, CacheDir, s3.Environment(), true, extra);
+        await using var second = await MountProcess.StartAsync(_work.FullName, manifest, mpB, CacheDir, s3.Environment(), true, extra);
+        using var disk = new DiskUseSampler(CacheDir);
         // Each streams a different file, then the other's: every chunk is fetched by one and evicted by either.
         var reads = new[] { (mpA, "a.bin", "b.bin"), (mpB, "b.bin", "a.bin") }.Select(r => Task.Run(async () =>
         {
@@ -82,7 +71,7 @@ public sealed class CacheBoundTests(S3Fixture s3, RedisFixture redis, ITestOutpu
     {
         _model.Add("weights.bin", FileSize, 74);
         string manifest = await _model.PublishAsync(s3, "bound3");
-        await using var mount = await InProcessMount.StartAsync(s3, manifest, _cache.FullName, cacheSize: Bound);
+        await using var mount = await InProcessMount.StartAsync(s3, manifest, CacheDir, cacheSize: Bound);
         var expected = _model.Files["weights.bin"];
         var head = new byte[Chunk];
         using (var first = File.OpenHandle(mount["weights.bin"]))
@@ -115,7 +104,7 @@ public sealed class CacheBoundTests(S3Fixture s3, RedisFixture redis, ITestOutpu
         string manifest = await _model.PublishAsync(s3, "bound4");
         string mp = NewMountPoint();
         var expected = _model.Files["weights.bin"];
-        await using (var doomed = await MountProcess.StartAsync(_work.FullName, manifest, mp, _cache.FullName, s3.Environment(), true, "--cache-size", "24M"))
+        await using (var doomed = await MountProcess.StartAsync(_work.FullName, manifest, mp, CacheDir, s3.Environment(), true, "--cache-size", "24M"))
         {
             // Pass after pass through the 24 MiB cache: from the first eviction on, chunks are evicted all the time.
             using var stop = new CancellationTokenSource();
@@ -140,7 +129,7 @@ public sealed class CacheBoundTests(S3Fixture s3, RedisFixture redis, ITestOutpu
             await reading;
         }
         string mp2 = NewMountPoint();
-        await using var restarted = await MountProcess.StartAsync(_work.FullName, manifest, mp2, _cache.FullName, s3.Environment(), true, "--cache-size", "24M");
+        await using var restarted = await MountProcess.StartAsync(_work.FullName, manifest, mp2, CacheDir, s3.Environment(), true, "--cache-size", "24M");
         Check.SameBytes(expected, await ReadSequentiallyAsync(Path.Combine(mp2, "weights.bin")), "after the restart");
         var status = await StatusAsync(mp2);
         Assert.Equal(0, Long(status, "unverified_bytes_served"));
@@ -156,13 +145,13 @@ public sealed class CacheBoundTests(S3Fixture s3, RedisFixture redis, ITestOutpu
     {
         _model.Add("config.json", 4096, 76).Add("weights.bin", 3 * Chunk + 17, 77);
         string manifest = await _model.PublishAsync(s3, "status");
-        await using (var cold = await InProcessMount.StartAsync(s3, manifest, _cache.FullName))
+        await using (var cold = await InProcessMount.StartAsync(s3, manifest, CacheDir))
         {
             foreach (var (path, bytes) in _model.Files) Check.SameBytes(bytes, await File.ReadAllBytesAsync(cold[path]), path);
             Assert.NotNull(cold.Mount.GetStatus().HitRatio); // the daemon saw these reads
         }
         string mp = NewMountPoint();
-        await using var warm = await MountProcess.StartAsync(_work.FullName, manifest, mp, _cache.FullName, s3.Environment(), true);
+        await using var warm = await MountProcess.StartAsync(_work.FullName, manifest, mp, CacheDir, s3.Environment(), true);
         // Files cached by the earlier run open in passthrough once the restart has checked them (logged).
         var checking = System.Diagnostics.Stopwatch.StartNew();
         while (!warm.Stderr.Contains("checked 2 file(s) cached by an earlier run", StringComparison.Ordinal))
@@ -193,30 +182,12 @@ public sealed class CacheBoundTests(S3Fixture s3, RedisFixture redis, ITestOutpu
         Assert.Contains("6 in passthrough", text.Stdout);
     }
 
-    private string NewMountPoint() => _work.CreateSubdirectory($"mnt-{Guid.NewGuid():N}"[..12]).FullName;
-
     /// <summary>Reads the whole file through the daemon: the kernel's page cache of it is dropped first (else a second pass never reaches us).</summary>
     private static async Task<byte[]> ReadSequentiallyAsync(string path) => await Task.Run(() =>
     {
         DropPageCache(path);
         return File.ReadAllBytes(path);
     });
-
-    private static void DropPageCache(string path)
-    {
-        using var handle = File.OpenHandle(path);
-        Assert.Equal(0, posix_fadvise(handle.DangerousGetHandle().ToInt32(), 0, 0, 4 /* POSIX_FADV_DONTNEED */));
-    }
-
-    [DllImport("libc")]
-    private static extern int posix_fadvise(int fd, long offset, long length, int advice);
-
-    private static async Task<JsonElement> StatusAsync(string mountPoint)
-    {
-        var result = await Repo.RunAsync(Repo.Mlfs, ["status", "--json", mountPoint]);
-        Assert.True(result.ExitCode == 0, result.Stderr);
-        return JsonDocument.Parse(result.Stdout).RootElement;
-    }
 
     private static long Long(JsonElement status, string name) => status.GetProperty(name).GetInt64();
 

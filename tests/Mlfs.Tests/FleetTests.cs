@@ -365,13 +365,9 @@ public sealed class FleetTests(S3Fixture s3, ITestOutputHelper output) : IAsyncL
     /// <summary>Reads a file through the daemon: the kernel's page cache of it is dropped first.</summary>
     private static Task<byte[]> ReadUncachedByKernelAsync(string path) => Task.Run(() =>
     {
-        using (var handle = File.OpenHandle(path))
-            Assert.Equal(0, posix_fadvise(handle.DangerousGetHandle().ToInt32(), 0, 0, 4 /* POSIX_FADV_DONTNEED */));
+        MountProcessTestBase.DropPageCache(path);
         return File.ReadAllBytes(path);
     });
-
-    [System.Runtime.InteropServices.DllImport("libc")]
-    private static extern int posix_fadvise(int fd, long offset, long length, int advice);
 
     /// <summary>
     /// One node holds the model under a SHA-256 manifest; another reads the same bytes under a BLAKE3

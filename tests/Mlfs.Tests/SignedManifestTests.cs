@@ -1,5 +1,5 @@
-using System.Text.Json;
 using MlArtifactFs.Fuse;
+using System.Text.Json;
 using Mlfs.Tests.Infrastructure;
 
 namespace Mlfs.Tests;
@@ -9,22 +9,8 @@ namespace Mlfs.Tests;
 /// `mlfs switch`; refusals exit 7 and change nothing.
 /// </summary>
 [Collection(S3Collection.Name)]
-public sealed class SignedManifestTests(S3Fixture s3) : IDisposable
+public sealed class SignedManifestTests(S3Fixture s3) : MountProcessTestBase("mlfs-signed-")
 {
-    private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("mlfs-signed-");
-    private readonly TestModel _model = new();
-
-    public void Dispose()
-    {
-        _model.Dispose();
-        foreach (var dir in _work.EnumerateDirectories())
-            if (FuseMounter.IsMountPoint(dir.FullName)) FuseMounter.TryUnmount(dir.FullName, lazy: true);
-        _work.Delete(recursive: true);
-    }
-
-    private string Cache => Path.Combine(_work.FullName, "cache");
-    private string NewMountPoint() => _work.CreateSubdirectory("mnt-" + Guid.NewGuid().ToString("N")[..8]).FullName;
-
     private static async Task<Repo.Result> Mlfs(params string[] args) => await Repo.RunAsync(Repo.Mlfs, args);
 
     [Fact]
@@ -139,12 +125,5 @@ public sealed class SignedManifestTests(S3Fixture s3) : IDisposable
         Assert.Equal("verified: test-model@v1", verified.Stdout.Trim());
         Assert.NotEqual(0, (await Repo.RunAsync("node", [script, manifest + ".sig", stranger + ".pub", manifest])).ExitCode);
         Assert.Equal(2, (await Repo.RunAsync("node", [script, manifest + ".sig", key + ".pub", other])).ExitCode);
-    }
-
-    private static async Task<JsonElement> StatusAsync(string mountPoint)
-    {
-        var result = await Mlfs("status", "--json", mountPoint);
-        Assert.True(result.ExitCode == 0, result.Stderr);
-        return JsonDocument.Parse(result.Stdout).RootElement;
     }
 }
