@@ -16,10 +16,11 @@ if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
 # unshare: the no-/dev/fuse test), podman + runc + debootstrap (the container test: the image is built
 # from a debootstrap base, since no registry is reachable here) and gcc (the NativeAOT binary in it),
 # iproute2 (ip netns, veth, bridge: the fleet tests' nodes), python3-yaml (the deploy examples' syntax) and
-# b3sum (the BLAKE3 reference implementation's command line: generate's chunk hashes are checked against it).
+# b3sum (the BLAKE3 reference implementation's command line: generate's chunk hashes are checked against it) and
+# openssl (checks `mlfs sign`'s ECDSA signatures).
 scripts/ensure-packages.sh fuse3 swift swift-proxy swift-account swift-container swift-object memcached \
   redis-server redis-tools curl python3 coreutils procps mount util-linux podman runc debootstrap gcc \
-  iproute2 python3-yaml b3sum
+  iproute2 python3-yaml b3sum openssl
 # npm installs the implementations not written here that output is checked with (tests/interop: sigstore-js
 # verifies `mlfs sign`'s bundles). Node from Debian unless a node with npm is there already.
 command -v npm >/dev/null || scripts/ensure-packages.sh nodejs npm
