@@ -142,7 +142,8 @@ public sealed class AppHostTests
                 foreach (var id in containersLeft) Process.Start("podman", ["rm", "-f", id])!.WaitForExit();
                 if (completed) Assert.True(containersLeft.Count == 0, $"containers left after the stack stopped: {string.Join(' ', containersLeft)}");
             }
-            if (completed) Assert.False(leftMounted, "a mount point was still mounted after the stack stopped");
+            if (completed && leftMounted)
+                lock (all) Assert.Fail($"a mount point was still mounted after the stack stopped; the mounts' last log lines:\n{string.Join('\n', all.Where(l => mounts.Any(m => l.StartsWith(m + ":", StringComparison.Ordinal))).TakeLast(30))}");
             try { Directory.Delete(work, recursive: true); } catch (IOException) { }
         }
     }

@@ -366,13 +366,14 @@ public sealed class ModelMount : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _background?.Cancel();
+        // Unmount first: a supervisor (systemd, Kubernetes, Aspire's DCP) kills a process that takes more than a
+        // few seconds to stop, and a killed FUSE daemon leaves a dead mount point behind. Nothing below needs it.
+        _control?.Dispose();
+        _session?.Dispose();   // unmounts; pending reads get an error
         // Background checks and prefetch stop at their next chunk; let them before the cache closes under them.
-        // Whatever the background work ended with, the unmount below must happen.
         try { await _backgroundWork.WaitAsync(TimeSpan.FromSeconds(30)).ConfigureAwait(false); }
         catch (Exception e) when (e is OperationCanceledException or TimeoutException) { }
         catch (Exception e) { _logger.LogWarning("background work ended with {Type}: {Error}", e.GetType().Name, e.Message); }
-        _control?.Dispose();
-        _session?.Dispose();   // unmounts; pending reads get an error
         await Fetcher.StopAsync(TimeSpan.FromSeconds(10)).ConfigureAwait(false); // verified chunks in flight land on disk
         Fetch.Dispose();
         if (Fleet is not null) await Fleet.DisposeAsync().ConfigureAwait(false);
