@@ -68,4 +68,89 @@ public class StorageTests
         var aws = ObjectLocation.Resolve("https://bucket.s3.amazonaws.com/a.bin", Anonymous);
         Assert.False(aws.Signed);
     }
+
+    /// <summary>
+    /// A whole-object read (manifests, signatures) is bounded whether or not the server announces a length:
+    /// a chunked body that runs past the bound is cut off, never buffered whole.
+    /// </summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public async Task AWholeObjectReadStopsAtItsBound(bool chunked)
+    {
+        byte[] body = new byte[100_000];
+        Random.Shared.NextBytes(body);
+        await using var server = await OneAnswerServer.StartAsync(body, chunked);
+        using var store = new HttpObjectStore(Anonymous);
+        var location = ObjectLocation.Resolve($"http://127.0.0.1:{server.Port}/m.json", Anonymous);
+
+        var refused = await Assert.ThrowsAsync<ObjectStoreException>(() => store.GetObjectAsync(location, 50_000, CancellationToken.None));
+        Assert.Equal(ObjectStoreErrorKind.TooLarge, refused.Kind);
+        Assert.Contains("larger than the limit of 50000 bytes", refused.Message);
+        Assert.Equal(body, await store.GetObjectAsync(location, body.Length, CancellationToken.None));
+        Assert.Null(await store.GetObjectAsync(ObjectLocation.Resolve($"http://127.0.0.1:{server.Port}/missing", Anonymous), 10, CancellationToken.None));
+    }
+
+    /// <summary>Answers GET /m.json with the body (with Content-Length or chunked) and anything else with 404, one connection at a time.</summary>
+    private sealed class OneAnswerServer : IAsyncDisposable
+    {
+        private readonly System.Net.Sockets.TcpListener _listener = new(System.Net.IPAddress.Loopback, 0);
+        private readonly CancellationTokenSource _stop = new();
+        private Task _loop = Task.CompletedTask;
+        public int Port => ((System.Net.IPEndPoint)_listener.LocalEndpoint).Port;
+
+        public static Task<OneAnswerServer> StartAsync(byte[] body, bool chunked)
+        {
+            var server = new OneAnswerServer();
+            server._listener.Start();
+            server._loop = server.ServeAsync(body, chunked);
+            return Task.FromResult(server);
+        }
+
+        private async Task ServeAsync(byte[] body, bool chunked)
+        {
+            try
+            {
+                while (true)
+                {
+                    using var client = await _listener.AcceptTcpClientAsync(_stop.Token);
+                    await using var stream = client.GetStream();
+                    var reader = new StreamReader(stream, leaveOpen: true);
+                    string? line = await reader.ReadLineAsync(_stop.Token);
+                    while (!string.IsNullOrEmpty(await reader.ReadLineAsync(_stop.Token))) { } // headers
+                    bool found = line?.StartsWith("GET /m.json ", StringComparison.Ordinal) == true;
+                    string head = !found ? "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        : chunked ? "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                        : $"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n";
+                    await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(head), _stop.Token);
+                    if (!found) continue;
+                    try
+                    {
+                        if (!chunked) await stream.WriteAsync(body, _stop.Token);
+                        else
+                        {
+                            for (int at = 0; at < body.Length; at += 8192)
+                            {
+                                int n = Math.Min(8192, body.Length - at);
+                                await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes($"{n:x}\r\n"), _stop.Token);
+                                await stream.WriteAsync(body.AsMemory(at, n), _stop.Token);
+                                await stream.WriteAsync("\r\n"u8.ToArray(), _stop.Token);
+                            }
+                            await stream.WriteAsync("0\r\n\r\n"u8.ToArray(), _stop.Token);
+                        }
+                    }
+                    catch (IOException) { } // the client stopped reading at its bound
+                }
+            }
+            catch (OperationCanceledException) { }
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            _stop.Cancel();
+            _listener.Stop();
+            await _loop;
+            _stop.Dispose();
+        }
+    }
 }

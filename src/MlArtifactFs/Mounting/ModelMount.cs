@@ -81,21 +81,26 @@ public sealed class ModelMount : IAsyncDisposable
     /// <summary>Loads, prefetches and mounts. Throws with a clear message when any step cannot be done.</summary>
     public static async Task<ModelMount> StartAsync(MountOptions options, ILogger logger, CancellationToken cancel = default)
     {
-        ModelManifest manifest;
         long loadStarted = Stopwatch.GetTimestamp();
-        string? signedBy;
+        var s3 = options.S3 ?? S3Settings.FromEnvironment(options.Endpoint);
+        LoadedManifest loadedManifest;
         using (MlfsTelemetry.Source.StartActivity("mlfs.mount.load_manifest"))
-            (manifest, signedBy) = LoadTrusted(options.ManifestPath, options.VerifyKeys);
+        using (var manifestStore = ManifestSource.IsRemote(options.ManifestPath) ? new HttpObjectStore(s3, 2) : null)
+        {
+            loadedManifest = await ManifestSource.LoadAsync(options.ManifestPath, options.VerifyKeys, manifestStore, s3, options.MaxManifestBytes, cancel)
+                .ConfigureAwait(false);
+        }
+        var manifest = loadedManifest.Manifest;
         var loaded = Stopwatch.GetElapsedTime(loadStarted);
 
-        var mount = new ModelMount(options, options.S3 ?? S3Settings.FromEnvironment(options.Endpoint), logger) { SignedBy = signedBy };
+        var mount = new ModelMount(options, s3, logger) { SignedBy = loadedManifest.SignedBy };
         try
         {
             var tree = mount.BuildTree(manifest);
             logger.LogDebug("manifest: {Files} files loaded in {LoadMs:F0} ms, tree of {Nodes} nodes built in {TreeMs:F0} ms",
                 tree.FileCount, loaded.TotalMilliseconds, tree.Count, (Stopwatch.GetElapsedTime(loadStarted) - loaded).TotalMilliseconds);
             manifest.Files = null; // the tree has what it needs of them
-            ReleaseLoadingMemory(options.ManifestPath);
+            ReleaseLoadingMemory(loadedManifest.Bytes);
             mount.FileSystem = new ModelFileSystem(tree, mount.Cache, mount.Fetch, mount.Stats, logger)
             {
                 UsePassthrough = options.Passthrough,
@@ -141,47 +146,12 @@ public sealed class ModelMount : IAsyncDisposable
     public string? SignedBy { get; private set; }
 
     /// <summary>
-    /// The manifest, checked against the publishers' keys when there are any: its bytes are read once, the
-    /// signature is verified over exactly those bytes, and those bytes are what is parsed (no second read
-    /// for a writer to race).
-    /// </summary>
-    private static (ModelManifest Manifest, string? SignedBy) LoadTrusted(string path, IReadOnlyList<System.Security.Cryptography.ECDsa> keys)
-    {
-        if (keys.Count == 0) return (ManifestLoader.Load(path), null);
-        byte[] bytes, bundle;
-        try { bytes = File.ReadAllBytes(path); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new ManifestException(path, [$"cannot read the file: {e.Message}"]);
-        }
-        string sigPath = ManifestSignature.SignaturePathFor(path);
-        try
-        {
-            using var sig = new FileStream(sigPath, FileMode.Open, FileAccess.Read);
-            if (sig.Length > ManifestSignature.MaxBundleBytes)
-                throw new ManifestSignatureException(path, SignatureProblem.MalformedBundle, $"its signature {sigPath} is larger than {ManifestSignature.MaxBundleBytes >> 20} MiB");
-            bundle = new byte[sig.Length];
-            sig.ReadExactly(bundle);
-        }
-        catch (FileNotFoundException)
-        {
-            throw new ManifestSignatureException(path, SignatureProblem.NoSignature, $"it is not signed ({sigPath} does not exist) and the mount requires a signature (--verify-key)");
-        }
-        string signedBy = ManifestSignature.Verify(path, bytes, bundle, keys);
-        return (ManifestLoader.Parse(bytes, path), signedBy);
-    }
-
-    /// <summary>
     /// A large manifest leaves a large heap of garbage behind (its text read in pieces, growing lists): the
     /// daemon runs for days, so it is collected and given back to the system once, now, rather than kept.
     /// </summary>
-    private static void ReleaseLoadingMemory(string manifestPath)
+    private static void ReleaseLoadingMemory(long manifestBytes)
     {
-        try
-        {
-            if (new FileInfo(manifestPath).Length < 4L << 20) return;
-        }
-        catch (IOException) { return; }
+        if (manifestBytes < 4L << 20) return;
         GC.Collect(GC.MaxGeneration, GCCollectionMode.Aggressive, blocking: true, compacting: true);
     }
 
@@ -305,7 +275,7 @@ public sealed class ModelMount : IAsyncDisposable
     /// <summary>One switch at a time: two at once would race on which tree ends up current.</summary>
     private readonly SemaphoreSlim _switching = new(1, 1);
 
-    /// <summary>Hot version switch: new opens see <paramref name="manifestPath"/>'s tree; open files keep their version.</summary>
+    /// <summary>Hot version switch: new opens see <paramref name="manifestPath"/>'s tree (a path or an s3:// or http(s) URL); open files keep their version.</summary>
     public async Task<SwitchResult> SwitchAsync(string manifestPath, CancellationToken cancel = default)
     {
         await _switching.WaitAsync(cancel).ConfigureAwait(false);
@@ -318,10 +288,11 @@ public sealed class ModelMount : IAsyncDisposable
         using var activity = MlfsTelemetry.Source.StartActivity("mlfs.switch");
         var started = Stopwatch.GetTimestamp();
         long bytesBefore = Stats[Counters.BytesFetched];
-        var (manifest, signedBy) = LoadTrusted(manifestPath, Options.VerifyKeys);
+        var (manifest, signedBy, manifestBytes) = await ManifestSource.LoadAsync(manifestPath, Options.VerifyKeys, _store, _s3, Options.MaxManifestBytes, cancel)
+            .ConfigureAwait(false);
         var tree = BuildTree(manifest);
         manifest.Files = null;
-        ReleaseLoadingMemory(manifestPath);
+        ReleaseLoadingMemory(manifestBytes);
         await PrefetchAsync(tree, manifest.Prefetch ?? [], cancel).ConfigureAwait(false);
         FileSystem.Switch(tree);
         SignedBy = signedBy;

@@ -6,7 +6,10 @@ namespace MlArtifactFs.Mounting;
 /// <summary>Everything `mlfs mount` takes, independent of the command line.</summary>
 public sealed record MountOptions
 {
+    /// <summary>A local path, or an s3:// or http(s) URL fetched with the same settings as chunks.</summary>
     public required string ManifestPath { get; init; }
+    /// <summary>A manifest (local or fetched) larger than this is refused before it is parsed.</summary>
+    public long MaxManifestBytes { get; init; } = Manifest.ManifestSource.DefaultMaxBytes;
     public required string MountPoint { get; init; }
     public string? CacheDirectory { get; init; }
     /// <summary>50 GiB: a few large models; eviction keeps the cache under it.</summary>

@@ -120,6 +120,19 @@ public sealed class ModelPublisher(IAmazonS3 s3, ILogger logger)
         }
     }
 
+    /// <summary>Writes a small object whole (a manifest or its signature) at <paramref name="url"/> (s3://bucket/key).</summary>
+    public async Task PutObjectAsync(string url, byte[] bytes, string contentType, CancellationToken cancel)
+    {
+        var uri = new Uri(url);
+        string key = Uri.UnescapeDataString(uri.AbsolutePath.TrimStart('/'));
+        if (uri.Scheme != "s3" || string.IsNullOrEmpty(uri.Host) || key.Length == 0 || key.EndsWith('/'))
+            throw new ArgumentException($"\"{url}\" is not s3://bucket/key");
+        await s3.PutObjectAsync(new PutObjectRequest
+        {
+            BucketName = uri.Host, Key = key, InputStream = new MemoryStream(bytes), ContentType = contentType, UseChunkEncoding = false,
+        }, cancel).ConfigureAwait(false);
+    }
+
     private async Task UploadSingleAsync(string bucket, string key, string path, ManifestFile file, CancellationToken cancel)
     {
         var request = new PutObjectRequest { BucketName = bucket, Key = key, FilePath = path, UseChunkEncoding = false };

@@ -41,47 +41,13 @@ public sealed class HttpObjectStore : IObjectStore, IDisposable
         string what = $"{location.Display} bytes {offset}-{last}";
         using var request = new HttpRequestMessage(HttpMethod.Get, location.RequestUri);
         request.Headers.Range = new RangeHeaderValue(offset, last);
-        if (location.Signed && await _settings.GetCredentialsAsync().ConfigureAwait(false) is { } credentials)
-            SigV4Signer.Sign(request, credentials, _settings.Region, DateTime.UtcNow);
-
-        HttpResponseMessage response;
-        try
-        {
-            response = await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel).ConfigureAwait(false);
-        }
-        catch (HttpRequestException e)
-        {
-            throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {what}: {Describe(e)}", null, e);
-        }
-        catch (OperationCanceledException e) when (!cancel.IsCancellationRequested)
-        {
-            throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {what}: timed out", null, e);
-        }
+        var response = await SendAsync(request, location, what, cancel).ConfigureAwait(false);
 
         try
         {
             int status = (int)response.StatusCode;
             Activity.Current?.SetTag("http.response.status_code", status); // on the caller's mlfs.get span
-            if (status != 206 && status != 200)
-            {
-                string code = await ReadErrorCodeAsync(response, cancel).ConfigureAwait(false);
-                var kind = status switch
-                {
-                    404 => ObjectStoreErrorKind.NotFound,
-                    401 or 403 => ObjectStoreErrorKind.AccessDenied,
-                    408 or 429 or >= 500 => ObjectStoreErrorKind.Transient,
-                    400 when code is "RequestTimeout" or "SlowDown" => ObjectStoreErrorKind.Transient,
-                    >= 400 => ObjectStoreErrorKind.Rejected,
-                    _ => ObjectStoreErrorKind.BadResponse, // 1xx/3xx: nothing we can read
-                };
-                string hint = kind switch
-                {
-                    ObjectStoreErrorKind.NotFound => " (object not found)",
-                    ObjectStoreErrorKind.AccessDenied => " (access denied: check credentials and permissions)",
-                    _ => "",
-                };
-                throw new ObjectStoreException(kind, $"GET {what}: HTTP {status}{(code.Length > 0 ? " " + code : "")}{hint}", status);
-            }
+            if (status != 206 && status != 200) throw await ErrorFromAsync(response, what, cancel).ConfigureAwait(false);
 
             var content = response.Content.Headers;
             if (status == 206)
@@ -107,6 +73,88 @@ public sealed class HttpObjectStore : IObjectStore, IDisposable
             response.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// The whole of a small object (a manifest, its signature), at most <paramref name="maxBytes"/> of it;
+    /// null when it does not exist (404). A larger object is refused before or while it is read
+    /// (<see cref="ObjectStoreErrorKind.TooLarge"/>): a hostile server cannot make the caller buffer gigabytes.
+    /// </summary>
+    public async Task<byte[]?> GetObjectAsync(ObjectLocation location, long maxBytes, CancellationToken cancel)
+    {
+        string what = location.Display;
+        using var request = new HttpRequestMessage(HttpMethod.Get, location.RequestUri);
+        var response = await SendAsync(request, location, what, cancel).ConfigureAwait(false);
+        using (response)
+        {
+            int status = (int)response.StatusCode;
+            if (status == 404) return null;
+            if (status != 200) throw await ErrorFromAsync(response, what, cancel).ConfigureAwait(false);
+            string tooLarge = $"GET {what}: the object is larger than the limit of {maxBytes} bytes";
+            long? declared = response.Content.Headers.ContentLength;
+            if (declared > maxBytes) throw new ObjectStoreException(ObjectStoreErrorKind.TooLarge, tooLarge, status);
+            await using var body = await response.Content.ReadAsStreamAsync(cancel).ConfigureAwait(false);
+            var bytes = new MemoryStream(declared is { } d ? (int)d : 64 << 10);
+            var buffer = new byte[64 << 10];
+            int n;
+            try
+            {
+                while ((n = await body.ReadAsync(buffer, cancel).ConfigureAwait(false)) > 0)
+                {
+                    if (bytes.Length + n > maxBytes) throw new ObjectStoreException(ObjectStoreErrorKind.TooLarge, tooLarge, status);
+                    bytes.Write(buffer, 0, n);
+                }
+            }
+            catch (Exception e) when (e is HttpRequestException or IOException)
+            {
+                throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {what}: the body broke off after {bytes.Length} bytes ({e.Message})", status, e);
+            }
+            if (declared is { } length && bytes.Length != length)
+                throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {what}: {bytes.Length} bytes of the {length} announced", status);
+            return bytes.ToArray();
+        }
+    }
+
+    /// <summary>Signs (for S3 locations) and sends; headers are in when it returns. Connection failures are transient.</summary>
+    private async Task<HttpResponseMessage> SendAsync(HttpRequestMessage request, ObjectLocation location, string what, CancellationToken cancel)
+    {
+        if (location.Signed && await _settings.GetCredentialsAsync().ConfigureAwait(false) is { } credentials)
+            SigV4Signer.Sign(request, credentials, _settings.Region, DateTime.UtcNow);
+        try
+        {
+            return await _http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead, cancel).ConfigureAwait(false);
+        }
+        catch (HttpRequestException e)
+        {
+            throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {what}: {Describe(e)}", null, e);
+        }
+        catch (OperationCanceledException e) when (!cancel.IsCancellationRequested)
+        {
+            throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {what}: timed out", null, e);
+        }
+    }
+
+    /// <summary>The error an answer other than 200/206 means, named by status and S3 error code.</summary>
+    private static async Task<ObjectStoreException> ErrorFromAsync(HttpResponseMessage response, string what, CancellationToken cancel)
+    {
+        int status = (int)response.StatusCode;
+        string code = await ReadErrorCodeAsync(response, cancel).ConfigureAwait(false);
+        var kind = status switch
+        {
+            404 => ObjectStoreErrorKind.NotFound,
+            401 or 403 => ObjectStoreErrorKind.AccessDenied,
+            408 or 429 or >= 500 => ObjectStoreErrorKind.Transient,
+            400 when code is "RequestTimeout" or "SlowDown" => ObjectStoreErrorKind.Transient,
+            >= 400 => ObjectStoreErrorKind.Rejected,
+            _ => ObjectStoreErrorKind.BadResponse, // 1xx/3xx: nothing we can read
+        };
+        string hint = kind switch
+        {
+            ObjectStoreErrorKind.NotFound => " (object not found)",
+            ObjectStoreErrorKind.AccessDenied => " (access denied: check credentials and permissions)",
+            _ => "",
+        };
+        return new ObjectStoreException(kind, $"GET {what}: HTTP {status}{(code.Length > 0 ? " " + code : "")}{hint}", status);
     }
 
     /// <summary>An error body is read up to this much (an S3 error is a few hundred bytes; a hostile one may be a gigabyte).</summary>

@@ -25,6 +25,8 @@ public enum ObjectStoreErrorKind
     BadResponse,
     /// <summary>The server refused the request itself (4xx such as 400 InvalidBucketName): asking again cannot help.</summary>
     Rejected,
+    /// <summary>A whole-object read found the object larger than the caller allows.</summary>
+    TooLarge,
 }
 
 /// <summary>A storage failure. The message names the object (without query or signature), the range and the status.</summary>

@@ -14,7 +14,15 @@ namespace Mlfs.Commands;
 /// <summary>`mlfs mount`: serve a manifest's tree at a mount point until unmounted or signalled.</summary>
 internal static class MountCommand
 {
-    public static readonly Option<string> Manifest = new("--manifest", "-m") { Description = "the manifest to mount", Required = true };
+    public static readonly Option<string> Manifest = new("--manifest", "-m")
+    {
+        Description = "the manifest to mount: a file, s3://bucket/key or an http(s) URL (fetched with the same credentials and endpoint as the model)",
+        Required = true,
+    };
+    public static readonly Option<string> MaxManifestSize = new("--max-manifest-size")
+    {
+        Description = "refuse a manifest (at mount or switch) larger than this", DefaultValueFactory = _ => "512M",
+    };
     public static readonly Option<string?> CacheDir = new("--cache-dir") { Description = "cache directory (default $XDG_CACHE_HOME/mlfs, /var/cache/mlfs as root)" };
     public static readonly Option<string> CacheSize = new("--cache-size") { Description = "bound on cache disk use (e.g. 50G)", DefaultValueFactory = _ => "50G" };
     public static readonly Option<string?> Endpoint = new("--endpoint") { Description = "S3-compatible endpoint (MinIO, ...); default AWS_ENDPOINT_URL" };
@@ -116,7 +124,7 @@ internal static class MountCommand
     {
         var command = new Command("mount", "Mount a manifest read-only; files are fetched lazily in verified chunks and cached on disk.")
         {
-            Manifest, CacheDir, CacheSize, Endpoint, LogLevel, PrefetchAll, AllowOther, NoPassthrough, ReadAheadKb,
+            Manifest, MaxManifestSize, CacheDir, CacheSize, Endpoint, LogLevel, PrefetchAll, AllowOther, NoPassthrough, ReadAheadKb,
             MaxConnections, DemandParts, StallTimeout, MaxAttempts, Redis, PeerListen, PeerAdvertise, PeerTokenFile, PeerWait, VerifyKey, ReadyFile, MountPoint,
         };
         command.SetAction((parse, cancel) => RunAsync(parse, cancel));
@@ -138,6 +146,12 @@ internal static class MountCommand
         if (!Sizes.TryParse(sizeText, out long cacheSize) || cacheSize <= 0)
         {
             Console.Error.WriteLine($"mlfs mount: --cache-size \"{sizeText}\" is not a size (e.g. 50G)");
+            return ExitCodes.InvalidInput;
+        }
+        string manifestSizeText = parse.GetValue(MaxManifestSize)!;
+        if (!Sizes.TryParse(manifestSizeText, out long maxManifestBytes) || maxManifestBytes <= 0)
+        {
+            Console.Error.WriteLine($"mlfs mount: --max-manifest-size \"{manifestSizeText}\" is not a size (e.g. 512M)");
             return ExitCodes.InvalidInput;
         }
 
@@ -165,6 +179,7 @@ internal static class MountCommand
             VerifyKeys = keys,
             Fleet = fleet,
             ManifestPath = parse.GetValue(Manifest)!,
+            MaxManifestBytes = maxManifestBytes,
             MountPoint = parse.GetValue(MountPoint)!,
             CacheDirectory = parse.GetValue(CacheDir),
             CacheSize = cacheSize,

@@ -20,7 +20,7 @@ internal static class PushCommand
     public static readonly Option<string> ChunkHash = GenerateCommand.NewChunkHashOption();
     public static readonly Option<bool> ContentAddressed = new("--content-addressed") { Description = "store files as PREFIX/blobs/<sha256> so versions share storage" };
     public static readonly Option<string?> Endpoint = new("--endpoint") { Description = "S3-compatible endpoint; default AWS_ENDPOINT_URL" };
-    public static readonly Option<string?> Output = new("--output", "-o") { Description = "write the manifest here instead of stdout" };
+    public static readonly Option<string?> Output = new("--output", "-o") { Description = "write the manifest here instead of stdout: a file, or s3://bucket/key (beside the model)" };
     public static readonly Option<int> Parallelism = new("--parallel") { Description = "uploads in flight", DefaultValueFactory = _ => 4 };
 
     public static readonly Option<string?> SignKey = new("--sign-key")
@@ -38,8 +38,15 @@ internal static class PushCommand
         return command;
     }
 
+    private static bool IsS3(string output) => output.StartsWith("s3://", StringComparison.Ordinal);
+
     private static async Task<int> RunAsync(ParseResult parse, CancellationToken cancel)
     {
+        if (parse.GetValue(Output) is { } target && !IsS3(target) && MlArtifactFs.Manifest.ManifestSource.IsRemote(target))
+        {
+            Console.Error.WriteLine($"mlfs push: -o takes a file or s3://bucket/key, not \"{target}\"");
+            return ExitCodes.InvalidInput;
+        }
         if (!Sizes.TryParse(parse.GetValue(ChunkSize)!, out long chunkSize) || chunkSize <= 0 || chunkSize > ManifestLoader.MaxChunkSize)
         {
             Console.Error.WriteLine($"mlfs push: --chunk-size \"{parse.GetValue(ChunkSize)}\" is not a size between 1 and 1G");
@@ -55,7 +62,7 @@ internal static class PushCommand
         {
             if (parse.GetValue(Output) is null)
             {
-                Console.Error.WriteLine("mlfs push: --sign-key needs -o FILE (the signature is written beside it, as FILE.sig)");
+                Console.Error.WriteLine("mlfs push: --sign-key needs -o FILE or -o s3://bucket/key (the signature is written beside it, with .sig appended)");
                 return ExitCodes.InvalidInput;
             }
             try { signKey = ManifestSignature.LoadKey(keyPath, requirePrivate: true); } // before anything is uploaded
@@ -92,12 +99,21 @@ internal static class PushCommand
             if (parse.GetValue(Output) is { } output)
             {
                 byte[] bytes = new UTF8Encoding(false).GetBytes(json);
-                await File.WriteAllBytesAsync(output, bytes, cancel).ConfigureAwait(false);
-                if (signKey is not null)
+                byte[]? signature = signKey is null ? null : ManifestSignature.Sign(bytes, signKey);
+                string signatureAt = ManifestSignature.SignaturePathFor(output); // a file or an object beside the manifest
+                if (IsS3(output))
                 {
-                    await File.WriteAllBytesAsync(ManifestSignature.SignaturePathFor(output), ManifestSignature.Sign(bytes, signKey), cancel).ConfigureAwait(false);
-                    Console.Error.WriteLine($"signed: {ManifestSignature.SignaturePathFor(output)} (key {ManifestSignature.KeyHint(signKey)})");
+                    // The signature first: a mount that requires one never finds the new manifest without it.
+                    if (signature is not null) await publisher.PutObjectAsync(signatureAt, signature, "application/json", cancel).ConfigureAwait(false);
+                    await publisher.PutObjectAsync(output, bytes, "application/json", cancel).ConfigureAwait(false);
                 }
+                else
+                {
+                    await File.WriteAllBytesAsync(output, bytes, cancel).ConfigureAwait(false);
+                    if (signature is not null) await File.WriteAllBytesAsync(signatureAt, signature, cancel).ConfigureAwait(false);
+                }
+                Console.Error.WriteLine($"manifest: {output}");
+                if (signKey is not null) Console.Error.WriteLine($"signed: {signatureAt} (key {ManifestSignature.KeyHint(signKey)})");
             }
             else await Console.Out.WriteAsync(json).ConfigureAwait(false);
             return ExitCodes.Success;

@@ -6,7 +6,7 @@ namespace Mlfs.Commands;
 /// <summary>`mlfs switch`: hot-swap the mounted version.</summary>
 internal static class SwitchCommand
 {
-    public static readonly Option<string> Manifest = new("--manifest", "-m") { Description = "the manifest of the version to serve", Required = true };
+    public static readonly Option<string> Manifest = new("--manifest", "-m") { Description = "the manifest of the version to serve: a file, s3://bucket/key or an http(s) URL", Required = true };
     public static readonly Argument<string> MountPoint = new("MOUNTPOINT") { Description = "where the model is mounted" };
 
     public static Command Create()
@@ -18,7 +18,8 @@ internal static class SwitchCommand
 
     private static async Task<int> RunAsync(ParseResult parse, CancellationToken cancel)
     {
-        string manifest = Path.GetFullPath(parse.GetValue(Manifest)!);
+        string manifest = parse.GetValue(Manifest)!;
+        if (!MlArtifactFs.Manifest.ManifestSource.IsRemote(manifest)) manifest = Path.GetFullPath(manifest); // the daemon's working directory is not ours
         var response = await Control.SendAsync(parse.GetValue(MountPoint)!, new ControlRequest { Command = "switch", Manifest = manifest }, cancel)
             .ConfigureAwait(false);
         if (response is null) return ExitCodes.NotMounted;
