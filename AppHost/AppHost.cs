@@ -1,6 +1,6 @@
 // The mlfs development stack: S3 (MinIO in a container, or OpenStack Swift + s3api as local
 // processes when no container engine answers), Redis (the shared cache's index), a seeding step
-// that pushes a sample model in two versions, and the mount service (`mlfs mount`) serving v1 at
+// that pushes a sample model in two versions with signed manifests, and the mount service (`mlfs mount`) serving v1 at
 // MLFS_DEV_MOUNT (default /mnt/mlfs-dev). Fetch traces and metrics show in the Aspire dashboard.
 using System.Diagnostics;
 using Microsoft.Extensions.DependencyInjection;
@@ -93,6 +93,9 @@ var seed = builder.AddExecutable("seed", "bash", repo, "scripts/seed-sample.sh")
     .WaitFor(s3);
 
 // ---- the mount service --------------------------------------------------------------------------
+// The seed signs the manifests with a key it makes for this run; the mounts trust that key only.
+string publisherKey = Path.Combine(work, "keys", "publisher.pem.pub");
+static string ManifestUrl(string version) => $"s3://models/sample/manifests/{version}.json";
 string redisConnection = "127.0.0.1:" + redisPort.ToString(System.Globalization.CultureInfo.InvariantCulture);
 
 // As a project on the host (the default), or, with MLFS_DEV_MOUNT_CONTAINER=1, as a container of the
@@ -108,7 +111,8 @@ foreach (var node in nodes)
 {
     builder.Services.AddHealthChecks().AddCheck($"{node.Name}-ready", () =>
         File.Exists(node.ReadyFile) ? HealthCheckResult.Healthy() : HealthCheckResult.Unhealthy("not mounted yet"));
-    string[] mountArgs = ["--manifest", Path.Combine(work, "manifests", "v1.json"), "--cache-dir", node.CacheDirectory,
+    // The manifest straight from S3, used only if the seed's key signed it (so is every switch).
+    string[] mountArgs = ["--manifest", ManifestUrl("v1"), "--verify-key", publisherKey, "--cache-dir", node.CacheDirectory,
         "--ready-file", node.ReadyFile, "--log-level", "info"];
     if (node.PeerPort is { } peerPort) mountArgs = [.. mountArgs, "--peer-listen", $"127.0.0.1:{peerPort}"];
     IResourceBuilder<IResource> mount = mountInContainer
@@ -121,7 +125,7 @@ foreach (var node in nodes)
         mount.WithCommand($"switch-{version}", $"Switch to {version}", async context =>
         {
             var psi = new ProcessStartInfo(mlfsBinary) { RedirectStandardError = true, RedirectStandardOutput = true };
-            foreach (var a in new[] { "switch", "--manifest", Path.Combine(work, "manifests", $"{version}.json"), node.MountPoint }) psi.ArgumentList.Add(a);
+            foreach (var a in new[] { "switch", "--manifest", ManifestUrl(version), node.MountPoint }) psi.ArgumentList.Add(a);
             using var process = Process.Start(psi)!;
             string output = await process.StandardOutput.ReadToEndAsync(context.CancellationToken);
             string error = await process.StandardError.ReadToEndAsync(context.CancellationToken);
@@ -158,7 +162,7 @@ _ = Task.Run(async () =>
     foreach (var node in nodes) await notifications.WaitForResourceHealthyAsync(node.Name);
     string dashboard = builder.Configuration["ASPNETCORE_URLS"] ?? "http://localhost:15888";
     Console.WriteLine();
-    Console.WriteLine($"mlfs: sample model v1 mounted at {string.Join(", ", nodes.Select(n => n.MountPoint))}   (manifests in {Path.Combine(work, "manifests")})");
+    Console.WriteLine($"mlfs: sample model v1 mounted at {string.Join(", ", nodes.Select(n => n.MountPoint))}   (signed manifests at {ManifestUrl("v1")} and v2.json, copies in {Path.Combine(work, "manifests")})");
     Console.WriteLine($"mlfs: dashboard {dashboard}   (fetch spans under Traces; switch v1/v2 from the mount resource's commands)");
     Console.WriteLine($"mlfs: try: ls -l {nodes[0].MountPoint}; {mlfsBinary} status {nodes[0].MountPoint}");
     Console.WriteLine();

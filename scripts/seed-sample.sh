@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Seeds the development stack: a sample model in two versions (v2 changes config.json and adds an
-# adapter; the weights are shared), pushed content-addressed to S3, and their manifests.
+# adapter; the weights are shared), pushed content-addressed to S3, and their manifests, signed with a
+# key made for this run, in S3 beside the model and in MLFS_DEV_DIR/manifests.
 #   MLFS_BIN=path/to/mlfs MLFS_DEV_DIR=~/.cache/mlfs-dev scripts/seed-sample.sh
 # Needs AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (the AppHost passes them).
 set -euo pipefail
@@ -33,6 +34,15 @@ header += b" " * ((8 - len(header) % 8) % 8)
 with open(os.path.join(d, "adapter.safetensors"), "wb") as f:
     f.write(struct.pack("<Q", len(header)) + header + bytes(1024))
 PY
-"$mlfs" push "$work/model-v1" s3://models/sample --id sample --version v1 --prefetch config.json,tokenizer.json --content-addressed -o "$work/manifests/v1.json"
-"$mlfs" push "$work/model-v2" s3://models/sample --id sample --version v2 --prefetch config.json,tokenizer.json --content-addressed -o "$work/manifests/v2.json"
-echo "seeded: $work/manifests/v1.json and v2.json"
+# The publisher's key: made for this run (a stack started again signs with a new one), private to this user.
+install -d -m 700 "$work/keys"
+rm -f "$work/keys/publisher.pem" "$work/keys/publisher.pem.pub"
+"$mlfs" sign --new-key "$work/keys/publisher.pem"
+# Signed manifests, written beside the model in S3 (the mounts fetch and verify them there) and locally.
+for version in v1 v2; do
+  "$mlfs" push "$work/model-$version" s3://models/sample --id sample --version "$version" --prefetch config.json,tokenizer.json \
+    --content-addressed --sign-key "$work/keys/publisher.pem" -o "s3://models/sample/manifests/$version.json"
+  "$mlfs" push "$work/model-$version" s3://models/sample --id sample --version "$version" --prefetch config.json,tokenizer.json \
+    --content-addressed --sign-key "$work/keys/publisher.pem" -o "$work/manifests/$version.json"
+done
+echo "seeded: s3://models/sample/manifests/v1.json and v2.json (signed; copies in $work/manifests), key $work/keys/publisher.pem.pub"
