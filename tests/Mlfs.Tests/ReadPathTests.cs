@@ -259,7 +259,7 @@ public sealed class ReadPathTests(S3Fixture s3) : ModelTestBase
         Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount["weights.bin"]), "file");
         // RELEASE of the first open reaches us asynchronously; passthrough and normal opens of one
         // inode cannot be mixed, so wait (bounded) until it has.
-        for (int i = 0; i < 200 && mount.Mount.FileSystem.OpenHandles > 0; i++) await Task.Delay(50);
+        Assert.True(await Check.EventuallyAsync(() => mount.Mount.FileSystem.OpenHandles == 0), "the first open's RELEASE never reached the daemon");
         Check.SameBytes(bytes, await File.ReadAllBytesAsync(mount["weights.bin"]), "file");
         var status = mount.Mount.GetStatus();
         Assert.True(status.Passthrough, "this kernel offers passthrough and the mount runs as root");

@@ -62,8 +62,7 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
             await Task.WhenAll(readers).WaitAsync(TimeSpan.FromMinutes(3));
             Assert.Equal(0, mount.Mount.Stats[Counters.FetchFailures]);
             // RELEASE reaches the daemon asynchronously after close(): wait (bounded) for every one.
-            for (int i = 0; i < 200 && mount.Mount.FileSystem.OpenHandles > 0; i++) await Task.Delay(50);
-            Assert.Equal(0, mount.Mount.FileSystem.OpenHandles);
+            Assert.True(await Check.EventuallyAsync(() => mount.Mount.FileSystem.OpenHandles == 0), $"{mount.Mount.FileSystem.OpenHandles} handle(s) still open");
         }
         // The runtime closes some descriptors asynchronously after the unmount: wait (bounded) for the count to settle.
         int fdsAfter = Directory.GetFiles("/proc/self/fd").Length;
@@ -87,7 +86,7 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
         // page-cache read that waits on the daemon (a handled SIGINT waits for the READ: the kernel's rule, not ours).
         using var reader = System.Diagnostics.Process.Start(new System.Diagnostics.ProcessStartInfo("cat", [mount["weights.bin"]]) { RedirectStandardOutput = true })!;
         await proxy.Paused.Task.WaitAsync(TimeSpan.FromSeconds(60));
-        for (int i = 0; i < 200 && mount.Mount.Session.PendingReads == 0; i++) await Task.Delay(20);
+        await Check.EventuallyAsync(() => mount.Mount.Session.PendingReads > 0);
         Assert.True(mount.Mount.Session.PendingReads > 0, "the reader's READ should be waiting on the stalled body");
 
         Assert.Equal(0, Repo.Signal(reader.Id, "INT")); // Ctrl-C
@@ -99,7 +98,7 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
         proxy.PauseAfter = null;
         proxy.Release.SetResult();
         Check.SameBytes(_model.Files["weights.bin"], await File.ReadAllBytesAsync(mount["weights.bin"]), "weights.bin after the interrupted read");
-        for (int i = 0; i < 200 && mount.Mount.Session.PendingReads > 0; i++) await Task.Delay(20);
+        await Check.EventuallyAsync(() => mount.Mount.Session.PendingReads == 0);
         Assert.Equal(0, mount.Mount.Session.PendingReads);
         Assert.Equal(0, mount.Mount.Stats[Counters.FetchFailures]);
     }

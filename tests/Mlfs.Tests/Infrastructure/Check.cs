@@ -20,4 +20,19 @@ public static class Check
             if (expected[i] != actual[i]) wrong++;
         return wrong;
     }
+
+    /// <summary>
+    /// Polls until <paramref name="condition"/> holds or a minute passed (events the kernel delivers
+    /// asynchronously, such as RELEASE after close(), on a slow machine); returns whether it held.
+    /// </summary>
+    public static async Task<bool> EventuallyAsync(Func<bool> condition, TimeSpan? within = null)
+    {
+        var deadline = DateTime.UtcNow + (within ?? TimeSpan.FromMinutes(1));
+        while (!condition())
+        {
+            if (DateTime.UtcNow > deadline) return false;
+            await Task.Delay(20);
+        }
+        return true;
+    }
 }
