@@ -265,14 +265,17 @@ public static class ManifestLoader
             }
         }
 
-        // A path that is both a file and a directory ("a" and "a/b").
+        // A path that is both a file and a directory ("a" and "a/b"); parents looked up as slices, not 200,000 new strings.
+        var seenBySpan = seen.GetAlternateLookup<ReadOnlySpan<char>>();
         foreach (var path in seen.Keys)
         {
             for (int slash = path.IndexOf('/'); slash > 0; slash = path.IndexOf('/', slash + 1))
             {
-                string parent = path[..slash];
-                if (seen.TryGetValue(parent, out int fileIndex))
+                if (seenBySpan.TryGetValue(path.AsSpan(0, slash), out int fileIndex))
+                {
+                    string parent = path[..slash];
                     problems.Add($"files[{fileIndex}] (\"{Printable(parent)}\"): is a file but files[{seen[path]}] (\"{Printable(path)}\") needs it to be a directory");
+                }
             }
         }
 

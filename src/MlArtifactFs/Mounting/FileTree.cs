@@ -6,16 +6,34 @@ using MlArtifactFs.Storage;
 namespace MlArtifactFs.Mounting;
 
 /// <summary>A file of the tree: what to serve and where its bytes come from.</summary>
-public sealed class FileEntry(string path, long size, BlobDescriptor blob, string url, S3Settings s3)
+public sealed class FileEntry
 {
+    private readonly string? _url;       // null when the URL is _urlPrefix + Path
+    private readonly string? _urlPrefix; // one string shared by every file under the same prefix
+    private readonly S3Settings _s3;
     private ObjectLocation? _location;
 
-    public string Path { get; } = path;
-    public long Size { get; } = size;
-    public BlobDescriptor Blob { get; } = blob;
+    /// <param name="urlPrefix">When the file's URL is this prefix followed by its path (what generate and push write),
+    /// the tree keeps the shared prefix instead of 100,000 URL strings.</param>
+    public FileEntry(string path, long size, BlobDescriptor blob, string url, S3Settings s3, string? urlPrefix = null)
+    {
+        Path = path;
+        Size = size;
+        Blob = blob;
+        _s3 = s3;
+        if (urlPrefix is not null && url.Length == urlPrefix.Length + path.Length && url.StartsWith(urlPrefix, StringComparison.Ordinal)
+            && url.EndsWith(path, StringComparison.Ordinal))
+            _urlPrefix = urlPrefix;
+        else _url = url;
+    }
+
+    public string Path { get; }
+    public long Size { get; }
+    public BlobDescriptor Blob { get; }
+    public string Url => _url ?? _urlPrefix + Path;
 
     /// <summary>Resolved on first use: a tree of 100,000 files is built without parsing 100,000 URLs a second time.</summary>
-    public ObjectLocation Location => _location ??= ObjectLocation.Resolve(url, s3);
+    public ObjectLocation Location => _location ??= ObjectLocation.Resolve(Url, _s3);
 
     /// <summary>Opens this file's blob (pair with <see cref="BlobCache.Release"/>); whole blobs are shared only between openers of the same URL.</summary>
     public CachedBlob OpenBlob(BlobCache cache) => cache.Open(Blob, Location.RequestUri.AbsoluteUri);
@@ -67,7 +85,17 @@ public sealed class FileTree
             (_children ??= []).Add(child);
         }
 
-        internal void SortChildren() => _children?.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
+        /// <summary>Name order for listings; a manifest written in path order (generate, push) is already in it, and is only checked.</summary>
+        internal void SortChildren()
+        {
+            if (_children is not { Count: > 1 } children) return;
+            for (int i = 1; i < children.Count; i++)
+                if (string.CompareOrdinal(children[i - 1].Name, children[i].Name) > 0)
+                {
+                    children.Sort((a, b) => string.CompareOrdinal(a.Name, b.Name));
+                    return;
+                }
+        }
     }
 
     private readonly Node[] _nodes;
@@ -125,9 +153,11 @@ public sealed class FileTree
         nodes.Add(root);
         long chunkSize = manifest.EffectiveChunkSize;
         long total = 0;
-        foreach (var f in manifest.Files!.OrderBy(f => f.Path, StringComparer.Ordinal))
+        string? urlPrefix = null;
+        foreach (var f in manifest.Files!) // in the manifest's order: children are put in name order below, per directory
         {
             string path = f.Path!;
+            if (urlPrefix is null && f.Url!.EndsWith(path, StringComparison.Ordinal)) urlPrefix = f.Url[..^path.Length];
             Node dir = root;
             int start = 0;
             for (int slash = path.IndexOf('/'); slash >= 0; start = slash + 1, slash = path.IndexOf('/', start))
@@ -142,7 +172,7 @@ public sealed class FileTree
                 dir = sub;
             }
             var blob = new BlobDescriptor(f.Sha256!, f.Size!.Value, chunkSize, f.Chunks, manifest.ChunkHashAlgorithm);
-            var entry = new FileEntry(path, f.Size!.Value, blob, f.Url!, s3);
+            var entry = new FileEntry(path, f.Size!.Value, blob, f.Url!, s3, urlPrefix);
             var node = new Node(NextId(), start == 0 ? path : path[start..], dir, entry);
             nodes.Add(node);
             dir.AddChild(node);
