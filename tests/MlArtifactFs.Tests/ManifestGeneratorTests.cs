@@ -38,6 +38,33 @@ public sealed class ManifestGeneratorTests : IDisposable
         return output.Split(' ')[0];
     }
 
+    /// <summary>
+    /// `generate` streams its manifest as files are hashed (many files, hashed a batch at a time on every core);
+    /// what it writes is byte for byte the serialized in-memory manifest, in both hash kinds and the seed format.
+    /// </summary>
+    [Theory]
+    [InlineData(ChunkHashAlgorithm.Blake3, false)]
+    [InlineData(ChunkHashAlgorithm.Sha256, false)]
+    [InlineData(ChunkHashAlgorithm.Blake3, true)]
+    public async Task TheStreamedManifestIsExactlyTheSerializedOne(ChunkHashAlgorithm hash, bool seedFormat)
+    {
+        for (int i = 0; i < 150; i++) Write($"shards/{i % 7}/part-{i:000}.bin", RandomBytes(i * 97 % 3000, i));
+        Write("big.bin", RandomBytes(5 * Chunk + 3, 99));
+        Write("with space/tokenizer ü 模型 +&.json", RandomBytes(10, 5));
+        Write("empty.bin", []);
+        var options = new GenerateOptions("model", "v1", "s3://bucket/m", ["big.bin"], Chunk, "/models/m", hash);
+
+        var inMemory = await ManifestGenerator.GenerateAsync(_dir.FullName, options);
+        if (seedFormat) inMemory.ToSeedFormat();
+        using var streamed = new MemoryStream();
+        var (count, bytes) = await ManifestGenerator.WriteAsync(_dir.FullName, options, streamed, seedFormat);
+
+        Assert.Equal(ManifestLoader.Serialize(inMemory) + "\n", System.Text.Encoding.UTF8.GetString(streamed.ToArray()));
+        Assert.Equal(153, count);
+        Assert.Equal(inMemory.Files!.Sum(f => f.Size!.Value), bytes);
+        Assert.Equal(153, ManifestLoader.Parse(streamed.ToArray(), "streamed").Files!.Count);
+    }
+
     [Fact]
     public async Task HashesMatchSha256sumAndEveryChunkRange()
     {

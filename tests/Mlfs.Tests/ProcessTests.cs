@@ -28,6 +28,26 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisp
 
     private static async Task<Repo.Result> Mlfs(params string[] args) => await Repo.RunAsync(Repo.Mlfs, args);
 
+    /// <summary>`generate -o` streams into a temporary name and renames it once complete: a failure leaves nothing behind.</summary>
+    [Fact]
+    public async Task GenerateWritesItsOutputWholeOrNotAtAll()
+    {
+        _model.Add("config.json", 300, 1).Add("weights.bin", (2 << 20) + 5, 2);
+        string output = Path.Combine(_work.FullName, "m.json");
+        var toStdout = await Mlfs("generate", "--id", "m", "--version", "v1", "--url-prefix", "s3://b/m", _model.Folder);
+        var toFile = await Mlfs("generate", "--id", "m", "--version", "v1", "--url-prefix", "s3://b/m", "-o", output, _model.Folder);
+        Assert.True(toFile.ExitCode == 0, toFile.Stderr);
+        Assert.Equal(toStdout.Stdout, await File.ReadAllTextAsync(output));
+
+        // A FIFO in the folder: refused by name (exit 2); the earlier manifest stays, and no partial file is left.
+        Assert.Equal(0, (await Repo.RunAsync("mkfifo", [Path.Combine(_model.Folder, "zz-pipe")])).ExitCode);
+        var refused = await Mlfs("generate", "--id", "m", "--version", "v2", "--url-prefix", "s3://b/m", "-o", output, _model.Folder);
+        Assert.Equal(2, refused.ExitCode);
+        Assert.Contains("zz-pipe", refused.Stderr);
+        Assert.Equal(toStdout.Stdout, await File.ReadAllTextAsync(output));
+        Assert.Equal(["m.json"], Directory.EnumerateFiles(_work.FullName, "m.json*").Select(Path.GetFileName));
+    }
+
     [Fact]
     public async Task TheSeedWorkflowEndToEnd()
     {

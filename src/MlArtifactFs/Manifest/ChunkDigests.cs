@@ -127,7 +127,10 @@ public sealed class ChunkDigestsJsonConverter : JsonConverter<ChunkDigests>
         return $"<{kind}>";
     }
 
-    public override void Write(Utf8JsonWriter writer, ChunkDigests value, JsonSerializerOptions options)
+    public override void Write(Utf8JsonWriter writer, ChunkDigests value, JsonSerializerOptions options) => WriteDigests(writer, value);
+
+    /// <summary>The array of hex strings (also for writers that stream a manifest without a serializer).</summary>
+    public static void WriteDigests(Utf8JsonWriter writer, ChunkDigests value)
     {
         writer.WriteStartArray();
         Span<byte> hex = stackalloc byte[2 * Digest];

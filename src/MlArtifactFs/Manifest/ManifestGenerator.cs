@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Security.Cryptography;
+using System.Text.Json;
 using MlArtifactFs.Cache;
 using MlArtifactFs.Fuse.Interop;
 
@@ -36,39 +37,15 @@ public static class ManifestGenerator
     /// <summary>Read size: large enough for disk-speed sequential reads, small enough to stay in L2/L3-friendly pools.</summary>
     private const int ReadBlock = 4 << 20;
 
+    /// <summary>Files hashed at once: enough to keep every core busy on folders of small files, few enough to bound memory.</summary>
+    private const int Batch = 64;
+
+    /// <summary>The whole manifest in memory (push, tests), validated as a loaded manifest is.</summary>
     public static async Task<ModelManifest> GenerateAsync(string directory, GenerateOptions options,
         IProgress<(string Path, long Bytes)>? progress = null, CancellationToken cancel = default)
     {
-        if (options.ChunkSize <= 0 || options.ChunkSize > ManifestLoader.MaxChunkSize)
-            throw new ArgumentException($"--chunk-size must be between 1 and {ManifestLoader.MaxChunkSize}, got {options.ChunkSize}");
-        string root = Path.GetFullPath(directory).TrimEnd('/');
-        if (!Directory.Exists(root)) throw new DirectoryNotFoundException($"model folder not found: {directory}");
-
-        var entries = new List<(string Relative, string Physical)>();
-        Walk(root, root, "", entries);
-        entries.Sort((a, b) => string.CompareOrdinal(a.Relative, b.Relative));
-
-        var files = new List<ManifestFile>(entries.Count);
-        foreach (var (relative, physical) in entries)
-        {
-            cancel.ThrowIfCancellationRequested();
-            var (size, sha, chunks) = await HashFileAsync(physical, options.ChunkSize, options.ChunkHash,
-                n => progress?.Report((relative, n)), cancel).ConfigureAwait(false);
-            files.Add(new ManifestFile
-            {
-                Path = relative,
-                Url = options.UrlPrefix.TrimEnd('/') + "/" + EncodePath(relative),
-                Size = size,
-                Sha256 = sha,
-                Compression = "none",
-                Chunks = ChunkDigests.FromHex(chunks),
-            });
-        }
-
-        var known = new HashSet<string>(entries.Select(e => e.Relative), StringComparer.Ordinal);
-        foreach (var p in options.Prefetch)
-            if (!known.Contains(p)) throw new ArgumentException($"--prefetch names \"{p}\", which is not a file in {directory}");
-
+        var files = new List<ManifestFile>();
+        await foreach (var file in HashInOrderAsync(directory, options, progress, cancel).ConfigureAwait(false)) files.Add(file);
         var manifest = new ModelManifest
         {
             ArtifactId = options.ArtifactId,
@@ -80,8 +57,112 @@ public static class ManifestGenerator
             Prefetch = [.. options.Prefetch],
             Files = files,
         };
-        // Everything we write must load: run it through the same validation users get.
-        return ManifestLoader.Parse(ManifestLoader.Serialize(manifest), "generated manifest");
+        // Everything we write must load: the same validation users get.
+        return ManifestLoader.Check(manifest, "generated manifest");
+    }
+
+    /// <summary>
+    /// Streams the manifest to <paramref name="output"/> as files are hashed, in path order, byte for byte what
+    /// <see cref="ManifestLoader.Serialize"/> writes for <see cref="GenerateAsync"/>'s manifest (plus a newline):
+    /// a folder of 100,000 files is never held as one document or one string. <paramref name="seedFormat"/>
+    /// leaves out chunk_size, chunk_hash and chunks. Returns the number of files and their total size.
+    /// </summary>
+    public static async Task<(int Files, long Bytes)> WriteAsync(string directory, GenerateOptions options, Stream output, bool seedFormat = false,
+        IProgress<(string Path, long Bytes)>? progress = null, CancellationToken cancel = default)
+    {
+        int count = 0;
+        long total = 0;
+        await using (var json = new Utf8JsonWriter(output, new JsonWriterOptions { Indented = true }))
+        {
+            json.WriteStartObject();
+            json.WriteString("artifact_id", options.ArtifactId);
+            json.WriteString("version", options.Version);
+            if (options.MountPath is not null) json.WriteString("mount_path", options.MountPath);
+            if (!seedFormat)
+            {
+                json.WriteNumber("chunk_size", options.ChunkSize);
+                if (options.ChunkHash != ChunkHashAlgorithm.Sha256) json.WriteString("chunk_hash", ChunkHashing.Name(options.ChunkHash));
+            }
+            json.WriteStartArray("prefetch");
+            foreach (var p in options.Prefetch) json.WriteStringValue(p);
+            json.WriteEndArray();
+            json.WriteStartArray("files");
+            await foreach (var f in HashInOrderAsync(directory, options, progress, cancel).ConfigureAwait(false))
+            {
+                json.WriteStartObject();
+                json.WriteString("path", f.Path);
+                json.WriteString("url", f.Url);
+                json.WriteNumber("size", f.Size!.Value);
+                json.WriteString("sha256", f.Sha256);
+                json.WriteString("compression", f.Compression);
+                if (!seedFormat)
+                {
+                    json.WritePropertyName("chunks");
+                    ChunkDigestsJsonConverter.WriteDigests(json, f.Chunks!);
+                }
+                json.WriteEndObject();
+                count++;
+                total += f.Size.Value;
+                if (json.BytesPending > 1 << 20) await json.FlushAsync(cancel).ConfigureAwait(false);
+            }
+            json.WriteEndArray();
+            json.WriteEndObject();
+        }
+        await output.WriteAsync("\n"u8.ToArray(), cancel).ConfigureAwait(false);
+        await output.FlushAsync(cancel).ConfigureAwait(false);
+        return (count, total);
+    }
+
+    /// <summary>
+    /// Every file of the folder, checked (its path as the loader checks it) and hashed, in path order: a batch
+    /// at a time, the files of a batch on every core at once.
+    /// </summary>
+    private static async IAsyncEnumerable<ManifestFile> HashInOrderAsync(string directory, GenerateOptions options,
+        IProgress<(string Path, long Bytes)>? progress, [System.Runtime.CompilerServices.EnumeratorCancellation] CancellationToken cancel)
+    {
+        if (options.ChunkSize <= 0 || options.ChunkSize > ManifestLoader.MaxChunkSize)
+            throw new ArgumentException($"--chunk-size must be between 1 and {ManifestLoader.MaxChunkSize}, got {options.ChunkSize}");
+        string root = Path.GetFullPath(directory).TrimEnd('/');
+        if (!Directory.Exists(root)) throw new DirectoryNotFoundException($"model folder not found: {directory}");
+        string urlPrefix = options.UrlPrefix.TrimEnd('/') + "/";
+        if (ManifestLoader.CheckUrl(urlPrefix + "x") is { } urlProblem) throw new ArgumentException($"--url-prefix: {urlProblem}");
+
+        var entries = new List<(string Relative, string Physical)>();
+        Walk(root, root, "", entries);
+        entries.Sort((a, b) => string.CompareOrdinal(a.Relative, b.Relative));
+        foreach (var (relative, _) in entries)
+            if (ManifestLoader.CheckPath(relative) is { } pathProblem)
+                throw new ManifestException("generated manifest", [$"{relative}: path {pathProblem}"]);
+        var known = new HashSet<string>(entries.Select(e => e.Relative), StringComparer.Ordinal);
+        foreach (var p in options.Prefetch)
+            if (!known.Contains(p)) throw new ArgumentException($"--prefetch names \"{p}\", which is not a file in {directory}");
+
+        var batch = new ManifestFile[Batch];
+        var parallel = new ParallelOptions { MaxDegreeOfParallelism = Environment.ProcessorCount, CancellationToken = cancel };
+        for (int first = 0; first < entries.Count; first += Batch)
+        {
+            int n = Math.Min(Batch, entries.Count - first);
+            await Parallel.ForAsync(0, n, parallel, async (i, ct) =>
+            {
+                var (relative, physical) = entries[first + i];
+                var (size, sha, chunks) = await HashFileAsync(physical, options.ChunkSize, options.ChunkHash,
+                    progress is null ? null : bytes => progress.Report((relative, bytes)), ct).ConfigureAwait(false);
+                batch[i] = new ManifestFile
+                {
+                    Path = relative,
+                    Url = urlPrefix + EncodePath(relative),
+                    Size = size,
+                    Sha256 = sha,
+                    Compression = "none",
+                    Chunks = chunks,
+                };
+            }).ConfigureAwait(false);
+            for (int i = 0; i < n; i++)
+            {
+                yield return batch[i];
+                batch[i] = null!;
+            }
+        }
     }
 
     /// <summary>Percent-encodes each segment (spaces, UTF-8, '#', '?') but keeps the '/' separators.</summary>
@@ -131,11 +212,12 @@ public static class ManifestGenerator
     };
 
     /// <summary>
-    /// One pass over the file: each block feeds the whole-file hash and the current chunk's hash.
-    /// The two hashes run on two cores at once (Parallel.Invoke) so hashing twice costs no more time
-    /// than hashing once.
+    /// One pass over the file: each block feeds the whole-file hash and the current chunk's hash. For
+    /// large blocks the two hashes run on two cores at once (Parallel.Invoke), so hashing twice costs no
+    /// more time than hashing once; small ones are not worth the hand-off. A file that changes size while
+    /// it is read is an error (its hashes would describe no version of it).
     /// </summary>
-    public static async Task<(long Size, string Sha256, List<string> Chunks)> HashFileAsync(
+    public static async Task<(long Size, string Sha256, ChunkDigests Chunks)> HashFileAsync(
         string path, long chunkSize, ChunkHashAlgorithm algorithm, Action<long>? onBytes, CancellationToken cancel)
     {
         await using var stream = new FileStream(path, new FileStreamOptions
@@ -143,45 +225,55 @@ public static class ManifestGenerator
             Mode = FileMode.Open, Access = FileAccess.Read, Share = FileShare.Read,
             BufferSize = 0, Options = FileOptions.SequentialScan,
         });
+        long expected = stream.Length;
         using var fileHash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
         using var chunkHash = new ChunkDigest(algorithm);
-        var chunks = new List<string>();
+        var digests = new byte[(expected + chunkSize - 1) / chunkSize * ChunkHashing.DigestSize];
+        int chunk = 0;
+        IOException Changed() => new($"{path} changed while it was hashed (it was {expected} bytes); hash a folder nothing writes to");
+        int blockSize = (int)Math.Clamp(expected + 1, 1, ReadBlock); // +1: the read that finds the end
         // Double buffering: the next block is read while the current one is hashed.
-        byte[] current = ArrayPool<byte>.Shared.Rent(ReadBlock), next = ArrayPool<byte>.Shared.Rent(ReadBlock);
+        byte[] current = ArrayPool<byte>.Shared.Rent(blockSize), next = ArrayPool<byte>.Shared.Rent(blockSize);
         try
         {
             long total = 0, inChunk = 0;
-            int n = await stream.ReadAsync(current.AsMemory(0, ReadBlock), cancel).ConfigureAwait(false);
+            int n = await stream.ReadAsync(current.AsMemory(0, blockSize), cancel).ConfigureAwait(false);
             while (n > 0)
             {
-                var reading = stream.ReadAsync(next.AsMemory(0, ReadBlock), cancel);
+                var reading = stream.ReadAsync(next.AsMemory(0, blockSize), cancel);
                 var block = current;
                 int length = n;
-                Parallel.Invoke(
-                    () => fileHash.AppendData(block, 0, length),
-                    () =>
+                if (total + length > expected) throw Changed();
+                void HashChunks()
+                {
+                    int offset = 0;
+                    while (offset < length)
                     {
-                        int offset = 0;
-                        while (offset < length)
+                        int take = (int)Math.Min(length - offset, chunkSize - inChunk);
+                        chunkHash.Append(block.AsSpan(offset, take));
+                        offset += take;
+                        inChunk += take;
+                        if (inChunk == chunkSize)
                         {
-                            int take = (int)Math.Min(length - offset, chunkSize - inChunk);
-                            chunkHash.Append(block.AsSpan(offset, take));
-                            offset += take;
-                            inChunk += take;
-                            if (inChunk == chunkSize)
-                            {
-                                chunks.Add(chunkHash.HexAndReset());
-                                inChunk = 0;
-                            }
+                            chunkHash.FinishInto(digests.AsSpan(chunk++ * ChunkHashing.DigestSize, ChunkHashing.DigestSize));
+                            inChunk = 0;
                         }
-                    });
+                    }
+                }
+                if (length < SmallBlock)
+                {
+                    fileHash.AppendData(block, 0, length);
+                    HashChunks();
+                }
+                else Parallel.Invoke(() => fileHash.AppendData(block, 0, length), HashChunks);
                 total += length;
                 onBytes?.Invoke(total);
                 n = await reading.ConfigureAwait(false);
                 (current, next) = (next, current);
             }
-            if (inChunk > 0) chunks.Add(chunkHash.HexAndReset());
-            return (total, Convert.ToHexStringLower(fileHash.GetHashAndReset()), chunks);
+            if (inChunk > 0) chunkHash.FinishInto(digests.AsSpan(chunk++ * ChunkHashing.DigestSize, ChunkHashing.DigestSize));
+            if (total != expected) throw Changed();
+            return (total, Convert.ToHexStringLower(fileHash.GetHashAndReset()), new ChunkDigests(digests));
         }
         finally
         {
@@ -189,6 +281,9 @@ public static class ManifestGenerator
             ArrayPool<byte>.Shared.Return(next);
         }
     }
+
+    /// <summary>Below this a block is hashed on one core: handing half of it to another costs more than it saves.</summary>
+    private const int SmallBlock = 256 << 10;
 
     /// <summary>A chunk's hash built from the pieces of the blocks read (SHA-256 or BLAKE3).</summary>
     private sealed class ChunkDigest(ChunkHashAlgorithm algorithm) : IDisposable
@@ -202,12 +297,14 @@ public static class ManifestGenerator
             else _blake3!.Update(piece);
         }
 
-        public string HexAndReset()
+        public void FinishInto(Span<byte> digest)
         {
-            if (_sha256 is not null) return Convert.ToHexStringLower(_sha256.GetHashAndReset());
-            string hex = Convert.ToHexStringLower(_blake3!.Finalize().AsSpan());
-            _blake3.Reset();
-            return hex;
+            if (_sha256 is not null) _sha256.GetHashAndReset(digest);
+            else
+            {
+                _blake3!.Finalize().AsSpan().CopyTo(digest);
+                _blake3.Reset();
+            }
         }
 
         public void Dispose()

@@ -54,7 +54,7 @@ public static class ManifestLoader
         ModelManifest? manifest = null;
         try { manifest = JsonSerializer.Deserialize(utf8.Span, ManifestJsonContext.Default.ModelManifest); }
         catch (Exception e) when (e is InvalidOperationException or JsonException or FormatException) { }
-        return manifest is not null && HasEveryRequiredField(manifest) ? Checked(manifest, source) : ParseNamingProblems(utf8, source);
+        return manifest is not null && HasEveryRequiredField(manifest) ? Check(manifest, source) : ParseNamingProblems(utf8, source);
     }
 
     /// <summary>
@@ -91,11 +91,11 @@ public static class ManifestLoader
             // Valid JSON syntax that still cannot be read as text, e.g. an unpaired surrogate escape ("\ud800"): found by fuzzing.
             throw new ManifestException(source, [$"unreadable text in the JSON: {FirstSentence(e.Message)}"]);
         }
-        return Checked(manifest, source);
+        return Check(manifest, source);
     }
 
-    /// <summary>Pass 3, the rules that need the whole manifest; then normalized.</summary>
-    private static ModelManifest Checked(ModelManifest manifest, string source)
+    /// <summary>Pass 3, the rules that need the whole manifest; then normalized. Also for manifests built in memory (generate).</summary>
+    public static ModelManifest Check(ModelManifest manifest, string source)
     {
         var problems = new List<string>();
         CheckRules(manifest, problems);
@@ -106,6 +106,17 @@ public static class ManifestLoader
 
     public static string Serialize(ModelManifest manifest) =>
         JsonSerializer.Serialize(manifest, ManifestJsonContext.Default.ModelManifest);
+
+    /// <summary>The manifest file's bytes: UTF-8 without a byte order mark, ending in a newline (what generate and push write).</summary>
+    public static byte[] SerializeToFile(ModelManifest manifest)
+    {
+        var buffer = new System.Buffers.ArrayBufferWriter<byte>(1 << 16);
+        using (var writer = new Utf8JsonWriter(buffer, new JsonWriterOptions { Indented = true }))
+            JsonSerializer.Serialize(writer, manifest, ManifestJsonContext.Default.ModelManifest);
+        "\n"u8.CopyTo(buffer.GetSpan(1));
+        buffer.Advance(1);
+        return buffer.WrittenSpan.ToArray();
+    }
 
     private static string FirstSentence(string message)
     {

@@ -65,19 +65,30 @@ internal static class GenerateCommand
         try
         {
             var started = System.Diagnostics.Stopwatch.GetTimestamp();
-            var manifest = await ManifestGenerator.GenerateAsync(dir, options, progress, cancel).ConfigureAwait(false);
-            if (chunkSize == 0) manifest.ToSeedFormat();
+            // Streamed as files are hashed; a file is written under a temporary name and renamed once complete,
+            // so a failed run never leaves half a manifest where a mount would read it.
+            (int Files, long Bytes) written;
+            if (parse.GetValue(Output) is { } output)
+            {
+                string partial = $"{output}.partial-{Environment.ProcessId}";
+                try
+                {
+                    await using (var file = new FileStream(partial, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
+                        written = await ManifestGenerator.WriteAsync(dir, options, file, seedFormat: chunkSize == 0, progress, cancel).ConfigureAwait(false);
+                    File.Move(partial, output, overwrite: true);
+                }
+                finally { File.Delete(partial); }
+            }
+            else
+            {
+                await using var stdout = Console.OpenStandardOutput();
+                written = await ManifestGenerator.WriteAsync(dir, options, stdout, seedFormat: chunkSize == 0, progress, cancel).ConfigureAwait(false);
+            }
             if (showProgress)
             {
-                long total = manifest.Files!.Sum(f => f.Size!.Value);
                 double seconds = System.Diagnostics.Stopwatch.GetElapsedTime(started).TotalSeconds;
-                Console.Error.WriteLine($"\r\x1b[K{manifest.Files!.Count} files, {Sizes.Format(total)} hashed in {seconds:0.0} s ({total / Math.Max(seconds, 1e-9) / 1e6:0} MB/s)");
+                Console.Error.WriteLine($"\r\x1b[K{written.Files} files, {Sizes.Format(written.Bytes)} hashed in {seconds:0.0} s ({written.Bytes / Math.Max(seconds, 1e-9) / 1e6:0} MB/s)");
             }
-            string json = ManifestLoader.Serialize(manifest) + "\n";
-            if (parse.GetValue(Output) is { } output)
-                await File.WriteAllTextAsync(output, json, new UTF8Encoding(false), cancel).ConfigureAwait(false);
-            else
-                await Console.Out.WriteAsync(json).ConfigureAwait(false);
             return ExitCodes.Success;
         }
         catch (Exception e) when (e is IOException or ArgumentException or UnauthorizedAccessException or ManifestException)

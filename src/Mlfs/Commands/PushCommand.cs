@@ -95,10 +95,9 @@ internal static class PushCommand
             }, progress, cancel).ConfigureAwait(false);
             if (terminal) Console.Error.Write("\r\x1b[K");
             Console.Error.WriteLine($"pushed: {report.FilesUploaded} uploaded ({Sizes.Format(report.BytesUploaded)}), {report.FilesSkipped} already present ({Sizes.Format(report.BytesSkipped)})");
-            string json = ManifestLoader.Serialize(manifest) + "\n";
+            byte[] bytes = ManifestLoader.SerializeToFile(manifest);
             if (parse.GetValue(Output) is { } output)
             {
-                byte[] bytes = new UTF8Encoding(false).GetBytes(json);
                 byte[]? signature = signKey is null ? null : ManifestSignature.Sign(bytes, signKey);
                 string signatureAt = ManifestSignature.SignaturePathFor(output); // a file or an object beside the manifest
                 if (IsS3(output))
@@ -115,7 +114,11 @@ internal static class PushCommand
                 Console.Error.WriteLine($"manifest: {output}");
                 if (signKey is not null) Console.Error.WriteLine($"signed: {signatureAt} (key {ManifestSignature.KeyHint(signKey)})");
             }
-            else await Console.Out.WriteAsync(json).ConfigureAwait(false);
+            else
+            {
+                await using var stdout = Console.OpenStandardOutput();
+                await stdout.WriteAsync(bytes, cancel).ConfigureAwait(false);
+            }
             return ExitCodes.Success;
         }
         catch (AmazonS3Exception e)
