@@ -64,10 +64,14 @@ def sha256_cpu_s_per_gib(path):
     with open(path, "rb") as f:
         data = f.read()
     view = memoryview(data)
-    t = time.process_time()
-    for o in range(0, len(data), chunk):
-        hashlib.sha256(view[o:o + chunk]).digest()
-    return (time.process_time() - t) / (len(data) / (1 << 30))
+    def one_pass():
+        t = time.process_time()
+        for o in range(0, len(data), chunk):
+            hashlib.sha256(view[o:o + chunk]).digest()
+        return time.process_time() - t
+    # The first pass over freshly read memory costs 3-4 x the next ones on this guest (measured 2.1-2.6 vs
+    # 0.6-0.7 s/GiB): the floor is hashing itself, so the best of three passes counts.
+    return min(one_pass() for _ in range(3)) / (len(data) / (1 << 30))
 
 
 def pid_serving(mp):

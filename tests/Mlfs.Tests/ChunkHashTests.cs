@@ -14,21 +14,9 @@ namespace Mlfs.Tests;
 /// ever takes a chunk of the other, not even a manifest that lists the other algorithm's digests as its own.
 /// </summary>
 [Collection(S3Collection.Name)]
-public sealed class ChunkHashTests(S3Fixture s3, RedisFixture redis, ITestOutputHelper output) : IDisposable
+public sealed class ChunkHashTests(S3Fixture s3, RedisFixture redis, ITestOutputHelper output) : MountProcessTestBase("mlfs-hashes-")
 {
     private const int Chunk = 1 << 20;
-    private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("mlfs-hashes-");
-    private readonly TestModel _model = new();
-
-    public void Dispose()
-    {
-        _model.Dispose();
-        foreach (var dir in _work.EnumerateDirectories())
-            if (FuseMounter.IsMountPoint(dir.FullName)) FuseMounter.TryUnmount(dir.FullName, lazy: true);
-        _work.Delete(recursive: true);
-    }
-
-    private string Cache => Path.Combine(_work.FullName, "cache");
 
     /// <summary>
     /// The same file as a SHA-256 manifest, a BLAKE3 manifest, and a "confused" manifest that says BLAKE3
@@ -98,13 +86,6 @@ public sealed class ChunkHashTests(S3Fixture s3, RedisFixture redis, ITestOutput
         Assert.Equal(0, statusC.GetProperty("chunks_deduplicated").GetInt64());
         Assert.Empty(check.Damaged);
         Assert.Equal(2 * 6, check.ChunksChecked);
-    }
-
-    private static async Task<JsonElement> StatusAsync(string mountPoint)
-    {
-        var status = await Repo.RunAsync(Repo.Mlfs, ["status", "--json", mountPoint]);
-        Assert.True(status.ExitCode == 0, status.Stderr);
-        return JsonDocument.Parse(status.Stdout).RootElement;
     }
 
     /// <summary>The errno a whole-file read ends with (0 when it succeeds).</summary>

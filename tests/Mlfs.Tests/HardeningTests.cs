@@ -13,22 +13,9 @@ namespace Mlfs.Tests;
 /// the real S3 server, a real redis-server.
 /// </summary>
 [Collection(S3Collection.Name)]
-public sealed class HardeningTests(S3Fixture s3, RedisFixture redis, ITestOutputHelper output) : IDisposable
+public sealed class HardeningTests(S3Fixture s3, RedisFixture redis, ITestOutputHelper output) : MountProcessTestBase("mlfs-harden-")
 {
     private const int Chunk = 1 << 20;
-    private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("mlfs-harden-");
-    private readonly TestModel _model = new();
-
-    public void Dispose()
-    {
-        _model.Dispose();
-        foreach (var dir in _work.EnumerateDirectories())
-            if (FuseMounter.IsMountPoint(dir.FullName)) FuseMounter.TryUnmount(dir.FullName, lazy: true);
-        _work.Delete(recursive: true);
-    }
-
-    private string Cache => Path.Combine(_work.FullName, "cache");
-    private string NewMountPoint() => _work.CreateSubdirectory("mnt-" + Guid.NewGuid().ToString("N")[..8]).FullName;
 
     [Fact]
     public async Task APlantedSymlinkAtTheReadyFileIsReplacedNeverWrittenThrough()

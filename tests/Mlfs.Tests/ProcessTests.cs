@@ -7,19 +7,8 @@ namespace Mlfs.Tests;
 
 /// <summary>The `mlfs` executable as users run it: the seed's workflow, exit codes, crash recovery.</summary>
 [Collection(S3Collection.Name)]
-public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : IDisposable
+public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : MountProcessTestBase("mlfs-proc-")
 {
-    private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("mlfs-proc-");
-    private readonly TestModel _model = new();
-
-    public void Dispose()
-    {
-        _model.Dispose();
-        foreach (var dir in _work.EnumerateDirectories())
-            if (FuseMounter.IsMountPoint(dir.FullName)) FuseMounter.TryUnmount(dir.FullName, lazy: true);
-        _work.Delete(recursive: true);
-    }
-
     private string NewDir(string name) => _work.CreateSubdirectory(name).FullName;
 
     private Task<MountProcess> StartMountAsync(string manifest, string mountPoint, string cacheDir, Dictionary<string, string?> env,

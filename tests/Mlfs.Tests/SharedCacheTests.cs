@@ -8,21 +8,9 @@ namespace Mlfs.Tests;
 
 /// <summary>The shared cache: dedup across versions, two processes on one cache, Redis coming and going.</summary>
 [Collection(S3Collection.Name)]
-public sealed class SharedCacheTests(S3Fixture s3, RedisFixture redis) : IDisposable
+public sealed class SharedCacheTests(S3Fixture s3, RedisFixture redis) : MountProcessTestBase("mlfs-shared-")
 {
     private const int Chunk = 1 << 20;
-    private readonly DirectoryInfo _work = Directory.CreateTempSubdirectory("mlfs-shared-");
-    private readonly TestModel _model = new();
-
-    public void Dispose()
-    {
-        _model.Dispose();
-        foreach (var dir in _work.EnumerateDirectories())
-            if (FuseMounter.IsMountPoint(dir.FullName)) FuseMounter.TryUnmount(dir.FullName, lazy: true);
-        _work.Delete(recursive: true);
-    }
-
-    private string Cache => Path.Combine(_work.FullName, "cache");
 
     [Fact]
     public async Task IdenticalChunksAcrossVersionsAreCopiedNotFetched()
