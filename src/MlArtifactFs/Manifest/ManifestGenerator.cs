@@ -240,10 +240,10 @@ public static class ManifestGenerator
             int n = await stream.ReadAsync(current.AsMemory(0, blockSize), cancel).ConfigureAwait(false);
             while (n > 0)
             {
+                if (total + n > expected) throw Changed(); // before the next read starts: no read may outlive the buffers
                 var reading = stream.ReadAsync(next.AsMemory(0, blockSize), cancel);
                 var block = current;
                 int length = n;
-                if (total + length > expected) throw Changed();
                 void HashChunks()
                 {
                     int offset = 0;

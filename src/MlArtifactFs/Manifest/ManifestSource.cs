@@ -18,6 +18,7 @@ public static class ManifestSource
     public const long DefaultMaxBytes = 512L << 20;
 
     private const int Attempts = 3;
+    private static readonly TimeSpan AttemptTimeout = TimeSpan.FromSeconds(60);
 
     public static bool IsRemote(string source) =>
         source.StartsWith("s3://", StringComparison.Ordinal) || source.StartsWith("https://", StringComparison.OrdinalIgnoreCase)
@@ -112,7 +113,15 @@ public static class ManifestSource
     {
         for (int attempt = 1; ; attempt++)
         {
-            try { return await store.GetObjectAsync(location, maxBytes, cancel).ConfigureAwait(false); }
+            // A server that sends headers and then nothing must not hold a mount or a switch forever.
+            using var attemptTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancel);
+            attemptTimeout.CancelAfter(AttemptTimeout);
+            try { return await store.GetObjectAsync(location, maxBytes, attemptTimeout.Token).ConfigureAwait(false); }
+            catch (OperationCanceledException) when (!cancel.IsCancellationRequested)
+            {
+                if (attempt >= Attempts)
+                    throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"cannot fetch {location.Display}: no complete answer within {AttemptTimeout.TotalSeconds:0} s, {Attempts} times");
+            }
             catch (ObjectStoreException e) when (e.Kind == ObjectStoreErrorKind.TooLarge)
             {
                 throw new ManifestException(location.Display, [$"is larger than the limit of {Describe(maxBytes)} (--max-manifest-size)"]);

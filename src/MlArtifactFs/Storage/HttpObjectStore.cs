@@ -94,7 +94,7 @@ public sealed class HttpObjectStore : IObjectStore, IDisposable
             long? declared = response.Content.Headers.ContentLength;
             if (declared > maxBytes) throw new ObjectStoreException(ObjectStoreErrorKind.TooLarge, tooLarge, status);
             await using var body = await response.Content.ReadAsStreamAsync(cancel).ConfigureAwait(false);
-            var bytes = new MemoryStream(declared is { } d ? (int)d : 64 << 10);
+            var bytes = new MemoryStream((int)Math.Min(declared ?? 64 << 10, 64 << 20)); // grows past 64 MiB only as bytes arrive
             var buffer = new byte[64 << 10];
             int n;
             try

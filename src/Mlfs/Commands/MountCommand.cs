@@ -149,9 +149,9 @@ internal static class MountCommand
             return ExitCodes.InvalidInput;
         }
         string manifestSizeText = parse.GetValue(MaxManifestSize)!;
-        if (!Sizes.TryParse(manifestSizeText, out long maxManifestBytes) || maxManifestBytes <= 0)
+        if (!Sizes.TryParse(manifestSizeText, out long maxManifestBytes) || maxManifestBytes <= 0 || maxManifestBytes > Array.MaxLength)
         {
-            Console.Error.WriteLine($"mlfs mount: --max-manifest-size \"{manifestSizeText}\" is not a size (e.g. 512M)");
+            Console.Error.WriteLine($"mlfs mount: --max-manifest-size \"{manifestSizeText}\" is not a size between 1 byte and 2047M (e.g. 512M)");
             return ExitCodes.InvalidInput;
         }
 
