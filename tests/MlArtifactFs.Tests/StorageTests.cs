@@ -114,35 +114,41 @@ public class StorageTests
                 while (true)
                 {
                     using var client = await _listener.AcceptTcpClientAsync(_stop.Token);
-                    await using var stream = client.GetStream();
-                    var reader = new StreamReader(stream, leaveOpen: true);
-                    string? line = await reader.ReadLineAsync(_stop.Token);
-                    while (!string.IsNullOrEmpty(await reader.ReadLineAsync(_stop.Token))) { } // headers
-                    bool found = line?.StartsWith("GET /m.json ", StringComparison.Ordinal) == true;
-                    string head = !found ? "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        : chunked ? "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
-                        : $"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n";
-                    await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(head), _stop.Token);
-                    if (!found) continue;
-                    try
-                    {
-                        if (!chunked) await stream.WriteAsync(body, _stop.Token);
-                        else
-                        {
-                            for (int at = 0; at < body.Length; at += 8192)
-                            {
-                                int n = Math.Min(8192, body.Length - at);
-                                await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes($"{n:x}\r\n"), _stop.Token);
-                                await stream.WriteAsync(body.AsMemory(at, n), _stop.Token);
-                                await stream.WriteAsync("\r\n"u8.ToArray(), _stop.Token);
-                            }
-                            await stream.WriteAsync("0\r\n\r\n"u8.ToArray(), _stop.Token);
-                        }
-                    }
-                    catch (IOException) { } // the client stopped reading at its bound
+                    try { await AnswerAsync(client, body, chunked); }
+                    catch (IOException) { } // the client went away: the next one
                 }
             }
             catch (OperationCanceledException) { }
+        }
+
+        private async Task AnswerAsync(System.Net.Sockets.TcpClient client, byte[] body, bool chunked)
+        {
+            await using var stream = client.GetStream();
+            var reader = new StreamReader(stream, leaveOpen: true);
+            string? line = await reader.ReadLineAsync(_stop.Token);
+            while (!string.IsNullOrEmpty(await reader.ReadLineAsync(_stop.Token))) { } // headers
+            bool found = line?.StartsWith("GET /m.json ", StringComparison.Ordinal) == true;
+            string head = !found ? "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                : chunked ? "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+                : $"HTTP/1.1 200 OK\r\nContent-Length: {body.Length}\r\nConnection: close\r\n\r\n";
+            await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes(head), _stop.Token);
+            if (!found) return;
+            try
+            {
+                if (!chunked) await stream.WriteAsync(body, _stop.Token);
+                else
+                {
+                    for (int at = 0; at < body.Length; at += 8192)
+                    {
+                        int n = Math.Min(8192, body.Length - at);
+                        await stream.WriteAsync(System.Text.Encoding.ASCII.GetBytes($"{n:x}\r\n"), _stop.Token);
+                        await stream.WriteAsync(body.AsMemory(at, n), _stop.Token);
+                        await stream.WriteAsync("\r\n"u8.ToArray(), _stop.Token);
+                    }
+                    await stream.WriteAsync("0\r\n\r\n"u8.ToArray(), _stop.Token);
+                }
+            }
+            catch (IOException) { } // the client stopped reading at its bound
         }
 
         public async ValueTask DisposeAsync()
