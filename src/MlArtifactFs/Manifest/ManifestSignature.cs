@@ -84,13 +84,16 @@ public static class ManifestSignature
     }
 
     /// <summary>
-    /// Checks <paramref name="bundle"/> (null: there is none) over <paramref name="manifestBytes"/> against the
+    /// Checks <paramref name="bundle"/> (null: there is none at <paramref name="signatureName"/>) over <paramref name="manifestBytes"/> against the
     /// trusted keys; returns the hint of the key that verified. Throws <see cref="ManifestSignatureException"/>
     /// naming <paramref name="manifestName"/> and the reason otherwise.
     /// </summary>
-    public static string Verify(string manifestName, ReadOnlySpan<byte> manifestBytes, byte[]? bundle, IReadOnlyList<ECDsa> keys)
+    public static string Verify(string manifestName, ReadOnlySpan<byte> manifestBytes, byte[]? bundle, IReadOnlyList<ECDsa> keys,
+        string? signatureName = null)
     {
-        if (bundle is null) throw new ManifestSignatureException(manifestName, SignatureProblem.NoSignature, "it is not signed (no signature beside it) and keys were given");
+        if (bundle is null)
+            throw new ManifestSignatureException(manifestName, SignatureProblem.NoSignature,
+                $"it is not signed ({signatureName ?? "the signature beside it"} does not exist) and the mount requires a signature (--verify-key)");
         if (bundle.Length > MaxBundleBytes) throw Malformed($"its signature is larger than {MaxBundleBytes >> 20} MiB");
         byte[] payload, signature;
         try

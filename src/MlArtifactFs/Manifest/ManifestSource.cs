@@ -47,7 +47,7 @@ public static class ManifestSource
         if (IsRemote(source))
         {
             ArgumentNullException.ThrowIfNull(store);
-            if (ManifestLoader.CheckUrl(source) is { } refused) throw new ManifestException(Redacted(source), [$"the manifest's URL {refused}"]);
+            if (ManifestLoader.CheckUrl(source) is { } refused) throw new ManifestException(ManifestLoader.WithoutQuery(source), [$"the manifest's URL {refused}"]);
             var location = ObjectLocation.Resolve(source, s3);
             name = location.Display;
             bytes = await FetchAsync(store, location, maxBytes, cancel).ConfigureAwait(false)
@@ -63,13 +63,12 @@ public static class ManifestSource
             if (keys.Count > 0) bundle = ReadLocalSignature(source, signatureName);
         }
         if (keys.Count == 0) return new LoadedManifest(ManifestLoader.Parse(bytes, name), null, bytes.Length);
-        if (bundle is null)
-            throw new ManifestSignatureException(name, SignatureProblem.NoSignature, $"it is not signed ({signatureName} does not exist) and the mount requires a signature (--verify-key)");
-        string signedBy = ManifestSignature.Verify(name, bytes, bundle, keys);
+        string signedBy = ManifestSignature.Verify(name, bytes, bundle, keys, signatureName);
         return new LoadedManifest(ManifestLoader.Parse(bytes, name), signedBy, bytes.Length);
     }
 
-    private static byte[] ReadLocal(string path, long maxBytes)
+    /// <summary>A local manifest's bytes, refused above <paramref name="maxBytes"/>.</summary>
+    internal static byte[] ReadLocal(string path, long maxBytes)
     {
         try
         {
@@ -141,7 +140,4 @@ public static class ManifestSource
         new(name, [$"is {Describe(size)}, larger than the limit of {Describe(maxBytes)} (--max-manifest-size)"]);
 
     private static string Describe(long bytes) => bytes >= 1 << 20 ? $"{bytes / (double)(1 << 20):0.#} MiB" : $"{bytes} bytes";
-
-    /// <summary>A URL as it may be shown: never its query (a presigned URL's signature).</summary>
-    private static string Redacted(string url) => url.IndexOf('?') is var q and >= 0 ? url[..q] + "?…" : url;
 }

@@ -111,7 +111,8 @@ public sealed class HttpObjectStore : IObjectStore, IDisposable
             }
             if (declared is { } length && bytes.Length != length)
                 throw new ObjectStoreException(ObjectStoreErrorKind.Transient, $"GET {what}: {bytes.Length} bytes of the {length} announced", status);
-            return bytes.ToArray();
+            // Announced and arrived exactly: the stream's own array, not a copy of a manifest of tens of MB.
+            return bytes.TryGetBuffer(out var written) && written.Offset == 0 && written.Count == written.Array!.Length ? written.Array : bytes.ToArray();
         }
     }
 
