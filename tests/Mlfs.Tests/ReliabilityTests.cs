@@ -65,12 +65,8 @@ public sealed class ReliabilityTests(S3Fixture s3) : ModelTestBase
             Assert.True(await Check.EventuallyAsync(() => mount.Mount.FileSystem.OpenHandles == 0), $"{mount.Mount.FileSystem.OpenHandles} handle(s) still open");
         }
         // The runtime closes some descriptors asynchronously after the unmount: wait (bounded) for the count to settle.
-        int fdsAfter = Directory.GetFiles("/proc/self/fd").Length;
-        for (int i = 0; i < 100 && fdsAfter > fdsBefore + 4; i++)
-        {
-            await Task.Delay(50);
-            fdsAfter = Directory.GetFiles("/proc/self/fd").Length;
-        }
+        int fdsAfter = 0;
+        await Check.EventuallyAsync(() => (fdsAfter = Directory.GetFiles("/proc/self/fd").Length) <= fdsBefore + 4);
         Assert.True(fdsAfter <= fdsBefore + 4, $"file descriptors: {fdsBefore} before, {fdsAfter} after the mount");
     }
 
