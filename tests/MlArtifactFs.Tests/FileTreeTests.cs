@@ -10,36 +10,29 @@ public class FileTreeTests
 
     private static string Hex(int i) => Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(BitConverter.GetBytes(i)));
 
+    /// <summary>The tree of a manifest listing these files in this order (file i has size i + 1).</summary>
+    private static FileTree Tree(params (string Path, string Url)[] files)
+    {
+        string entries = string.Join(",\n", files.Select((f, i) =>
+            $$"""{"path": "{{f.Path}}", "url": "{{f.Url}}", "size": {{i + 1}}, "sha256": "{{Hex(i)}}"}"""));
+        return FileTree.Build(ManifestLoader.Parse($$"""{"artifact_id": "t", "version": "v1", "files": [{{entries}}]}"""), Anonymous, 2);
+    }
+
     [Fact]
     public void ChildrenAreListedInNameOrderWhateverTheManifestsOrder()
     {
-        var manifest = ManifestLoader.Parse($$"""
-            {"artifact_id": "t", "version": "v1", "files": [
-              {"path": "b/z.bin", "url": "https://h.example/m/b/z.bin", "size": 1, "sha256": "{{Hex(1)}}"},
-              {"path": "a.bin", "url": "https://h.example/m/a.bin", "size": 2, "sha256": "{{Hex(2)}}"},
-              {"path": "b/a.bin", "url": "https://h.example/m/b/a.bin", "size": 3, "sha256": "{{Hex(3)}}"},
-              {"path": "B.bin", "url": "https://h.example/m/B.bin", "size": 4, "sha256": "{{Hex(4)}}"}
-            ]}
-            """);
-        var tree = FileTree.Build(manifest, Anonymous, 2);
+        var tree = Tree(("b/z.bin", "https://h.example/m/b/z.bin"), ("a.bin", "https://h.example/m/a.bin"),
+            ("b/a.bin", "https://h.example/m/b/a.bin"), ("B.bin", "https://h.example/m/B.bin"));
         Assert.Equal(["B.bin", "a.bin", "b"], tree.Root.Children.Select(c => c.Name));
         Assert.Equal(["a.bin", "z.bin"], tree.FindPath("b")!.Children.Select(c => c.Name));
-        Assert.Equal(3, tree.FindPath("b/a.bin")!.File!.Size);
+        Assert.Equal(3, tree.FindPath("b/a.bin")!.File!.Size); // the third file of the manifest
     }
 
     [Fact]
     public void EveryFileKeepsItsOwnUrlWhetherOrNotItFollowsTheSharedPrefix()
     {
-        var manifest = ManifestLoader.Parse($$"""
-            {"artifact_id": "t", "version": "v1", "files": [
-              {"path": "a.bin", "url": "s3://models/m/a.bin", "size": 1, "sha256": "{{Hex(1)}}"},
-              {"path": "d/b.bin", "url": "s3://models/m/d/b.bin", "size": 1, "sha256": "{{Hex(2)}}"},
-              {"path": "c.bin", "url": "s3://models/blobs/{{Hex(3)}}", "size": 1, "sha256": "{{Hex(3)}}"},
-              {"path": "e.bin", "url": "s3://other/m/e.bin", "size": 1, "sha256": "{{Hex(4)}}"},
-              {"path": "f.bin", "url": "https://h.example/x/f.bin?X-Amz-Signature=abc", "size": 1, "sha256": "{{Hex(5)}}"}
-            ]}
-            """);
-        var tree = FileTree.Build(manifest, Anonymous, 2);
+        var tree = Tree(("a.bin", "s3://models/m/a.bin"), ("d/b.bin", "s3://models/m/d/b.bin"), ("c.bin", $"s3://models/blobs/{Hex(3)}"),
+            ("e.bin", "s3://other/m/e.bin"), ("f.bin", "https://h.example/x/f.bin?X-Amz-Signature=abc"));
         Assert.Equal("s3://models/m/a.bin", tree.FindPath("a.bin")!.File!.Url);
         Assert.Equal("s3://models/m/d/b.bin", tree.FindPath("d/b.bin")!.File!.Url);
         Assert.Equal($"s3://models/blobs/{Hex(3)}", tree.FindPath("c.bin")!.File!.Url);
