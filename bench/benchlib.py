@@ -233,7 +233,7 @@ class Mounts:
 
     def peer(self, name, bucket, probe):
         """rclone mount (vfs cache off / full) or s3fs (with or without use_cache) of `bucket`, with an empty cache."""
-        apt_install("rclone", "s3fs")
+        apt_install("rclone", "s3fs", "fuse3")  # fuse3: fusermount3, which unmounts them
         env = self.env
         mp = tempfile.mkdtemp(prefix=f"{name}-", dir=self.work)
         cache = tempfile.mkdtemp(prefix=f"{name}-cache-", dir=self.work)

@@ -27,7 +27,8 @@ Workloads (median of --runs, page cache dropped before each):
   ranks        4 processes each reading its own quarter of one file at once (tensor-parallel ranks)
 Reported: throughput / ceiling, load time / (local load + transfer at the ceiling), bytes from S3 /
 bytes needed, the share of the run the link sat idle (10 ms buckets at the relay with no byte from S3),
-mlfs's daemon CPU s/GiB. Writes bench/results/network.json.
+mlfs's daemon CPU s/GiB, and how busy the machine's cores were over the run (/proc/stat: loader, daemon,
+relay and nginx together; near 1.0 means the run was CPU-bound, not waiting on the network). Writes bench/results/network.json.
 """
 import argparse, json, os, random, shutil, signal, statistics, struct, subprocess, tempfile, time
 
@@ -187,6 +188,18 @@ print(round(best))
 
 
 # ---- the network ---------------------------------------------------------------------------------
+
+def cpu_jiffies():
+    """(busy, total) jiffies over all cores, from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]  # idle + iowait
+    return sum(v) - idle, sum(v)
+
+
+def busy_share(before, after):
+    return (after[0] - before[0]) / max(1, after[1] - before[1])
+
 
 def ns(*argv):
     return ["nsenter", f"--net=/run/netns/{NS}", *argv]
@@ -379,7 +392,7 @@ def main():
     main_cap = caps[len(caps) // 2]
     only = set(filter(None, args.only.split(",")))
     want = lambda w: not only or w in only
-    apt_install("python3-torch", "python3-boto3", "nginx-light", "s3fs", "rclone", "iproute2", "gcc")
+    apt_install("python3-torch", "python3-boto3", "nginx-light", "s3fs", "rclone", "iproute2", "gcc", "fuse3")
     ensure_mlfs()
     env = local_s3_env()
     work = tempfile.mkdtemp(prefix="mlfs-net-")
@@ -408,25 +421,28 @@ def main():
                                       env=env, capture_output=True, text=True, check=True).stdout)
 
         def one_run(kind, cap, action, needed):
-            """Cold: drop caches, mount, reset the relay, act; returns (seconds, bytes from S3 / needed, idle share, daemon CPU s/GiB)."""
+            """Cold: drop caches, mount, reset the relay, act; returns (seconds, bytes from S3 / needed, idle share, daemon CPU s/GiB,
+            share of the cores busy)."""
             endpoint = net.endpoint(cap)
             drop_caches()
             proc, mp = (mounts.mlfs(manifest, endpoint, *builds[kind][1:], binary=builds[kind][0]) if kind in builds
                         else mounts.peer(kind, endpoint, BUCKET, "m/weights.bin"))
             try:
                 net.reset(cap)
-                cpu0 = cpu_seconds(proc.pid) if proc else 0
+                cpu0, machine0 = (cpu_seconds(proc.pid) if proc else 0), cpu_jiffies()
                 seconds = action(os.path.join(mp, "m"))
+                busy = busy_share(machine0, cpu_jiffies())
                 cpu = (cpu_seconds(proc.pid) - cpu0) / (needed / (1 << 30)) if proc else None
                 down, idle = net.take(cap)
-                return seconds, down / needed, idle, cpu
+                return seconds, down / needed, idle, cpu, busy
             finally:
                 mounts.stop(mp)
 
         def measure(kind, cap, action, needed):
             runs = [one_run(kind, cap, action, needed) for _ in range(args.runs)]
             med = lambda i: statistics.median(r[i] for r in runs)
-            out = {"s": round(med(0), 3), "bytes_from_s3_vs_needed": round(med(1), 3), "idle_share": round(med(2), 3)}
+            out = {"s": round(med(0), 3), "bytes_from_s3_vs_needed": round(med(1), 3), "idle_share": round(med(2), 3),
+                   "cores_busy_share": round(med(4), 3)}
             if runs[0][3] is not None:
                 out["daemon_cpu_s_per_GiB"] = round(med(3), 2)
             return out
@@ -468,22 +484,26 @@ def main():
         for name, (file, action) in loads.items():
             if not want(name):
                 continue
-            local = []
+            local, local_busy = [], []
             for _ in range(args.runs):
                 drop_caches()
+                machine0 = cpu_jiffies()
                 local.append(action(files))
+                local_busy.append(busy_share(machine0, cpu_jiffies()))
             local_s = statistics.median(local)
             transfer = sizes[file] / (ceil * 1e6)
-            row = {"local_s": round(local_s, 3), "transfer_at_ceiling_s": round(transfer, 3)}
+            row = {"local_s": round(local_s, 3), "local_cores_busy_share": round(statistics.median(local_busy), 3),
+                   "transfer_at_ceiling_s": round(transfer, 3)}
             for kind in contenders:
                 m = measure(kind, main_cap, action, sizes[file])
                 m["vs_local_plus_transfer"] = round(m["s"] / (local_s + transfer), 3)
+                m["vs_larger_of_local_and_transfer"] = round(m["s"] / max(local_s, transfer), 3)  # the floor if both overlapped perfectly
                 row[kind] = m
             if peers and "mlfs" in row:
                 row["mlfs_vs_best_peer"] = round(row["mlfs"]["s"] / min(row[p]["s"] for p in peers), 3)
             results[name] = row
             print(f"{name}: local {local_s:.2f} s + transfer {transfer:.2f} s; " +
-                  "; ".join(f"{k} {row[k]['s']} s ({row[k]['vs_local_plus_transfer']}), idle {row[k]['idle_share']}" for k in contenders) +
+                  "; ".join(f"{k} {row[k]['s']} s ({row[k]['vs_local_plus_transfer']}), idle {row[k]['idle_share']}, cores busy {row[k]['cores_busy_share']}" for k in contenders) +
                   (f"; mlfs / best peer {row['mlfs_vs_best_peer']}" if "mlfs_vs_best_peer" in row else ""), flush=True)
 
         if want("random_4k"):

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark, one after the other, then one report: a table on stdout, bench/results/report.json
-# and bench/results/report.svg. Run on purpose (about 13 minutes here), never in CI. Needs root and /dev/fuse.
+# and bench/results/report.svg. Run on purpose (about 25 minutes here), never in CI. Needs root and /dev/fuse.
 #   bench/run.sh [--size-mib N] [--runs N] [--micro]
 #     --size-mib  the streamed file (default 4096: the peak-RSS target is for a 4 GiB stream)
 #     --runs      runs per measure; each figure is the median (default 3; latency 3x, model load 2x+1 as many)
@@ -19,7 +19,7 @@ done
 
 # What the benchmarks use: the local S3 server, nginx, the peers, boto3 (the plain client), torch.
 scripts/ensure-packages.sh fuse3 swift swift-proxy swift-account swift-container swift-object memcached curl python3 bc \
-  nginx-light rclone s3fs python3-boto3 python3-torch socat redis-server iproute2
+  nginx-light rclone s3fs python3-boto3 python3-torch socat redis-server iproute2 gcc
 scripts/build.sh >/dev/null   # the AOT binary users run
 
 # The S3 server's state (4 GiB and more of objects) lives apart and goes at the end.
@@ -31,6 +31,7 @@ echo "== latency";                            python3 bench/latency.py --runs $(
 echo "== model load";                         python3 bench/model-load.py --runs $((runs * 2 + 1))  # disk-bound: noisier
 echo "== generate";                           bench/generate-speed.sh 1024
 echo "== fleet (4 nodes, origin capped at 100 MB/s)"; python3 bench/fleet.py --size-mib 256
+echo "== network (S3 behind 30 ms round trips, per-connection caps)"; python3 bench/network.py --runs "$runs"
 if ((micro)); then
   echo "== microbenchmarks"
   dotnet run -c Release --project bench/MlArtifactFs.Benchmarks -- micro --filter '*' --job short --exporters csv --artifacts bench/results/micro
