@@ -28,11 +28,12 @@ Workloads (median of --runs, page cache dropped before each):
 Reported: throughput / ceiling, load time / (local load + transfer at the ceiling), bytes from S3 /
 bytes needed, the share of the run the link sat idle (10 ms buckets at the relay with no byte from S3),
 mlfs's daemon CPU s/GiB, and how busy the machine's cores were over the run (/proc/stat: loader, daemon,
-relay and nginx together; near 1.0 means the run was CPU-bound, not waiting on the network). Writes bench/results/network.json.
+relay and nginx together; near 1.0 means the run was CPU-bound, not waiting on the network), with the
+CPU seconds split into the daemon, the loader and the others (S3 server, nginx, relay, kernel network work). Writes bench/results/network.json.
 """
-import argparse, json, os, random, shutil, signal, statistics, struct, subprocess, tempfile, time
+import argparse, json, os, random, resource, shutil, signal, statistics, struct, subprocess, tempfile, time
 
-from benchlib import (MLFS, ROOT, apt_install, cpu_seconds, drop_caches, ensure_mlfs, local_s3_env, machine, sh,
+from benchlib import (CLK, MLFS, ROOT, apt_install, cpu_seconds, drop_caches, ensure_mlfs, local_s3_env, machine, sh,
                       swift_put, wait_for, write_result)
 
 NS = "mlfsbench"
@@ -84,10 +85,20 @@ with open(f"{out}/model.gguf", "wb") as f:
 with open(f"{out}/model-order.json", "w") as f: json.dump(model_order, f)
 '''
 
-# Loaders: each prints the seconds of the load itself (not of importing torch).
-LOAD_SAFETENSORS = r'''
+# Loaders: each prints how busy the cores were and the seconds of the load itself (not of importing torch).
+CORES = r'''
+def cores():
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+def report(c0, t0):
+    import time
+    c1 = cores()
+    print((c1[0] - c0[0]) / max(1, c1[1] - c0[1]), time.perf_counter() - t0)
+'''
+
+LOAD_SAFETENSORS = CORES + r'''
 import json, mmap, struct, sys, time
-t = time.perf_counter()
+c, t = cores(), time.perf_counter()
 with open(sys.argv[1], "rb") as f:
     (n,) = struct.unpack("<Q", f.read(8))
     header = json.loads(f.read(n))
@@ -97,12 +108,12 @@ with open(sys.argv[1], "rb") as f:
     for name in order:                         # the model's order, not the file's
         begin, end = header[name]["data_offsets"]
         total += len(bytes(mm[8 + n + begin:8 + n + end]))
-print(time.perf_counter() - t)
+report(c, t)
 '''
 
-LOAD_GGUF = r'''
+LOAD_GGUF = CORES + r'''
 import mmap, struct, sys, time
-t = time.perf_counter()
+c, t = cores(), time.perf_counter()
 with open(sys.argv[1], "rb") as f:
     mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     assert mm[:4] == b"GGUF"
@@ -128,15 +139,15 @@ with open(sys.argv[1], "rb") as f:
     total = 0
     for off, n in tensors:                     # tensor-info order
         total += len(bytes(mm[base + off:base + off + n]))
-print(time.perf_counter() - t)
+report(c, t)
 '''
 
-LOAD_PT = r'''
+LOAD_PT = CORES + r'''
 import sys, time, torch
-t = time.perf_counter()
+c, t = cores(), time.perf_counter()
 sd = torch.load(sys.argv[1])
 assert sum(v.numel() for v in sd.values()) > 0
-print(time.perf_counter() - t)
+report(c, t)
 '''
 
 RANKS = r'''
@@ -199,6 +210,12 @@ def cpu_jiffies():
 
 def busy_share(before, after):
     return (after[0] - before[0]) / max(1, after[1] - before[1])
+
+
+def children_cpu_seconds():
+    """CPU seconds of the children we waited for (the loader, dd): not the mounts, which run until stopped."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def ns(*argv):
@@ -352,9 +369,15 @@ class Contenders:
         self.live.clear()
 
 
+LOADER_CORES_BUSY = [None]  # what the last loader measured over its load alone (without starting Python, importing torch)
+
+
 def py(script, *args):
-    """Runs a loader (Debian's python3, for torch) and returns what it printed, as a float."""
-    return float(subprocess.run(["/usr/bin/python3", "-c", script, *map(str, args)], capture_output=True, text=True, check=True).stdout.split()[-1])
+    """Runs a loader (Debian's python3, for torch) and returns what it printed last, as a float (a loader
+    printing two numbers gives the cores' busy share over its load first)."""
+    out = subprocess.run(["/usr/bin/python3", "-c", script, *map(str, args)], capture_output=True, text=True, check=True).stdout.split()
+    LOADER_CORES_BUSY[0] = float(out[-2]) if len(out) >= 2 else None
+    return float(out[-1])
 
 
 def dd_seconds(path):
@@ -429,12 +452,18 @@ def main():
                         else mounts.peer(kind, endpoint, BUCKET, "m/weights.bin"))
             try:
                 net.reset(cap)
-                cpu0, machine0 = (cpu_seconds(proc.pid) if proc else 0), cpu_jiffies()
+                cpu0, machine0, loader0 = (cpu_seconds(proc.pid) if proc else 0), cpu_jiffies(), children_cpu_seconds()
+                LOADER_CORES_BUSY[0] = None
                 seconds = action(os.path.join(mp, "m"))
-                busy = busy_share(machine0, cpu_jiffies())
-                cpu = (cpu_seconds(proc.pid) - cpu0) / (needed / (1 << 30)) if proc else None
+                machine1 = cpu_jiffies()
+                busy = LOADER_CORES_BUSY[0] if LOADER_CORES_BUSY[0] is not None else busy_share(machine0, machine1)
+                daemon = cpu_seconds(proc.pid) - cpu0 if proc else None
+                # Where the two cores went: the daemon, the loader (with its start: Python, torch's import), and
+                # everything else (the S3 server, nginx, the relay, the kernel's network work; for a peer, its daemon too).
+                split = {"daemon": daemon, "loader": children_cpu_seconds() - loader0, "total": (machine1[0] - machine0[0]) / CLK}
+                cpu = daemon / (needed / (1 << 30)) if proc else None
                 down, idle = net.take(cap)
-                return seconds, down / needed, idle, cpu, busy
+                return seconds, down / needed, idle, cpu, busy, split
             finally:
                 mounts.stop(mp)
 
@@ -443,6 +472,11 @@ def main():
             med = lambda i: statistics.median(r[i] for r in runs)
             out = {"s": round(med(0), 3), "bytes_from_s3_vs_needed": round(med(1), 3), "idle_share": round(med(2), 3),
                    "cores_busy_share": round(med(4), 3)}
+            split = {k: statistics.median(r[5][k] for r in runs) for k in ("loader", "total")}
+            if runs[0][5]["daemon"] is not None:
+                split["daemon"] = statistics.median(r[5]["daemon"] for r in runs)
+            split["others"] = split["total"] - split["loader"] - split.get("daemon", 0)
+            out["cpu_s"] = {k: round(v, 2) for k, v in split.items()}
             if runs[0][3] is not None:
                 out["daemon_cpu_s_per_GiB"] = round(med(3), 2)
             return out
@@ -487,9 +521,8 @@ def main():
             local, local_busy = [], []
             for _ in range(args.runs):
                 drop_caches()
-                machine0 = cpu_jiffies()
                 local.append(action(files))
-                local_busy.append(busy_share(machine0, cpu_jiffies()))
+                local_busy.append(LOADER_CORES_BUSY[0])
             local_s = statistics.median(local)
             transfer = sizes[file] / (ceil * 1e6)
             row = {"local_s": round(local_s, 3), "local_cores_busy_share": round(statistics.median(local_busy), 3),

@@ -65,7 +65,9 @@ def rows():
             if not r or "mlfs" not in r:
                 continue
             m = r["mlfs"]
-            out.append(("network", f"{label}, {setup}", f"{m['s']} s (link idle {m['idle_share']}, cores busy {m['cores_busy_share']})",
+            split = m.get("cpu_s", {})
+            cpu = f"; CPU s: daemon {split.get('daemon')}, loader {split.get('loader')}, S3 side {split.get('others')}" if split else ""
+            out.append(("network", f"{label}, {setup}", f"{m['s']} s (link idle {m['idle_share']}, cores busy {m['cores_busy_share']}{cpu})",
                         f"local {r['local_s']} s + transfer at the ceiling {r['transfer_at_ceiling_s']} s", m["vs_local_plus_transfer"],
                         ("<=", 0.9) if load_name != "torch_load" else None))
             if "mlfs_vs_best_peer" in r:
