@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every benchmark, one after the other, then one report: a table on stdout, bench/results/report.json
-# and bench/results/report.svg. Run on purpose (about 25 minutes here), never in CI. Needs root and /dev/fuse.
+# and bench/results/report.svg. Run on purpose (about 22 minutes here), never in CI. Needs root and /dev/fuse.
 #   bench/run.sh [--size-mib N] [--runs N] [--micro]
 #     --size-mib  the streamed file (default 4096: the peak-RSS target is for a 4 GiB stream)
 #     --runs      runs per measure; each figure is the median (default 3; latency 3x, model load 2x+1 as many)
@@ -25,7 +25,9 @@ scripts/build.sh >/dev/null   # the AOT binary users run
 # The S3 server's state (4 GiB and more of objects) lives apart and goes at the end.
 export MLFS_S3_DIR=/tmp/mlfs-bench-s3
 trap 'scripts/local-s3.sh stop >/dev/null 2>&1 || true; rm -rf "$MLFS_S3_DIR"' EXIT
-rm -rf bench/results/*.json bench/results/report.svg bench/results/micro   # every figure comes from this run
+# Every figure of the report comes from this run (generate-many.py and manifest-scale.py are run on their own).
+rm -rf bench/results/{fuse-throughput,latency,model-load,generate-speed,fleet,network,report}.json bench/results/report.svg
+if ((micro)); then rm -rf bench/results/micro; fi
 echo "== throughput (${size} MiB, ${runs} runs)"; python3 bench/fuse-throughput.py --size-mib "$size" --runs "$runs"
 echo "== latency";                            python3 bench/latency.py --runs $((runs * 3))
 echo "== model load";                         python3 bench/model-load.py --runs $((runs * 2 + 1))  # disk-bound: noisier
