@@ -4,6 +4,7 @@
   python3 bench/fuse-throughput.py [--size-mib 1024] [--runs 3]
 
 Measures (median of --runs, page cache dropped before each cold run):
+  hashes       CPU s/GiB of SHA-256 alone (hashlib) and of BLAKE3 alone (the daemon's chunk hash, in .NET) over the same bytes
   memory-fuse  dd bs=1M of an in-memory file through our FUSE layer (no disk, no S3): pure protocol
                cost, vs dd of a local file already in the page cache; daemon CPU seconds per GiB.
   cold         dd of the file through `mlfs mount` with an empty cache, from the local S3 server and from
@@ -73,6 +74,8 @@ def main():
         sh(f"head -c {size} /dev/urandom > {local}")
         local_warm, _ = measure(local, args.runs + 1, cold=False)
         sha_cpu = median(sha256_cpu_s_per_gib(local) for _ in range(args.runs))
+        # BLAKE3 alone: the daemon's own chunk hash (the default kind), over the same bytes in memory.
+        blake3_cpu = float(sh(f"{bench_bin} hash-cpu {local} blake3"))
 
         # 1. pure FUSE: an in-memory file
         mnt = os.path.join(work, "mem")
@@ -130,6 +133,7 @@ def main():
             "memory_fuse_vs_page_cache_read": round(mem_rate / local_warm, 3),
             "memory_fuse_daemon_cpu_s_per_GiB": round(mem_cpu, 3),
             "sha256_only_cpu_s_per_GiB": round(sha_cpu, 3),
+            "blake3_only_cpu_s_per_GiB": round(blake3_cpu, 3),
             "s3_ceiling_MBps": s3_ceil,
             "s3_ceiling_client_cpu_s_per_GiB": round(s3_ceil_cpu, 2),
             "cold_s3_MBps": round(rates["s3"][0]),

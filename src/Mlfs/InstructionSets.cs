@@ -8,9 +8,9 @@ namespace Mlfs;
 /// <summary>
 /// NativeAOT compiles for one instruction set, and .NET cannot choose vector widths at run time in such
 /// a binary. scripts/build.sh therefore ships two: <c>mlfs</c> for any x86-64 server (x86-64-v2) and
-/// <c>mlfs-avx512</c> beside it (x86-64-v4). BLAKE3, the chunk hash mlfs writes by default, runs six
-/// times faster with AVX-512 (measured here: 1.06 against 0.18 CPU s/GiB; a cold read's daemon CPU
-/// 2.66 s/GiB with SHA-256 against 1.76 with BLAKE3). On a CPU with AVX-512, <c>mlfs</c> replaces itself
+/// <c>mlfs-avx512</c> beside it (x86-64-v4). BLAKE3, the chunk hash mlfs writes by default, runs four
+/// times faster with AVX-512 (measured here with `MlArtifactFs.Benchmarks hash-cpu`, both builds AOT:
+/// 1.60 against 0.39 CPU s/GiB; a cold read's daemon CPU 2.66 s/GiB with SHA-256 against 1.76 with BLAKE3). On a CPU with AVX-512, <c>mlfs</c> replaces itself
 /// with <c>mlfs-avx512</c> (execv: same pid, arguments and environment) before it does anything else.
 /// </summary>
 internal static class InstructionSets

@@ -19,7 +19,7 @@ public sealed record GenerateOptions(
 /// <summary>
 /// Walks a model folder and builds its manifest: every regular file (symlinks to files inside the
 /// folder are followed), sorted by path, with the SHA-256 of the file and the hash of each chunk
-/// (BLAKE3 by default: a third of SHA-256's cost for every reader; SHA-256 on request) computed in one
+/// (BLAKE3 by default: about two thirds of SHA-256's cost for every reader; SHA-256 on request) computed in one
 /// pass over the data. Anything that cannot be served faithfully (a link leaving the folder, a
 /// socket, a device) is an error naming it, never silently skipped.
 /// </summary>

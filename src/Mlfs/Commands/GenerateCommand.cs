@@ -25,7 +25,7 @@ internal static class GenerateCommand
     /// <summary>--chunk-hash, shared by generate and push.</summary>
     internal static Option<string> NewChunkHashOption() => new("--chunk-hash")
     {
-        Description = "hash of each chunk: blake3 (the default: a third of SHA-256's cost for every reader) or sha256 (what mlfs before 2026-12 reads)",
+        Description = "hash of each chunk: blake3 (the default: about two thirds of SHA-256's cost, 0.4 against 0.6 CPU s/GiB, for every reader) or sha256 (what mlfs before 2026-12 reads)",
         DefaultValueFactory = _ => "blake3",
     };
 
