@@ -307,7 +307,11 @@ public sealed class ProcessTests(S3Fixture s3, ITestOutputHelper output) : Mount
                 }
             })).ToArray();
             await Task.WhenAll(readers).WaitAsync(TimeSpan.FromMinutes(5));
-            // Closed files are released asynchronously: let the daemon settle (bounded) before counting its fds.
+            // Closed files are released asynchronously: wait for the daemon to have seen every RELEASE (the event,
+            // with a one-minute deadline), then for its descriptor count to stop moving, before counting its fds.
+            var released = System.Diagnostics.Stopwatch.StartNew();
+            while ((await StatusAsync(mountPoint)).GetProperty("open_files").GetInt64() > 0 && released.Elapsed < TimeSpan.FromMinutes(1))
+                await Task.Delay(20);
             var settled = daemon.Sample();
             for (int i = 0; i < 40; i++) { await Task.Delay(50); var next = daemon.Sample(); if (next.Fds == settled.Fds) break; settled = next; }
             return settled;
