@@ -323,9 +323,12 @@ public sealed class FetcherTests : IDisposable
             var (d, loc) = Put($"f{i}", Bytes(Chunk, 30 + i));
             var blob = _cache.Open(d);
             await _fetcher.EnsureAsync(blob, loc, $"f{i}", 0, Chunk, FetchPriority.Demand, default);
+            // A fetch returns once its chunk is staged (readers are answered); its write lands after. Wait for that
+            // event (one-minute deadline), so a slow machine cannot leave several writes in flight at once.
+            var landed = System.Diagnostics.Stopwatch.StartNew();
+            while (!blob.IsComplete && landed.Elapsed < TimeSpan.FromMinutes(1)) await Task.Delay(10);
             _cache.Release(blob);
-            // Within the bound plus what is in flight: a fetch returns once its chunk is staged (readers are
-            // answered), and its write may still be landing when the next fetch makes room.
+            // Within the bound plus what is in flight: this file's write may have needed room the next fetch makes.
             Assert.True(_cache.UsedBytes <= _cache.Capacity + Chunk, $"after file {i}: {_cache.UsedBytes} > {_cache.Capacity} + one chunk in flight");
         }
 
